@@ -1,0 +1,75 @@
+"""One validated settings object per process, read from BLACKBOX_* environment variables.
+
+Nothing else reads os.environ. Unsafe production choices (no WORM, no token key, archive
+without retention) are refused at start, not discovered during an audit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BLACKBOX_", extra="ignore")
+
+    environment: Literal["dev", "production"] = "production"
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    consumer_group: str = "blackbox-seal"
+    kafka_session_timeout_seconds: float = Field(30.0, gt=0)
+    # Partition of the archive key space: a recreated events topic restarts its offsets at 0,
+    # so it must get a new epoch or its objects would collide with the old topic's.
+    source_epoch: str = Field("e1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # Archive (the evidence)
+    archive_url: str = "file://./.blackbox/archive"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    require_worm: bool = True
+    retention_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    retention_days: int = Field(2555, ge=1)  # seven years: the usual HIPAA documentation horizon
+
+    # Index
+    index_url: str = "chdb://./.blackbox/index"
+
+    # Seal worker
+    batch_max_messages: int = Field(1000, ge=1)
+    batch_within_seconds: float = Field(0.5, gt=0)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    idle_timeout_seconds: float = Field(1800.0, gt=0)
+    idle_check_seconds: float = Field(5.0, gt=0)
+    dlq_limit: int = Field(1000, ge=1, description="dead letters allowed per dlq_window_seconds")
+    dlq_window_seconds: float = Field(60.0, gt=0)
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = "blackbox"
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if not self.require_worm:
+            problems.append("BLACKBOX_REQUIRE_WORM=false: evidence could be deleted")
+        if self.archive_url.startswith("file://") and self.retention_mode != "COMPLIANCE":
+            problems.append("a local archive supports COMPLIANCE retention only")
+        if self.jwt_public_key_file is None and self.jwt_jwks_url is None:
+            problems.append("set BLACKBOX_JWT_PUBLIC_KEY_FILE or BLACKBOX_JWT_JWKS_URL")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))
+        return self

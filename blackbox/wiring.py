@@ -1,0 +1,74 @@
+"""The one place that turns settings into concrete stores, clients and processors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from blackbox.settings import Settings
+from schemas import SchemaRegistry, default_registry
+from storage.index import Index, open_index
+from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
+from streams.app import WorkerConfig
+from streams.pipeline import PipelineConfig, SealPipeline
+from streams.seal import SealStep
+
+logger = logging.getLogger(__name__)
+
+
+def open_archive(settings: Settings) -> ObjectStore:
+    """The WORM store named by ``archive_url``: ``file://DIR`` or ``s3://BUCKET[/PREFIX]``."""
+    retention = Retention(settings.retention_mode, settings.retention_days)
+    url = urlsplit(settings.archive_url)
+    if url.scheme == "file":
+        return LocalWormStore(Path(url.netloc + url.path), retention=retention)
+    if url.scheme == "s3":
+        secret = settings.s3_secret_access_key
+        return S3ObjectStore(
+            url.netloc,
+            prefix=url.path.lstrip("/"),
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            retention=retention,
+            require_worm=settings.require_worm,
+        )
+    raise ValueError(f"archive_url must be file://DIR or s3://BUCKET[/PREFIX], not {settings.archive_url!r}")
+
+
+def open_migrated_index(settings: Settings) -> Index:
+    index = open_index(settings.index_url)
+    applied = index.migrate()
+    if applied:
+        logger.info("index migrations applied: %s", applied)
+    return index
+
+
+def build_pipeline(
+    settings: Settings, store: ObjectStore, index: Index, registry: SchemaRegistry | None = None
+) -> SealPipeline:
+    registry = registry or default_registry()
+    config = PipelineConfig(
+        epoch=settings.source_epoch,
+        max_message_bytes=settings.max_message_bytes,
+        dlq_limit=settings.dlq_limit,
+        dlq_window_seconds=settings.dlq_window_seconds,
+    )
+    return SealPipeline(registry, SealStep(registry), store, index, config)
+
+
+def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:
+    return WorkerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        data_dir=data_dir,
+        app_id=settings.consumer_group,
+        partitions=settings.topic_partitions,
+        batch_max_messages=settings.batch_max_messages,
+        batch_within_seconds=settings.batch_within_seconds,
+        max_message_bytes=settings.max_message_bytes,
+        session_timeout_seconds=settings.kafka_session_timeout_seconds,
+        idle_timeout_seconds=settings.idle_timeout_seconds,
+        idle_check_seconds=settings.idle_check_seconds,
+    )

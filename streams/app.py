@@ -1,0 +1,219 @@
+"""The Faust app: a thin adapter between Kafka and the seal pipeline.
+
+The agent takes batches of raw messages without acknowledging them, hands each batch to
+`SealPipeline.process` (in a thread: it is CPU and blocking I/O), publishes the dead letters
+and sealed batches, waits for the broker to confirm them, and only then acknowledges the
+batch, so Faust commits an offset only after its records are durable everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+
+from schemas import EVENT_SCHEMA, SchemaRegistry
+from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
+from streams.seal import IDLE_TIMEOUT, SessionState
+
+logger = logging.getLogger(__name__)
+
+WORKER_GATEWAY = {"id": "blackbox-worker", "product": "blackbox", "version": "1"}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    bootstrap: str
+    data_dir: Path
+    app_id: str = "blackbox-seal"
+    events_topic: str = "blackbox.events"
+    sealed_topic: str = "blackbox.sealed"
+    dlq_topic: str = "blackbox.dlq"
+    partitions: int = 4
+    batch_max_messages: int = 1000
+    batch_within_seconds: float = 0.5
+    max_message_bytes: int = 4 * 1024 * 1024
+    session_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 1800.0
+    idle_check_seconds: float = 5.0
+    commit_interval_seconds: float = 1.0
+
+
+@dataclass
+class WorkerMetrics:
+    """Counters for /metrics; written by the agent only, read by anyone."""
+
+    batches: int = 0
+    messages: int = 0
+    events: int = 0
+    records: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    objects: int = 0
+    skipped_messages: int = 0
+    last_batch_seconds: float = 0.0
+    started_at: float = field(default_factory=time.time)
+
+    def add(self, outcome: BatchOutcome, messages: int, seconds: float) -> None:
+        self.batches += 1
+        self.messages += messages
+        self.events += outcome.events
+        self.records += outcome.records
+        self.duplicates += outcome.duplicates
+        self.dead_letters += len(outcome.dead_letters)
+        self.objects += outcome.objects_written
+        self.skipped_messages += outcome.skipped_messages
+        self.last_batch_seconds = seconds
+
+
+def idle_timeout_event(state: SessionState, idle_seconds: float) -> dict[str, Any]:
+    """The worker's request to seal an idle session; the seal step ignores it if stale."""
+    return {
+        # Deterministic id: asking twice for the same idle point is an identical duplicate.
+        "event_id": f"idle-{state.session_id}-{state.last_seq}",
+        "session_id": state.session_id,
+        "seq": max(state.last_seq, 0),
+        "event_time": state.last_event_at_us,
+        "gateway": WORKER_GATEWAY,
+        "identity": state.identity
+        or {"principal": "unknown", "kind": "UNKNOWN", "issuer": None, "groups": []},
+        "target": state.target or {"name": "unknown", "kind": "OTHER", "host": None, "database": None},
+        "attributes": {},
+        "body": (IDLE_TIMEOUT, {"last_seq": state.last_seq, "idle_seconds": int(idle_seconds)}),
+    }
+
+
+def build_app(
+    config: WorkerConfig,
+    pipeline: SealPipeline,
+    registry: SchemaRegistry,
+    *,
+    metrics: WorkerMetrics | None = None,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+) -> faust.App:
+    metrics = metrics if metrics is not None else WorkerMetrics()
+    # Thread handoff: the pipeline runs in worker threads, one call at a time.
+    pipeline_lock = threading.Lock()
+
+    app = faust.App(
+        config.app_id,
+        broker=f"kafka://{config.bootstrap}",
+        store="memory://",
+        datadir=str(config.data_dir / "faust"),
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=config.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=config.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, config.session_timeout_seconds / 3),
+        broker_commit_interval=config.commit_interval_seconds,
+        producer_acks=-1,
+        # A dead letter carries the original bytes, up to the largest message we accept.
+        producer_max_request_size=config.max_message_bytes + 64 * 1024,
+        consumer_max_fetch_size=max(config.max_message_bytes * 2, 4 * 1024 * 1024),
+        stream_buffer_maxsize=max(4096, config.batch_max_messages * 2),
+        logging_config=None,
+    )
+    events = app.topic(
+        config.events_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
+    )
+    sealed = app.topic(
+        config.sealed_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
+    )
+    dlq = app.topic(
+        config.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
+    )
+
+    def run_locked(function: Callable[..., Any], *args: Any) -> Any:
+        with pipeline_lock:
+            return function(*args)
+
+    async def publish(outcome: BatchOutcome) -> None:
+        pending = []
+        for letter in outcome.dead_letters:
+            logger.warning(
+                "dead letter from %s[%d]@%d: %s",
+                letter.source.topic,
+                letter.source.partition,
+                letter.source.offset,
+                letter.reason,
+            )
+            pending.append(
+                await dlq.send(key=letter.key, value=letter.value, headers=letter.headers(), force=True)
+            )
+        for partition, message in outcome.sealed_batches:
+            pending.append(
+                await sealed.send(key=str(partition).encode(), value=message, partition=partition, force=True)
+            )
+        if pending:
+            await asyncio.gather(*pending)
+
+    @app.agent(events, name="seal", concurrency=1)
+    async def seal_agent(stream: Any) -> None:
+        async for batch in stream.noack_take(config.batch_max_messages, within=config.batch_within_seconds):
+            started = time.perf_counter()
+            messages = [_source_message(event) for event in batch]
+            try:
+                outcome = await asyncio.to_thread(run_locked, pipeline.process, messages)
+            except DlqLimitExceeded as exc:
+                logger.critical("%s", exc)
+                # Unacknowledged, this batch is replayed after the operator has looked.
+                await app.crash(exc)
+                return
+            await publish(outcome)
+            for event in batch:
+                await stream.ack(event)
+            metrics.add(outcome, len(messages), time.perf_counter() - started)
+
+    @app.timer(config.idle_check_seconds)  # type: ignore[untyped-decorator]
+    async def seal_idle_sessions() -> None:
+        idle = await asyncio.to_thread(run_locked, pipeline.idle_sessions, config.idle_timeout_seconds)
+        for state in idle:
+            logger.info(
+                "session %s idle for %.0fs: asking to seal it", state.session_id, config.idle_timeout_seconds
+            )
+            value = registry.encode(EVENT_SCHEMA, idle_timeout_event(state, config.idle_timeout_seconds))
+            await events.send(key=state.session_id.encode(), value=value, force=True)
+
+    async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == config.events_topic:
+                await asyncio.to_thread(run_locked, pipeline.forget_partition, tp.partition)
+
+    app.on_partitions_revoked.connect(cast(Any, forget_revoked))
+
+    if on_started is not None:
+        hook = on_started
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def started() -> None:
+            await hook()
+
+    return app
+
+
+def _source_message(event: Any) -> SourceMessage:
+    message = event.message
+    headers = tuple((name, bytes(value)) for name, value in (message.headers or ()))
+    return SourceMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=headers,
+    )
+
+
+def run_worker(app: faust.App, loglevel: str = "INFO") -> None:
+    """Run the app in the foreground until SIGINT/SIGTERM (or a crash, exiting non-zero)."""
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,1 @@
+"""Contract suites: one per external system, parametrized over every implementation."""

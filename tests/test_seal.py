@@ -1,0 +1,225 @@
+"""The seal step as a pure function: chain rules, determinism, and state derived from records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ledger.chain import GENESIS, ChainBroken, verify_chain
+from schemas import EVENT_SCHEMA, default_registry
+from streams.app import idle_timeout_event
+from streams.seal import SealedRecord, SealStep, SessionSealed, SessionState, replay_state
+from streams.validate import InvalidEvent
+from tests.eventdata import body, end, make_event, output
+
+REGISTRY = default_registry()
+
+
+class Chain:
+    """Feeds events through the seal step the way the pipeline does, keeping every record."""
+
+    def __init__(self, session_id: str = "s-1") -> None:
+        self.step = SealStep(REGISTRY)
+        self.state = SessionState(session_id, partition=0)
+        self.records: list[SealedRecord] = []
+        self.digests: dict[int, bytes] = {}
+        self.outcomes: list[str] = []
+
+    def feed(self, event: dict[str, Any]) -> list[str]:
+        result = self.step(
+            event,
+            REGISTRY.encode_body(EVENT_SCHEMA, event),
+            self.state,
+            lambda _sid, seq: self.digests.get(seq),
+            message_key=event["session_id"].encode(),
+        )
+        for record in result.records:
+            if record.value["kind"] in ("EVENT", "LATE"):
+                self.digests[record.value["source_seq"]] = record.value["event_digest"]
+        self.state = result.state
+        self.records.extend(result.records)
+        self.outcomes.append(result.outcome)
+        return [record.value["kind"] for record in result.records]
+
+    def archived(self) -> list[tuple[bytes, dict[str, Any]]]:
+        return [
+            (record.raw, REGISTRY.decode_body("dev.blackbox.v1.SealedRecord", record.raw))
+            for record in self.records
+        ]
+
+
+def test_events_chain_in_order_and_end_seals() -> None:
+    chain = Chain()
+    assert chain.feed(make_event("s-1", 0)) == ["EVENT"]
+    assert chain.feed(make_event("s-1", 1)) == ["EVENT"]
+    assert chain.feed(make_event("s-1", 2, end())) == ["EVENT", "SEAL"]
+    first, _, _, seal = (record.value for record in chain.records)
+    assert first["prev_hash"] == GENESIS
+    assert seal["seal"]["record_count"] == 3
+    assert seal["seal"]["head_hash"] == chain.records[2].hash
+    assert seal["seal"]["last_seq"] == 2
+    summary = verify_chain("s-1", chain.archived(), require_seal=True)
+    assert summary.record_count == 4
+    assert summary.sealed
+
+
+def test_identical_duplicate_is_dropped() -> None:
+    chain = Chain()
+    event = make_event("s-1", 0)
+    chain.feed(event)
+    assert chain.feed(dict(event)) == []
+    assert chain.outcomes[-1] == "duplicate"
+    assert chain.state.next_index == 1
+
+
+def test_conflicting_duplicate_is_chained_as_a_fork() -> None:
+    chain = Chain()
+    chain.feed(make_event("s-1", 0, output("ls\r\n")))
+    assert chain.feed(make_event("s-1", 0, output("rm -rf /\r\n"))) == ["FORK"]
+    assert chain.state.fork_count == 1
+    assert verify_chain("s-1", chain.archived()).forks == 1
+
+
+def test_gap_is_recorded_and_a_late_event_fills_it() -> None:
+    chain = Chain()
+    chain.feed(make_event("s-1", 0))
+    assert chain.feed(make_event("s-1", 3)) == ["GAP", "EVENT"]
+    gap = chain.records[1].value["gap"]
+    assert (gap["first_seq"], gap["last_seq"]) == (1, 2)
+    assert chain.state.missing == ((1, 2),)
+    assert chain.feed(make_event("s-1", 2)) == ["LATE"]
+    assert chain.state.missing == ((1, 1),)
+    # the late event, sent again, is now an identical duplicate
+    assert chain.feed(make_event("s-1", 2)) == []
+
+
+def test_first_event_with_nonzero_seq_opens_with_a_gap() -> None:
+    chain = Chain()
+    assert chain.feed(make_event("s-1", 5)) == ["GAP", "EVENT"]
+    assert chain.records[0].value["gap"] == {"first_seq": 0, "last_seq": 4}
+
+
+def test_sealed_session_refuses_new_events_but_drops_retried_ones() -> None:
+    chain = Chain()
+    chain.feed(make_event("s-1", 0))
+    closing = make_event("s-1", 1, end())
+    chain.feed(closing)
+    assert chain.feed(dict(closing)) == []  # a gateway retrying its last message is harmless
+    with pytest.raises(SessionSealed, match="sealed"):
+        chain.feed(make_event("s-1", 2))
+
+
+def test_idle_timeout_seals_only_when_nothing_followed() -> None:
+    chain = Chain()
+    chain.feed(make_event("s-1", 0))
+    stale = idle_timeout_event(chain.state, 60)
+    chain.feed(make_event("s-1", 1))
+    assert chain.feed(stale) == []
+    assert chain.outcomes[-1] == "idle_ignored"
+    assert chain.feed(idle_timeout_event(chain.state, 60)) == ["SEAL"]
+    assert chain.records[-1].value["seal"]["reason"] == "idle_timeout"
+    assert chain.state.sealed
+
+
+def test_sealing_is_deterministic() -> None:
+    events = [make_event("s-1", 0), make_event("s-1", 2), make_event("s-1", 1), make_event("s-1", 3, end())]
+    first, second = Chain(), Chain()
+    for event in events:
+        first.feed(event)
+        second.feed(dict(event))
+    assert [r.raw for r in first.records] == [r.raw for r in second.records]
+
+
+def test_state_rebuilt_from_archived_records_equals_the_live_state() -> None:
+    chain = Chain()
+    for event in [
+        make_event("s-1", 0),
+        make_event("s-1", 4),
+        make_event("s-1", 2),
+        make_event("s-1", 5, end()),
+    ]:
+        chain.feed(event)
+    rebuilt = replay_state(SessionState("s-1", 0), chain.archived())
+    assert rebuilt == chain.state
+    assert rebuilt.identity == chain.state.identity
+
+
+def test_seal_does_not_mutate_the_state_it_was_given() -> None:
+    chain = Chain()
+    chain.feed(make_event("s-1", 0))
+    before = chain.state
+    snapshot = before.copy()
+    chain.step(
+        make_event("s-1", 1),
+        REGISTRY.encode_body(EVENT_SCHEMA, make_event("s-1", 1)),
+        before,
+        lambda *_: None,
+    )
+    assert before == snapshot
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"session_id": ""}, "session_id"),
+        ({"seq": -1}, "seq"),
+        ({"event_time": 1_700_000_000}, "event_time"),
+        ({"event_id": ""}, "event_id"),
+        ({"body": body("TerminalResize", cols=0, rows=24)}, "terminal size"),
+    ],
+)
+def test_invalid_events_are_refused_with_the_rule(change: dict[str, Any], message: str) -> None:
+    event = {**make_event("s-1", 0), **change}
+    with pytest.raises(InvalidEvent, match=message):
+        SealStep(REGISTRY)(
+            event, REGISTRY.encode_body(EVENT_SCHEMA, event), SessionState("s-1", 0), lambda *_: None
+        )
+
+
+def test_message_key_must_match_the_session() -> None:
+    event = make_event("s-1", 0)
+    with pytest.raises(InvalidEvent, match="message key"):
+        SealStep(REGISTRY)(
+            event,
+            REGISTRY.encode_body(EVENT_SCHEMA, event),
+            SessionState("s-1", 0),
+            lambda *_: None,
+            message_key=b"s-2",
+        )
+
+
+def _chain_of_three() -> list[tuple[bytes, dict[str, Any]]]:
+    chain = Chain()
+    for seq in range(3):
+        chain.feed(make_event("s-1", seq))
+    chain.feed(make_event("s-1", 3, end()))
+    return chain.archived()
+
+
+def test_verify_chain_finds_an_edited_record() -> None:
+    records = _chain_of_three()
+    raw, _ = records[1]
+    edited = raw.replace(b"line 1", b"line X")
+    assert edited != raw
+    records[1] = (edited, REGISTRY.decode_body("dev.blackbox.v1.SealedRecord", edited))
+    with pytest.raises(ChainBroken) as caught:
+        verify_chain("s-1", records)
+    assert (caught.value.index, caught.value.check) == (2, "prev_hash")
+
+
+def test_verify_chain_finds_a_dropped_or_swapped_record() -> None:
+    records = _chain_of_three()
+    with pytest.raises(ChainBroken, match="expected record 1") as dropped:
+        verify_chain("s-1", [records[0], *records[2:]])
+    assert dropped.value.check == "index"
+    with pytest.raises(ChainBroken) as swapped:
+        verify_chain("s-1", [records[0], records[2], records[1], records[3]])
+    assert swapped.value.check == "index"
+
+
+def test_verify_chain_requires_the_seal_when_asked() -> None:
+    records = _chain_of_three()
+    with pytest.raises(ChainBroken) as caught:
+        verify_chain("s-1", records[:-1], require_seal=True)
+    assert caught.value.check == "unsealed"
