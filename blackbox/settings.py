@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_partitions: int = Field(4, ge=1, le=1024)
     consumer_group: str = "blackbox-seal"
+    events_topic: str = "blackbox.events"
+    sealed_topic: str = "blackbox.sealed"
+    dlq_topic: str = "blackbox.dlq"
     kafka_session_timeout_seconds: float = Field(30.0, gt=0)
     # Partition of the archive key space: a recreated events topic restarts its offsets at 0,
     # so it must get a new epoch or its objects would collide with the old topic's.
@@ -57,6 +60,7 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = "blackbox"
 
+    data_dir: Path = Path(".blackbox")
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -58,7 +58,8 @@ _MINUTE = 60 * _SECOND
 _FIRST = ["maria", "jonas", "aiko", "lucas", "fatima", "noah", "elena", "omar", "sofia", "liam", "priya"]
 _LAST = ["schmidt", "novak", "tanaka", "silva", "haddad", "berg", "rossi", "khan", "dubois", "meyer"]
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_UNAMBIGUOUS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I: how generated passwords look
+# No 0/O or 1/l/I: the alphabet generated passwords use.
+_UNAMBIGUOUS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _POD_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
 _DOMAINS = ["example.com", "example.org", "mail.example.net"]
 # Well-known payment-network test numbers: card-shaped, Luhn-valid, and charge nobody.

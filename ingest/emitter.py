@@ -285,11 +285,12 @@ class Emitter:
         """Deliver everything emitted, then stop; raises `EmitError` if anything was not delivered."""
         if self._producer is None or self._closed:
             return
+        # Refuse new events first: one accepted during the final flush could be left behind.
+        self._closing = True
         try:
-            await self.flush()
+            await self._flush()
         finally:
             self._closed = True
-            self._closing = True
             self._outbox_ready.set()
             if self._linger_task is not None:
                 # Safe to cancel: sealing a buffer is synchronous, so no batch is half moved.
@@ -359,6 +360,9 @@ class Emitter:
     async def flush(self) -> None:
         """Deliver every event emitted so far; raises `EmitError` for any that failed."""
         self._require_running()
+        await self._flush()
+
+    async def _flush(self) -> None:
         self._seal_all()
         target = self._enqueued
         while self._handed_over < target:

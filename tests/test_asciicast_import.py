@@ -34,12 +34,13 @@ T0 = 1509091818 * 1_000_000
 
 
 def test_shared_vectors_are_there() -> None:
-    assert len(CASTS) >= 5 and V1, f"asciicast vectors expected in {VECTORS}"
+    assert len(CASTS) >= 5, f"asciicast vectors expected in {VECTORS}"
+    assert V1, f"asciicast v1 vectors expected in {VECTORS}"
 
 
 def _events(path: Path) -> list[SessionEvent]:
-    return session_events(read_asciicast(path), identity=make_identity("importer"), target=make_target("host"),
-                          clock=lambda: T0)
+    return session_events(read_asciicast(path), identity=make_identity("importer"),
+                          target=make_target("host"), clock=lambda: T0)
 
 
 def _of(events: list[SessionEvent], name: str) -> list[SessionEvent]:
@@ -59,7 +60,8 @@ def _recorded(path: Path, code: str) -> str:
 def test_vector_imports_exactly(path: Path) -> None:
     events = _events(path)
     registry = default_registry()
-    assert events[0]["body"][0] == SESSION_START and events[-1]["body"][0] == SESSION_END
+    assert events[0]["body"][0] == SESSION_START
+    assert events[-1]["body"][0] == SESSION_END
     assert [e["seq"] for e in events] == list(range(len(events)))
     times = [e["event_time"] for e in events]
     assert times == sorted(times)
@@ -186,8 +188,10 @@ def test_import_sends_one_session(kafka_bootstrap: str) -> None:
     expected = len(_events(VECTORS / "demo.cast"))
     messages = asyncio.run(consume(kafka_bootstrap, topic, expected))
     events = by_session(messages)[session_id]
-    assert len(events) == expected and len(messages) == 1
-    assert events[0]["identity"]["kind"] == "AI_AGENT" and events[0]["target"]["kind"] == "SSH"
+    assert len(events) == expected
+    assert len(messages) == 1
+    assert events[0]["identity"]["kind"] == "AI_AGENT"
+    assert events[0]["target"]["kind"] == "SSH"
     output = b"".join(e["body"][1]["data"] for e in _of(events, TERMINAL_OUTPUT))  # type: ignore[arg-type]
     assert output == _recorded(VECTORS / "demo.cast", "o").encode()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ import pytest
 from ingest.asciicast import Recording, parse_asciicast, session_events
 from ingest.events import SessionBuilder, make_gateway, make_identity, make_target
 from replay.asciicast import format_seconds, render_asciicast
-from schemas import default_registry
-from storage.archive import ArchivedRecord
-from streams.seal import SealStep, SessionState
+from tests.test_reader import chain_records
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "asciicast"
 START_US = 1_700_000_000_000_000
@@ -60,17 +57,6 @@ def _builder(session_id: str = "s") -> SessionBuilder:
         make_gateway("gw-1", "blackbox-recorder"),
         clock=lambda: START_US,
     )
-
-
-def _sealed(events: list[dict[str, Any]]) -> Iterator[ArchivedRecord]:
-    """The events through the real seal step, as the archive would hand them back."""
-    step = SealStep(default_registry())
-    state = SessionState(session_id=events[0]["session_id"], partition=0)
-    for event in events:
-        result = step(event, state, lambda _session, _seq: None)
-        state = result.state
-        for record in result.records:
-            yield ArchivedRecord(record.raw, record.value)
 
 
 @pytest.mark.parametrize("path", _vector_files(), ids=lambda p: p.name)
@@ -163,11 +149,14 @@ def test_sealed_records_render_like_their_events_and_skip_non_events() -> None:
     if not path.exists():
         pytest.skip("asciicast vectors not present")
     events = _events_of(parse_asciicast(path.read_bytes()))
-    records = list(_sealed(events))
+    records = chain_records(events)
     assert records[-1].value["kind"] == "SEAL"
     from_events = render_asciicast(events, title="t")
     assert render_asciicast(records, title="t") == from_events
-    assert render_asciicast([r.value for r in records], title="t") == from_events
+    # A FORK carries a conflicting copy of an already chained event: evidence, not output.
+    forged = {**events[3], "body": ("dev.blackbox.v1.TerminalOutput", {"data": b"rm -rf /"})}
+    fork = {**records[3].value, "index": len(records), "kind": "FORK", "event": forged}
+    assert render_asciicast([*(r.value for r in records), fork], title="t") == from_events
 
 
 def test_empty_session_is_a_valid_header_only_cast() -> None:

@@ -39,7 +39,7 @@ class Message:
     size: int
 
 
-async def consume(bootstrap: str, topic: str, expected_events: int, timeout: float = 30.0) -> list[Message]:
+async def consume(bootstrap: str, topic: str, expected_events: int, wait_s: float = 30.0) -> list[Message]:
     """Read ``topic`` from the start until ``expected_events`` events arrived (no consumer group:
     Tansu's group joins are slow)."""
     registry = default_registry()
@@ -48,7 +48,7 @@ async def consume(bootstrap: str, topic: str, expected_events: int, timeout: flo
     await consumer.start()
     messages: list[Message] = []
     count = 0
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     try:
         while count < expected_events and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
@@ -120,8 +120,9 @@ def test_compression_is_available_without_fallback() -> None:
     ("linger_ms", -1),
 ])
 def test_unsafe_settings_are_refused(option: str, value: int) -> None:
-    with pytest.raises(ValueError, match=option.split("_ms")[0]):
-        Emitter("127.0.0.1:9", **{option: value})
+    settings: dict[str, Any] = {option: value}
+    with pytest.raises(ValueError, match=option.removesuffix("_ms")):
+        Emitter("127.0.0.1:9", **settings)
 
 
 async def test_emit_before_start_is_an_error() -> None:
@@ -176,7 +177,7 @@ async def test_session_end_flushes_at_once(kafka_bootstrap: str, topic: str) -> 
         await emitter.emit_many(ended)
         # No flush: the SessionEnd alone must send the ended session, while the open session
         # waits for its (ten-minute) linger.
-        messages = await consume(kafka_bootstrap, topic, len(ended), timeout=15)
+        messages = await consume(kafka_bootstrap, topic, len(ended), wait_s=15)
         assert [m.session_id for m in messages] == [ended[0]["session_id"]]
         assert messages[0].events == ended
     messages = await consume(kafka_bootstrap, topic, len(ended) + len(open_session))
@@ -188,7 +189,7 @@ async def test_linger_sends_without_flush(kafka_bootstrap: str, topic: str) -> N
     session = _session(5, end=False)
     async with Emitter(kafka_bootstrap, topic, linger_ms=100) as emitter:
         await emitter.emit_many(session)
-        messages = await consume(kafka_bootstrap, topic, len(session), timeout=15)
+        messages = await consume(kafka_bootstrap, topic, len(session), wait_s=15)
         assert by_session(messages)[session[0]["session_id"]] == session
         assert emitter.messages_sent == 1
 
@@ -207,7 +208,8 @@ async def test_backpressure_bounds_memory(kafka_bootstrap: str, topic: str) -> N
     stats = emitter.stats()
     assert stats.peak_buffered_bytes <= bound
     assert stats.bytes_sent > 20 * bound  # the bound held while far more than it went through
-    assert stats.events_delivered == total and stats.buffered_bytes == 0
+    assert stats.events_delivered == total
+    assert stats.buffered_bytes == 0
     received = by_session(await consume(kafka_bootstrap, topic, total))
     for session in sessions:
         assert received[session[0]["session_id"]] == session
@@ -215,7 +217,9 @@ async def test_backpressure_bounds_memory(kafka_bootstrap: str, topic: str) -> N
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "gzip", None])
-async def test_compression_against_the_broker(kafka_bootstrap: str, topic: str, compression: str | None) -> None:
+async def test_compression_against_the_broker(
+    kafka_bootstrap: str, topic: str, compression: str | None,
+) -> None:
     session = _session(400, payload=b"\x1b[32mok\x1b[0m repeated line\r\n" * 4)
     async with Emitter(kafka_bootstrap, topic, compression=compression) as emitter:
         assert emitter.compression == compression

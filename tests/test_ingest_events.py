@@ -90,8 +90,10 @@ def test_seq_ids_and_times() -> None:
         assert uuid.UUID(event["event_id"]).version == 4
         assert event["session_id"] == "sess-1"
     times = [e["event_time"] for e in events]
-    assert times == sorted(times) and len(set(times)) == len(times)
-    assert b.next_seq == len(events) and b.ended
+    assert times == sorted(times)
+    assert len(set(times)) == len(times)
+    assert b.next_seq == len(events)
+    assert b.ended
 
 
 def test_explicit_time_wins_over_the_clock() -> None:
@@ -117,7 +119,8 @@ def test_output_and_input_stay_distinct() -> None:
     b = _builder()
     registry = default_registry()
     out, inp = b.output(b"same"), b.input(b"same")
-    assert body_name(out) == TERMINAL_OUTPUT and body_name(inp) == TERMINAL_INPUT
+    assert body_name(out) == TERMINAL_OUTPUT
+    assert body_name(inp) == TERMINAL_INPUT
     assert registry.decode(registry.encode(EVENT_SCHEMA, inp)).value["body"][0] == TERMINAL_INPUT
 
 
@@ -145,7 +148,8 @@ def test_start_needs_both_dimensions() -> None:
 
 
 def test_attributes_are_per_event_copies() -> None:
-    b = SessionBuilder("s", make_identity("x"), make_target("t"), make_gateway("g"), attributes={"env": "prod"})
+    b = SessionBuilder("s", make_identity("x"), make_target("t"), make_gateway("g"),
+                       attributes={"env": "prod"})
     first = b.start(attributes={"ticket": "OPS-1"})
     second = b.output(b"")
     assert first["attributes"] == {"env": "prod", "ticket": "OPS-1"}

@@ -205,8 +205,15 @@ def test_concurrent_put_if_absent_has_exactly_one_winner(store: ObjectStore) -> 
         worker.join()
     winners = [i for i, created in results.items() if created]
     assert len(results) == threads
+    assert winners
+    assert store.get("contended") in {f"writer {i}".encode() for i in winners}
+    if len(winners) > 1 and isinstance(store, S3ObjectStore):
+        # Seen about once in 300 runs. Real S3 makes the conditional write atomic.
+        pytest.xfail(
+            "moto_server checks If-None-Match and then stores, without a lock between "
+            "(moto/s3/responses.py put_object), so racing writers can both win"
+        )
     assert len(winners) == 1
-    assert store.get("contended") == f"writer {winners[0]}".encode()
 
 
 def test_concurrent_puts_of_distinct_keys_all_land(store: ObjectStore) -> None:
@@ -354,7 +361,7 @@ def test_corrupt_object_is_not_returned(worm_bucket: S3ObjectStore, s3_client: S
         ChecksumAlgorithm="SHA256",
         ChecksumSHA256=wrong,
     )
-    with pytest.raises(ObjectStoreError, match="checksum") as caught:
+    with pytest.raises(ObjectStoreError, match="checksum mismatch, object content is corrupt") as caught:
         worm_bucket.get("rotten")
     assert not isinstance(caught.value, ObjectStoreUnavailable)
 
@@ -418,6 +425,7 @@ def _fail_with(client: S3Client, status: int, code: str) -> None:
         (503, "SlowDown", ObjectStoreUnavailable),
         (500, "InternalError", ObjectStoreUnavailable),
         (503, "ServiceUnavailable", ObjectStoreUnavailable),
+        (502, "BadGateway", ObjectStoreUnavailable),  # a proxy's code S3 never sends
         (404, "NoSuchKey", ObjectNotFound),
         (403, "AccessDenied", ObjectStoreError),
     ],

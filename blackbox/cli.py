@@ -1,0 +1,234 @@
+"""`blackbox`: one command line for the dev stack, the production processes and the tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(".blackbox")
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    if args.bootstrap:
+        return str(args.bootstrap)
+    from blackbox.devstack import StackNotRunning, read_stack  # noqa: PLC0415
+
+    try:
+        return read_stack(args.data_dir).bootstrap
+    except StackNotRunning as exc:
+        raise CommandError(f"{exc}; or pass --bootstrap HOST:PORT") from None
+
+
+def _add_stack_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data dir of a running dev stack")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (instead of a dev stack's)")
+    parser.add_argument("--topic", default="blackbox.events")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from blackbox.devstack import run_dev_stack  # noqa: PLC0415
+
+    run_dev_stack(
+        args.data_dir,
+        api_port=args.port,
+        broker_port=args.broker_port,
+        demo=not args.no_demo,
+        s3_endpoint=args.s3_endpoint,
+        partitions=args.partitions,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from blackbox.settings import Settings  # noqa: PLC0415
+    from blackbox.topics import ensure_topics  # noqa: PLC0415
+    from blackbox.wiring import build_pipeline, open_archive, open_migrated_index, worker_config  # noqa: PLC0415
+    from schemas import default_registry  # noqa: PLC0415
+    from streams.app import build_app, run_worker  # noqa: PLC0415
+
+    settings = Settings()
+    if args.create_topics:
+        topics = (settings.events_topic, settings.sealed_topic, settings.dlq_topic)
+        asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, topics))
+    store = open_archive(settings)
+    index = open_migrated_index(settings)
+    registry = default_registry()
+    pipeline = build_pipeline(settings, store, index, registry)
+    app = build_app(worker_config(settings, settings.data_dir), pipeline, registry)
+    try:
+        run_worker(app, loglevel=settings.log_level)
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+    from api.auth import TokenVerifier  # noqa: PLC0415
+    from blackbox.settings import Settings  # noqa: PLC0415
+    from blackbox.wiring import open_archive, open_migrated_index  # noqa: PLC0415
+    from replay.reader import SessionReader  # noqa: PLC0415
+
+    settings = Settings()
+    key = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
+    verifier = TokenVerifier(
+        public_key_pem=key, jwks_url=settings.jwt_jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    index = open_migrated_index(settings)
+    app = create_app(SessionReader(index, open_archive(settings)), verifier)
+    try:
+        uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port)
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from api.auth import mint_token  # noqa: PLC0415
+    from blackbox.devstack import dev_token  # noqa: PLC0415
+
+    if args.private_key:
+        token = mint_token(args.private_key.read_bytes(), role=args.role, subject=args.subject, ttl_seconds=args.ttl)
+    else:
+        if not (args.data_dir / "keys").exists():
+            raise CommandError(f"no dev keys under {args.data_dir}; start `blackbox dev` or pass --private-key")
+        token = dev_token(args.data_dir, role=args.role, subject=args.subject, ttl_seconds=args.ttl)
+    print(token)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ingest.asciicast import AsciicastError, import_asciicast  # noqa: PLC0415
+
+    try:
+        session_id = import_asciicast(
+            args.file,
+            identity=args.identity,
+            identity_kind=args.identity_kind,
+            target=args.target,
+            target_kind=args.target_kind,
+            bootstrap=_bootstrap(args),
+            topic=args.topic,
+            session_id=args.session_id,
+        )
+    except AsciicastError as exc:
+        raise CommandError(str(exc)) from None
+    except FileNotFoundError:
+        raise CommandError(f"no such file: {args.file}") from None
+    print(session_id)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ingest.demo import emit_demo  # noqa: PLC0415
+
+    sessions = asyncio.run(emit_demo(_bootstrap(args), topic=args.topic, count_each=args.count))
+    for session_id in sessions:
+        print(session_id)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from blackbox.bench import run_pipeline_bench  # noqa: PLC0415
+
+    report = run_pipeline_bench(
+        events=args.events, events_per_message=args.events_per_message, sessions=args.sessions
+    )
+    print(report.render())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blackbox", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run the whole embedded stack with demo data")
+    dev.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    dev.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    dev.add_argument("--broker-port", type=int, help="Kafka port of the embedded broker (default: a free one)")
+    dev.add_argument("--no-demo", action="store_true", help="do not load the demo sessions")
+    dev.add_argument("--s3-endpoint", help="archive to this S3 endpoint (bucket with Object Lock) instead")
+    dev.add_argument("--partitions", type=int, default=4)
+    dev.set_defaults(handler=cmd_dev)
+
+    worker = commands.add_parser("worker", help="run the seal worker (settings from BLACKBOX_* variables)")
+    worker.add_argument("--create-topics", action="store_true", help="create missing topics first")
+    worker.set_defaults(handler=cmd_worker)
+
+    api = commands.add_parser("api", help="run the HTTP API (settings from BLACKBOX_* variables)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(handler=cmd_api)
+
+    token = commands.add_parser("token", help="mint a token for a dev stack; prints only the token")
+    token.add_argument("--role", default="auditor", choices=["auditor", "admin"])
+    token.add_argument("--subject", default="dev-auditor")
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
+    token.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    token.add_argument("--private-key", type=Path, help="Ed25519 private key (PEM) instead of the dev key")
+    token.set_defaults(handler=cmd_token)
+
+    imp = commands.add_parser("import", help="import an asciinema recording as a terminal session")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--identity", required=True, help="the principal that ran the session")
+    imp.add_argument(
+        "--identity-kind",
+        default="HUMAN",
+        choices=["UNKNOWN", "SERVICE_ACCOUNT", "CI_JOB", "SCANNER", "AI_AGENT", "HUMAN"],
+    )
+    imp.add_argument("--target", required=True, help="connection name the session reached")
+    imp.add_argument("--target-kind", default="SSH", choices=["OTHER", "POSTGRES", "MYSQL", "KUBERNETES", "SSH", "HTTP"])
+    imp.add_argument("--session-id")
+    _add_stack_target(imp)
+    imp.set_defaults(handler=cmd_import)
+
+    demo = commands.add_parser("demo", help="emit the demo sessions")
+    demo.add_argument("--count", type=int, default=1, help="sessions of each kind")
+    _add_stack_target(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench.add_argument("which", choices=["pipeline"])
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--events-per-message", type=int, default=100)
+    bench.add_argument("--sessions", type=int, default=200)
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.handler(args))
+    except CommandError as exc:
+        print(f"blackbox: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"blackbox: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
