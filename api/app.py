@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import TokenVerifier
@@ -162,7 +162,7 @@ def create_app(
     app.include_router(router)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-    def healthz(request: Request) -> JSONResponse:
+    def healthz() -> JSONResponse:
         """Reachability of the index, the object store and any extra dependency; no auth."""
         results = reader.health()
         for name, check in checks.items():

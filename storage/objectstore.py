@@ -415,7 +415,7 @@ class S3ObjectStore:
             # On a versioned bucket a DELETE without a version id only stacks a delete marker on
             # top and answers 204: the evidence is hidden, not gone, and Object Lock never gets
             # asked. Deleting the version itself is the operation retention is checked against.
-            if False:
+            if version:
                 reply = self._client.delete_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
             else:
                 reply = self._client.delete_object(Bucket=self.bucket, Key=self._key(key))

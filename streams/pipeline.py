@@ -448,6 +448,10 @@ class SealPipeline:
             for partition in list(self._durable_upto):
                 self.forget_partition(partition)
             raise
+        # Decoding and sealing find bad input in two passes; the DLQ keeps the input's order.
+        outcome.dead_letters.sort(
+            key=lambda letter: (letter.source.partition, letter.source.offset, letter.event_index or 0)
+        )
         self._dlq_limiter.record(len(outcome.dead_letters))
         self.cache.commit(self._clock())
         return outcome

@@ -38,15 +38,16 @@ def _parse_cast(text: str) -> tuple[dict[str, Any], list[list[Any]]]:
 
 
 def _events_of(recording: Recording, session_id: str = "cast-session") -> list[dict[str, Any]]:
-    return list(
-        session_events(
+    return [
+        dict(event)
+        for event in session_events(
             recording,
             identity=make_identity("ci-bot", "CI_JOB"),
             target=make_target("prod-db", "SSH"),
             session_id=session_id,
             clock=lambda: START_US,
         )
-    )
+    ]
 
 
 def _builder(session_id: str = "s") -> SessionBuilder:
@@ -99,7 +100,7 @@ def test_utf8_split_across_events_is_reassembled_exactly() -> None:
     data = text.encode()
     rng = random.Random(7)
     builder = _builder()
-    events: list[dict[str, Any]] = [builder.start(cols=120, rows=30, term="xterm", at_us=START_US)]
+    events: list[Any] = [builder.start(cols=120, rows=30, term="xterm", at_us=START_US)]
     position = 0
     while position < len(data):
         size = rng.randint(1, 3)  # most multi-byte characters end up split

@@ -59,7 +59,9 @@ def chain_records(
         raws.append(raw)
         head = record_hash(raw)
 
-    base = {"event_digest": None, "event": None, "gap": None, "seal": None, "findings": [], "risk": None}
+    base: dict[str, Any] = {
+        "event_digest": None, "event": None, "gap": None, "seal": None, "findings": [], "risk": None
+    }
     session_id = events[0]["session_id"]
     for event in events:
         add({
@@ -313,6 +315,28 @@ def test_search_filters_pages_and_orders_newest_first(store: LocalWormStore, ind
     assert summary.record_count == len(sessions[3])
     assert summary.head_hash == record_hash(sessions[3][-1].raw).hex()
     assert summary.max_risk == 20
+
+
+def test_latest_sessions_row_wins(store: LocalWormStore, index: Index) -> None:
+    records = chain_records(terminal_session("s-grow"))
+    archive_object(store, index, "p0/obj-1", [records[:3]])
+    index_sessions(index, [session_row(records[:3])])  # an open session, as of the first batch
+    archive_object(store, index, "p0/obj-2", [records[3:]])
+    index_sessions(index, [session_row(records)])
+    reader = SessionReader(index, store)
+    assert [s.session_id for s in reader.search().items] == ["s-grow"]
+    summary = reader.get_session("s-grow")
+    assert (summary.record_count, summary.sealed) == (len(records), True)
+    assert reader.verify("s-grow").valid
+
+
+def test_open_session_whose_index_row_lags_the_archive_verifies(store: LocalWormStore, index: Index) -> None:
+    records = chain_records(terminal_session("s-open"), seal_reason=None)
+    archive_object(store, index, "p0/obj", [records])
+    index_sessions(index, [session_row(records[:2])])
+    verdict = SessionReader(index, store).verify("s-open")
+    assert verdict.valid, verdict.failure
+    assert (verdict.sealed, verdict.record_count) == (False, len(records))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,174 @@
+"""The whole path on real parts: emitter → Tansu → seal worker process → S3 (moto) / WORM dir + chdb.
+
+These tests start a real `blackbox worker` process and judge it only by what it wrote: the
+archive, the index and the topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from ingest.demo import generate_load
+from ingest.emitter import Emitter
+from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
+from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
+from tests.eventdata import make_event
+from tests.stack import (
+    Topics,
+    WorkerProcess,
+    index_counts,
+    read_archive,
+    read_dlq,
+    verify_all_chains,
+    wait_for_sealed,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
+
+REGISTRY = default_registry()
+
+
+def load(sessions: int, events_per_session: int, seed: int) -> list[list[dict[str, Any]]]:
+    return [list(events) for events in generate_load(sessions, events_per_session, seed)]
+
+
+async def emit(bootstrap: str, topic: str, sessions: list[list[dict[str, Any]]]) -> None:
+    async with Emitter(bootstrap, topic, max_batch_events=100, linger_ms=20) as emitter:
+        for events in sessions:
+            await emitter.emit_many(events)
+
+
+def expected_record_count(sessions: list[list[dict[str, Any]]]) -> int:
+    # one record per event, plus the SEAL record of each ended session
+    return sum(len(events) for events in sessions) + len(sessions)
+
+
+def s3_store(worm_bucket: S3ObjectStore) -> tuple[str, ObjectStore]:
+    return f"s3://{worm_bucket.bucket}/{worm_bucket.prefix}".rstrip("/"), worm_bucket
+
+
+def test_ten_thousand_events_are_sealed_archived_and_indexed(
+    kafka_bootstrap: str, moto_server: str, worm_bucket: S3ObjectStore, tmp_path: Path
+) -> None:
+    topics = Topics.fresh(kafka_bootstrap)
+    archive_url, store = s3_store(worm_bucket)
+    worker = WorkerProcess(
+        kafka_bootstrap, topics, tmp_path / "worker", archive_url, {"BLACKBOX_S3_ENDPOINT_URL": moto_server}
+    ).start()
+    sessions = load(100, 100, seed=1)
+    try:
+        asyncio.run(emit(kafka_bootstrap, topics.events, sessions))
+        published = wait_for_sealed(kafka_bootstrap, topics.sealed, expected_record_count(sessions), alive=worker.alive)
+    finally:
+        return_code = worker.stop()
+    assert return_code == 0, worker.log()[-3000:]
+
+    contents = read_archive(store)
+    assert len(contents.records) == expected_record_count(sessions)
+    assert {raw for raw, _ in contents.records} == set(published)
+    archived_ids = {v["event"]["event_id"] for _, v in contents.records if v["kind"] == "EVENT"}
+    assert archived_ids == {event["event_id"] for events in sessions for event in events}
+    assert verify_all_chains(contents, require_seal=True) == len(sessions)
+    # objects batch many records: their number does not follow the event count
+    assert contents.objects < len(published) / 50
+
+    counts = index_counts(worker.index_dir)
+    assert counts["records"] == counts["distinct_records"] == expected_record_count(sessions)
+    assert counts["distinct_event_ids"] == 10_000
+    assert counts["sessions"] == counts["sealed"] == len(sessions)
+
+
+def test_sigkill_mid_run_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topics = Topics.fresh(kafka_bootstrap)
+    archive_dir = tmp_path / "archive"
+    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "worker", f"file://{archive_dir}").start()
+    first_wave = load(300, 80, seed=2)
+    second_wave = load(50, 40, seed=3)
+    total = expected_record_count(first_wave) + expected_record_count(second_wave)
+    asyncio.run(emit(kafka_bootstrap, topics.events, first_wave))
+    try:
+        # kill it without warning as soon as it is visibly under way, with most work pending
+        published = wait_for_sealed(kafka_bootstrap, topics.sealed, 1, alive=worker.alive)
+        worker.kill()
+        assert len(set(published)) < expected_record_count(first_wave), "too late to kill mid-run"
+        worker.start()
+        asyncio.run(emit(kafka_bootstrap, topics.events, second_wave))
+        wait_for_sealed(kafka_bootstrap, topics.sealed, total, alive=worker.alive)
+    finally:
+        return_code = worker.stop()
+    assert return_code == 0, worker.log()[-3000:]
+
+    contents = read_archive(LocalWormStore(archive_dir, retention=Retention("COMPLIANCE", 1)))
+    keys = [(value["session_id"], value["index"]) for _, value in contents.records]
+    assert len(keys) == len(set(keys)) == total, "a record is missing or archived twice"
+    assert verify_all_chains(contents, require_seal=True) == len(first_wave) + len(second_wave)
+    counts = index_counts(worker.index_dir)
+    assert counts["records"] == counts["distinct_records"] == total
+    assert counts["sealed"] == len(first_wave) + len(second_wave)
+
+
+def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    archive_dir = tmp_path / "archive"
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "worker",
+        f"file://{archive_dir}",
+        {"BLACKBOX_MAX_MESSAGE_BYTES": str(64 * 1024)},
+    ).start()
+    before = [make_event("good-1", 0), make_event("good-1", 1, ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0}))]
+    after = [make_event("good-2", 0), make_event("good-2", 1, ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0}))]
+    invalid = make_event("bad-1", -1)
+    oversized = make_event("big-1", 0, ("dev.blackbox.v1.TerminalOutput", {"data": b"x" * 100_000}))
+    bad_messages = {
+        "undecodable": (b"bad-0", b"\x00 this is not avro at all"),
+        "unknown schema fingerprint": (b"bad-0", b"\xc3\x01" + bytes(8) + b"\x02"),
+        "seq must be >= 0": (b"bad-1", REGISTRY.encode(EVENT_SCHEMA, invalid)),
+        "oversized": (b"big-1", REGISTRY.encode(EVENT_SCHEMA, oversized)),
+        "message key differs": (b"someone-else", REGISTRY.encode(EVENT_SCHEMA, make_event("good-3", 0))),
+    }
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=1024 * 1024)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topics.events, REGISTRY.encode(BATCH_SCHEMA, {"session_id": "good-1", "events": before}), key=b"good-1"
+            )
+            for key, value in bad_messages.values():
+                await producer.send_and_wait(topics.events, value, key=key, headers=[("trace", b"t-1")])
+            await producer.send_and_wait(
+                topics.events, REGISTRY.encode(BATCH_SCHEMA, {"session_id": "good-2", "events": after}), key=b"good-2"
+            )
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(produce())
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 6, alive=worker.alive)
+        letters = read_dlq(kafka_bootstrap, topics.dlq, len(bad_messages))
+        time.sleep(1)
+        assert worker.alive(), "the worker stopped on bad input"
+    finally:
+        return_code = worker.stop()
+    assert return_code == 0, worker.log()[-3000:]
+
+    assert len(letters) == len(bad_messages)
+    for letter, (expected_reason, (key, value)) in zip(letters, bad_messages.items(), strict=True):
+        headers = dict(letter.headers)
+        assert expected_reason in headers["blackbox.dlq.reason"].decode()
+        assert headers["blackbox.dlq.topic"].decode() == topics.events
+        assert int(headers["blackbox.dlq.offset"]) >= 0
+        assert headers["original.trace"] == b"t-1"
+        assert letter.key == key
+        assert letter.value == value, "the DLQ must keep the original bytes"
+    contents = read_archive(LocalWormStore(archive_dir, retention=Retention("COMPLIANCE", 1)))
+    assert sorted(contents.by_session()) == ["good-1", "good-2"]
+    assert verify_all_chains(contents, require_seal=True) == 2
