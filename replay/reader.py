@@ -4,7 +4,9 @@ range, and turn the records into JSON-ready events, asciicast files and verifica
 The archive is the evidence and the index only says where it is. So every record handed out
 here comes from the archive's exact bytes, and any disagreement between the two (a block that
 does not decode, holds other records than the index says, or is missing) is EvidenceCorrupt,
-never silently skipped: an auditor must not see a replay with a hole in it.
+never silently skipped: an auditor must not see a replay with a hole in it. Reads also check
+that each record links to the one before it (prev_hash), which costs one SHA-256 per record
+and means an edited record is refused wherever it is read, not only by `verify`.
 
 JSON rendering of bytes fields (terminal ``data``): the field holds the bytes decoded as UTF-8
 with invalid sequences replaced by U+FFFD, and, only when the bytes are not valid UTF-8 on
@@ -25,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from ledger.chain import ChainBroken, record_hash, verify_chain
+from ledger.chain import GENESIS, ChainBroken, record_hash, verify_chain
 from replay import queries
 from replay.asciicast import render_asciicast
 from replay.errors import ArchiveUnavailable, EvidenceCorrupt, InvalidQuery, SessionNotFound
@@ -213,7 +215,7 @@ class SessionReader:
     # -- reading records --------------------------------------------------------------------
 
     def records(self, session_id: str) -> list[ArchivedRecord]:
-        """Every archived record of the session, in chain order."""
+        """Every archived record of the session, in chain order, links checked."""
         return list(self._iter_records(session_id, from_index=0))
 
     def events(
@@ -254,7 +256,8 @@ class SessionReader:
         """
         summary = self.get_session(session_id)
         try:
-            records = self.records(session_id)
+            # Links unchecked here: verify_chain checks them and names the failing check.
+            records = list(self._iter_records(session_id, from_index=0, check_links=False))
         except EvidenceCorrupt as exc:
             logger.error("verify %s: archive check failed: %s", session_id, exc)
             return Verdict(
@@ -279,14 +282,22 @@ class SessionReader:
             checks["object_store"] = f"unavailable: {type(exc).__name__}"
         return checks
 
-    def _iter_records(self, session_id: str, *, from_index: int) -> Iterator[ArchivedRecord]:
-        """Records from ``from_index`` on, fetched block by block (ranged reads only)."""
+    def _iter_records(
+        self, session_id: str, *, from_index: int, check_links: bool = True
+    ) -> Iterator[ArchivedRecord]:
+        """Records from ``from_index`` on, fetched block by block (ranged reads only).
+
+        With ``check_links``, every record read must carry the hash of the record before it;
+        the first block is read whole, so links are checked from its start (and from genesis
+        when it starts the session), even when ``from_index`` lies inside it.
+        """
         segments = queries.session_segments(self._index, session_id, from_index=from_index)
         if not segments:
             self.get_session(session_id)  # unknown session → SessionNotFound; else simply no records
             return
         headers: dict[str, ArchiveHeader] = {}
         expected: int | None = None
+        previous: bytes | None = None
         for segment in segments:
             if expected is None:
                 if segment.first_index > from_index:
@@ -311,7 +322,18 @@ class SessionReader:
                 )
             block = self._read_segment(session_id, segment, headers)
             for record in block:
-                if record.value["index"] >= from_index:
+                index = record.value["index"]
+                if check_links:
+                    if index == 0:
+                        previous = GENESIS
+                    if previous is not None and bytes(record.value["prev_hash"]) != previous:
+                        raise EvidenceCorrupt(
+                            session_id,
+                            f"record {index} does not link to record {index - 1}: one of them was altered",
+                            object_key=segment.object_key,
+                        )
+                    previous = record_hash(record.raw)
+                if index >= from_index:
                     yield record
             expected = segment.last_index + 1
 

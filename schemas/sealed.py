@@ -17,10 +17,13 @@ _NULL = b"\x00"
 _PRESENT = b"\x02"  # union branch 1, zigzag encoded
 
 
+_SMALL = tuple(bytes((n << 1,)) for n in range(64))  # zigzag of 0..63 is one byte
+
+
 def _long(n: int) -> bytes:
+    if 0 <= n < 64:
+        return _SMALL[n]
     value = (n << 1) ^ (n >> 63)
-    if value < 0x80:
-        return bytes((value,))
     out = bytearray()
     while value & ~0x7F:
         out.append((value & 0x7F) | 0x80)

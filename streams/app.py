@@ -25,6 +25,7 @@ from streams.seal import IDLE_TIMEOUT, SessionState
 
 logger = logging.getLogger(__name__)
 
+LOGGED_DEAD_LETTERS = 5  # per batch: a flood of bad input must not become a flood of log lines
 WORKER_GATEWAY = {"id": "blackbox-worker", "product": "blackbox", "version": "1"}
 
 
@@ -138,14 +139,17 @@ def build_app(
 
     async def publish(outcome: BatchOutcome) -> None:
         pending = []
-        for letter in outcome.dead_letters:
-            logger.warning(
-                "dead letter from %s[%d]@%d: %s",
-                letter.source.topic,
-                letter.source.partition,
-                letter.source.offset,
-                letter.reason,
-            )
+        for number, letter in enumerate(outcome.dead_letters):
+            if number < LOGGED_DEAD_LETTERS:
+                logger.warning(
+                    "dead letter from %s[%d]@%d: %s",
+                    letter.source.topic,
+                    letter.source.partition,
+                    letter.source.offset,
+                    letter.reason,
+                )
+            elif number == LOGGED_DEAD_LETTERS:
+                logger.warning("... and %d more dead letters in this batch", len(outcome.dead_letters) - number)
             pending.append(
                 await dlq.send(key=letter.key, value=letter.value, headers=letter.headers(), force=True)
             )

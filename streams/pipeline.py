@@ -31,14 +31,13 @@ from storage.archive import ArchivedRecord, BlockLocation, build_object, iter_bl
 from storage.index import Index, IndexUnavailable
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.seal import SealedRecord, SealStep, SessionState, replay_state
-from streams.validate import InvalidEvent
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DIGEST_WINDOW = 4096  # recent seq → digest kept per session; older duplicates ask the index
-SEALED_MESSAGE_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
+SEALED_HASHES_PER_MESSAGE = 8192  # ~300 KiB of hashes: well under Kafka's default 1 MiB limit
 _SUMMARY_LIMIT = 240
 
 
@@ -468,17 +467,10 @@ class SealPipeline:
             return
         batch = _PartitionBatch(partition, fresh[0].offset, fresh[-1].offset)
         decoded = [(message, self._decode(message, outcome)) for message in fresh]
-        self._load_states(partition, {event["session_id"] for _, events in decoded for event, _ in events})
+        self._load_states(partition, {events[0][0]["session_id"] for _, events in decoded if events})
         for message, events in decoded:
-            for position, (event, event_bytes) in enumerate(events):
-                self._seal_one(
-                    batch,
-                    message=message,
-                    position=position if len(events) > 1 else None,
-                    event=event,
-                    event_bytes=event_bytes,
-                    outcome=outcome,
-                )
+            if events:
+                self._seal_message(batch, message, events, outcome)
         if batch.records:
             self._write(batch, outcome)
         self._durable_upto[partition] = batch.last_offset
@@ -502,27 +494,23 @@ class SealPipeline:
                 return []
         return decoded.events
 
-    def _seal_one(
+    def _seal_message(
         self,
         batch: _PartitionBatch,
-        *,
         message: SourceMessage,
-        position: int | None,
-        event: dict[str, Any],
-        event_bytes: bytes,
+        events: list[tuple[dict[str, Any], bytes]],
         outcome: BatchOutcome,
     ) -> None:
-        session_id = event["session_id"]
+        """Seal the events of one message (one session: batches never mix sessions)."""
+        session_id = events[0][0]["session_id"]
         state = self.cache.get(session_id) or SessionState(session_id, message.partition)
-        try:
-            result = self._seal(event, event_bytes, state, self._known_digest, message_key=message.key)
-        except InvalidEvent as exc:
-            single = self._registry.encode_single(event_bytes)
-            outcome.dead_letters.append(DeadLetter(message.key, single, f"invalid: {exc}", message, position))
-            return
-        outcome.events += 1
-        if result.outcome == "duplicate":
-            outcome.duplicates += 1
+        result = self._seal.seal_batch(events, state, self._known_digest, message_key=message.key)
+        for position, error in result.refused:
+            single = self._registry.encode_single(events[position][1])
+            where = position if len(events) > 1 else None
+            outcome.dead_letters.append(DeadLetter(message.key, single, f"invalid: {error}", message, where))
+        outcome.events += len(events) - len(result.refused)
+        outcome.duplicates += result.duplicates
         if not result.records:
             return
         self.cache.stage(result.state, result.records)
@@ -575,21 +563,29 @@ class SealPipeline:
         )
         self._index_object(placed, rows_by_session, states)
         outcome.objects_written += 1
-        all_raw = [record.raw for sid in sessions for record, _ in batch.records[sid]]
+        blocks = [
+            (sid, batch.records[sid][0][0].value["index"], [record.hash for record, _ in batch.records[sid]])
+            for sid in sessions
+        ]
         outcome.sealed_batches.extend(
-            (batch.partition, message) for message in self._sealed_messages(placed, all_raw)
+            (batch.partition, message) for message in self._sealed_messages(placed, blocks)
         )
 
-    def _sealed_messages(self, placed: _PlacedObject, records: list[bytes]) -> list[bytes]:
-        """The object's records as SealedBatch messages, cut to stay under Kafka's size limits."""
-        chunks: list[list[bytes]] = [[]]
-        size = 0
-        for raw in records:
-            if chunks[-1] and size + len(raw) > SEALED_MESSAGE_BYTES:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(raw)
-            size += len(raw)
+    def _sealed_messages(self, placed: _PlacedObject, blocks: list[tuple[str, int, list[bytes]]]) -> list[bytes]:
+        """The object's record hashes as SealedBatch messages, cut to stay far below Kafka's
+        message size limit (a block of a very long session may span messages)."""
+        chunks: list[list[dict[str, Any]]] = [[]]
+        room = SEALED_HASHES_PER_MESSAGE
+        for session_id, first_index, hashes in blocks:
+            start = 0
+            while start < len(hashes):
+                if room == 0:
+                    chunks.append([])
+                    room = SEALED_HASHES_PER_MESSAGE
+                part = hashes[start : start + room]
+                chunks[-1].append({"session_id": session_id, "first_index": first_index + start, "record_hashes": part})
+                start += len(part)
+                room -= len(part)
         return [
             self._registry.encode(
                 SEALED_BATCH_SCHEMA,
@@ -600,7 +596,7 @@ class SealPipeline:
                     "last_offset": placed.last_offset,
                     "chunk_index": number,
                     "chunk_count": len(chunks),
-                    "records": chunk,
+                    "blocks": chunk,
                 },
             )
             for number, chunk in enumerate(chunks)

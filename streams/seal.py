@@ -83,6 +83,14 @@ class SealedRecord:
 
 
 @dataclass(frozen=True)
+class BatchSealResult:
+    records: list[SealedRecord]
+    state: SessionState
+    duplicates: int
+    refused: list[tuple[int, InvalidEvent]]  # (position in the batch, why)
+
+
+@dataclass(frozen=True)
 class SealResult:
     records: tuple[SealedRecord, ...]
     state: SessionState
@@ -165,30 +173,81 @@ class SealStep:
         message_key: bytes | None = None,
     ) -> SealResult:
         """Seal one event. ``event_bytes`` is its canonical Avro encoding (current schema)."""
+        current = state.copy()
+        records: list[SealedRecord] = []
+        outcome = self._seal_into(current, event, event_bytes, known_digest, message_key, records)
+        return SealResult(tuple(records), current if records else state, outcome)
+
+    def seal_batch(
+        self,
+        events: Sequence[tuple[dict[str, Any], bytes]],
+        state: SessionState,
+        known_digest: DigestLookup,
+        *,
+        message_key: bytes | None = None,
+    ) -> BatchSealResult:
+        """Seal several events of one session in order: the same records as sealing them one
+        by one, with one state copy for the whole batch instead of one per event."""
+        current = state.copy()
+        records: list[SealedRecord] = []
+        refused: list[tuple[int, InvalidEvent]] = []
+        duplicates = 0
+        seen: dict[int, bytes] = {}
+
+        def known(session_id: str, seq: int) -> bytes | None:
+            return seen.get(seq) or known_digest(session_id, seq)
+
+        for position, (event, event_bytes) in enumerate(events):
+            before = len(records)
+            try:
+                outcome = self._seal_into(current, event, event_bytes, known, message_key, records)
+            except InvalidEvent as exc:
+                refused.append((position, exc))
+                continue
+            duplicates += outcome == "duplicate"
+            for record in records[before:]:
+                if record.value["kind"] == "EVENT" or record.value["kind"] == "LATE":
+                    seen[record.value["source_seq"]] = record.value["event_digest"]
+        return BatchSealResult(records, current, duplicates, refused)
+
+    def _seal_into(
+        self,
+        current: SessionState,
+        event: dict[str, Any],
+        event_bytes: bytes,
+        known_digest: DigestLookup,
+        message_key: bytes | None,
+        records: list[SealedRecord],
+    ) -> str:
+        """Chain one event onto ``current`` (mutated) and append its records; the outcome.
+
+        Everything that can refuse the event happens before the first mutation, so a refused
+        event leaves ``current`` as it was.
+        """
         validate_event(event, message_key)
         body_type = event["body"][0]
         if body_type == IDLE_TIMEOUT:
-            return self._seal_idle(event, state)
+            # The worker asked to seal an idle session; anything since makes the request stale.
+            if current.sealed or current.next_index == 0 or current.last_seq != event["body"][1]["last_seq"]:
+                return "idle_ignored"
+            self._seal(current, "idle_timeout", records)
+            return "sealed"
         seq = event["seq"]
         digest = hashlib.sha256(event_bytes).digest()
         kind = "EVENT"
-        if seq <= state.last_seq:
-            if _is_missing(state.missing, seq):
+        if seq <= current.last_seq:
+            if _is_missing(current.missing, seq):
                 kind = "LATE"
             else:
-                if known_digest(state.session_id, seq) == digest:
-                    return SealResult((), state, "duplicate")
+                if known_digest(current.session_id, seq) == digest:
+                    return "duplicate"
                 kind = "FORK"
-                logger.error(
-                    "fork: session %s seq %d arrived again with different content", state.session_id, seq
-                )
-        if state.sealed:
-            raise SessionSealed(f"session is sealed ({state.seal_reason}); event seq {seq} refused")
+                logger.error("fork: session %s seq %d arrived again with different content", current.session_id, seq)
+        if current.sealed:
+            raise SessionSealed(f"session is sealed ({current.seal_reason}); event seq {seq} refused")
 
-        records: list[SealedRecord] = []
-        current = state.copy()
-        if kind == "EVENT" and seq > state.last_seq + 1:
-            gap = {"first_seq": state.last_seq + 1, "last_seq": seq - 1}
+        if kind == "EVENT" and seq > current.last_seq + 1:
+            gap = {"first_seq": current.last_seq + 1, "last_seq": seq - 1}
             self._chain(current, {"kind": "GAP", "gap": gap}, None, records)
         masked, findings = self._masker.mask(event)
         # Unmasked events keep the bytes they arrived with; only a changed event is re-encoded.
@@ -205,16 +264,7 @@ class SealStep:
         self._chain(current, fields, masked_bytes, records)
         if kind == "EVENT" and body_type == SESSION_END:
             self._seal(current, event["body"][1]["reason"] or "closed", records)
-        return SealResult(tuple(records), current, "sealed")
-
-    def _seal_idle(self, event: dict[str, Any], state: SessionState) -> SealResult:
-        # The worker asked to seal an idle session; anything that arrived since makes it stale.
-        if state.sealed or state.next_index == 0 or state.last_seq != event["body"][1]["last_seq"]:
-            return SealResult((), state, "idle_ignored")
-        records: list[SealedRecord] = []
-        current = state.copy()
-        self._seal(current, "idle_timeout", records)
-        return SealResult(tuple(records), current, "sealed")
+        return "sealed"
 
     def _seal(self, state: SessionState, reason: str, records: list[SealedRecord]) -> None:
         seal = {

@@ -140,10 +140,12 @@ async def _read_topic(
 
 
 def sealed_records(messages: list[Any]) -> list[bytes]:
-    records: list[bytes] = []
+    """The record hashes announced on the sealed topic, in order."""
+    hashes: list[bytes] = []
     for message in messages:
-        records.extend(REGISTRY.decode(message.value).value["records"])
-    return records
+        for block in REGISTRY.decode(message.value).value["blocks"]:
+            hashes.extend(block["record_hashes"])
+    return hashes
 
 
 def wait_for_sealed(

@@ -20,8 +20,11 @@ from api import TokenVerifier, create_app, generate_ed25519_keypair, mint_token
 from ingest.asciicast import parse_asciicast, session_events
 from ingest.events import make_identity, make_target
 from replay import SessionReader, SessionSummary
+from schemas import EVENT_SCHEMA, default_registry
 from storage.index import Index
 from storage.objectstore import LocalWormStore, ObjectStore
+from streams.pipeline import PipelineConfig, SealPipeline, SourceMessage
+from streams.seal import SealStep
 from tests.test_reader import (
     T0,
     BitFlipStore,
@@ -45,10 +48,18 @@ SPLIT_OUTPUT = ["żółw ".encode()[:1], "żółw ".encode()[1:], "日本\r\n".e
 
 
 def seal_sessions(store: ObjectStore, index: Index, sessions: Sequence[list[dict[str, Any]]]) -> None:
+    """The sessions through the real seal step and sinks, as the worker would write them."""
     if _seal_into is not None:
         _seal_into(store, index, list(sessions))
-    else:
-        write_sessions(store, index, [chain_records(events) for events in sessions], "p0/fixture")
+        return
+    registry = default_registry()
+    pipeline = SealPipeline(registry, SealStep(registry), store, index, PipelineConfig())
+    messages = [
+        SourceMessage("events", 0, offset, event["session_id"].encode(), registry.encode(EVENT_SCHEMA, event))
+        for offset, event in enumerate(event for events in sessions for event in events)
+    ]
+    outcome = pipeline.process(messages)
+    assert not outcome.dead_letters, outcome.dead_letters
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +284,7 @@ def test_verify_endpoint_passes_intact_and_flags_tampered(
     with make_client() as client:
         intact = client.get("/api/v1/sessions/s1/verify", headers=auditor).json()
         tampered = client.get("/api/v1/sessions/tampered/verify", headers=auditor).json()
+        replay = client.get("/api/v1/sessions/tampered/asciicast", headers=auditor)
     assert intact["valid"] is True, intact
     assert intact["sealed"] is True
     assert intact["failure"] is None
@@ -280,6 +292,8 @@ def test_verify_endpoint_passes_intact_and_flags_tampered(
     assert tampered["valid"] is False
     assert tampered["failure"]["check"] == "chain.prev_hash"
     assert tampered["failure"]["index"] == 2
+    assert replay.status_code == 503
+    assert _error(replay)["error"] == "evidence_corrupt"
 
 
 def test_corrupt_or_unreachable_evidence_is_503(

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from ingest.demo import generate_load
+from ledger.chain import record_hash
 from ingest.emitter import Emitter
 from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
@@ -71,7 +72,7 @@ def test_ten_thousand_events_are_sealed_archived_and_indexed(
 
     contents = read_archive(store)
     assert len(contents.records) == expected_record_count(sessions)
-    assert {raw for raw, _ in contents.records} == set(published)
+    assert {record_hash(raw) for raw, _ in contents.records} == set(published)
     archived_ids = {v["event"]["event_id"] for _, v in contents.records if v["kind"] == "EVENT"}
     assert archived_ids == {event["event_id"] for events in sessions for event in events}
     assert verify_all_chains(contents, require_seal=True) == len(sessions)

@@ -228,12 +228,12 @@ class FlakyStore(RecordingStore):
 
 
 class BitFlipStore(RecordingStore):
-    """Flips one byte inside every block read (offsets past the header)."""
+    """Flips a bit of every block's record count (the first varint of a block read)."""
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         data = bytearray(self.inner.get_range(key, start, length))
-        if start > 0 and len(data) > 8:
-            data[len(data) // 2] ^= 0xFF
+        if start > 0 and data:
+            data[0] ^= 0x02  # zigzag: the count moves by one, so the block no longer adds up
         return bytes(data)
 
 
@@ -435,10 +435,17 @@ def test_verify_finds_an_edited_record(store: LocalWormStore, index: Index) -> N
 
     records = chain_records(terminal_session("s-edit"), edit=rewrite_output)
     write_sessions(store, index, [records], "p0/obj")
-    verdict = SessionReader(index, store).verify("s-edit")
+    reader = SessionReader(index, store)
+    verdict = reader.verify("s-edit")
     assert not verdict.valid
     assert verdict.failure is not None
     assert (verdict.failure.check, verdict.failure.index) == ("chain.prev_hash", 3)
+    # Reads refuse the edited evidence too, wherever they start.
+    with pytest.raises(EvidenceCorrupt, match="record 3 does not link"):
+        reader.asciicast("s-edit")
+    with pytest.raises(EvidenceCorrupt, match="record 3 does not link"):
+        reader.events("s-edit", after_index=2)
+    assert [e["index"] for e in reader.events("s-edit", limit=2)] == [0, 1]
 
 
 def test_verify_finds_records_removed_from_the_end(store: LocalWormStore, index: Index) -> None:

@@ -1,0 +1,203 @@
+"""`blackbox bench pipeline`: sealed events per second end to end, against a ceiling measured in the same run.
+
+Both runs use a fresh Tansu broker on this machine and the same generated sessions, emitted
+through the SDK while the consumer runs, and both are timed from the first emit to the last
+confirmed output:
+
+- ceiling: a plain aiokafka loop that consumes, decodes every event, and produces the decoded
+  batches to another topic — the least any processor of these messages must do;
+- pipeline: the real seal worker (`blackbox worker`, Faust) in its own process, sealing into a
+  local WORM archive and chdb; an event counts once its record is published on
+  blackbox.sealed, which happens only after the archive object and index rows are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from blackbox.broker import TansuBroker
+from blackbox.topics import ensure_topics
+from ingest.demo import generate_load
+from ingest.emitter import Emitter
+from schemas import default_registry
+
+PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    events: int
+    events_per_message: int
+    emit_seconds: float
+    ceiling_seconds: float
+    pipeline_seconds: float
+
+    @property
+    def ceiling_rate(self) -> float:
+        return self.events / self.ceiling_seconds
+
+    @property
+    def pipeline_rate(self) -> float:
+        return self.events / self.pipeline_seconds
+
+    def render(self) -> str:
+        ratio = self.pipeline_rate / self.ceiling_rate
+        return (
+            f"events: {self.events} in messages of {self.events_per_message} ({PARTITIONS} partitions)\n"
+            f"emit only (SDK → broker):               {self.events / self.emit_seconds:>10,.0f} events/s\n"
+            f"ceiling (consume → decode → produce):   {self.ceiling_rate:>10,.0f} events/s\n"
+            f"pipeline (emit → sealed, archived, indexed): {self.pipeline_rate:>7,.0f} events/s\n"
+            f"pipeline / ceiling:                      {ratio:>10.2f}\n"
+            f"targets: ≥ 20,000 events/s end to end and ≥ 0.50 of the ceiling"
+        )
+
+
+def _sessions(events: int, sessions: int, seed: int = 7) -> list[list[dict[str, Any]]]:
+    per_session = max(2, events // sessions)
+    return [list(batch) for batch in generate_load(sessions, per_session, seed=seed)]
+
+
+async def _emit(bootstrap: str, topic: str, sessions: list[list[dict[str, Any]]], per_message: int) -> float:
+    started = time.perf_counter()
+    async with Emitter(bootstrap, topic, max_batch_events=per_message, linger_ms=5) as emitter:
+        for events in sessions:
+            await emitter.emit_many(events)
+    return time.perf_counter() - started
+
+
+async def _ceiling(bootstrap: str, source: str, sink: str, events: int, ready: asyncio.Event) -> float:
+    """perf_counter() when every event was consumed, decoded and its batch produced."""
+    registry = default_registry()
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20)
+    await consumer.start()
+    await producer.start()
+    seen = 0
+    try:
+        ready.set()
+        pending = []
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for messages in batches.values():
+                for message in messages:
+                    decoded = registry.decode_events(message.value)
+                    seen += len(decoded.events)
+                    pending.append(await producer.send(sink, b"".join(raw for _, raw in decoded.events), key=message.key))
+        await asyncio.gather(*pending)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return time.perf_counter()
+
+
+async def _count_sealed(
+    bootstrap: str, topic: str, records: int, alive: Callable[[], bool], timeout: float = 600.0
+) -> float:
+    """perf_counter() when ``records`` records were published on ``topic`` (counted from the first)."""
+    registry = default_registry()
+    deadline = time.monotonic() + timeout
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    seen = 0
+    try:
+        while seen < records:
+            if not alive():
+                raise RuntimeError("the worker died during the benchmark")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {seen} of {records} records sealed after {timeout:.0f}s")
+            batches = await consumer.getmany(timeout_ms=200)
+            for messages in batches.values():
+                for message in messages:
+                    blocks = registry.decode(message.value).value["blocks"]
+                    seen += sum(len(block["record_hashes"]) for block in blocks)
+    finally:
+        await consumer.stop()
+    return time.perf_counter()
+
+
+def _start_worker(bootstrap: str, work: Path, run: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    env.update(
+        {
+            "BLACKBOX_ENVIRONMENT": "dev",
+            "BLACKBOX_KAFKA_BOOTSTRAP": bootstrap,
+            "BLACKBOX_EVENTS_TOPIC": f"events-{run}",
+            "BLACKBOX_SEALED_TOPIC": f"sealed-{run}",
+            "BLACKBOX_DLQ_TOPIC": f"dlq-{run}",
+            "BLACKBOX_CONSUMER_GROUP": f"bench-{run}",
+            "BLACKBOX_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+            "BLACKBOX_ARCHIVE_URL": f"file://{work / 'archive'}",
+            "BLACKBOX_INDEX_URL": f"chdb://{work / 'index'}",
+            "BLACKBOX_DATA_DIR": str(work),
+            "BLACKBOX_LOG_LEVEL": "WARNING",
+        }
+    )
+    log = (work / "worker.log").open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "blackbox.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    finally:
+        log.close()
+
+
+async def _pipeline(bootstrap: str, work: Path, sessions: list[list[dict[str, Any]]], per_message: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    await ensure_topics(bootstrap, PARTITIONS, (f"events-{run}", f"sealed-{run}", f"dlq-{run}"))
+    worker = _start_worker(bootstrap, work, run)
+    try:
+
+        def alive() -> bool:
+            return worker.poll() is None
+
+        # Warm up: the worker joins its group and seals one session before the clock starts.
+        warmup = _sessions(10, 1, seed=8)
+        await _emit(bootstrap, f"events-{run}", warmup, per_message)
+        await _count_sealed(bootstrap, f"sealed-{run}", sum(len(s) + 1 for s in warmup), alive)
+        expected = sum(len(s) + 1 for s in warmup + sessions)
+        started = time.perf_counter()
+        counting = asyncio.ensure_future(_count_sealed(bootstrap, f"sealed-{run}", expected, alive))
+        await _emit(bootstrap, f"events-{run}", sessions, per_message)
+        finished = await counting
+        return finished - started
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+async def _run(events: int, per_message: int, sessions_count: int, work: Path) -> BenchReport:
+    sessions = _sessions(events, sessions_count)
+    total = sum(len(s) for s in sessions)
+    with TansuBroker(log_file=work / "tansu.log") as broker:
+        await ensure_topics(broker.bootstrap, PARTITIONS, ("ceiling.in", "ceiling.out"))
+        ready = asyncio.Event()
+        ceiling = asyncio.ensure_future(_ceiling(broker.bootstrap, "ceiling.in", "ceiling.out", total, ready))
+        await ready.wait()
+        started = time.perf_counter()
+        emit_seconds = await _emit(broker.bootstrap, "ceiling.in", sessions, per_message)
+        ceiling_seconds = await ceiling - started
+        pipeline_seconds = await _pipeline(broker.bootstrap, work, sessions, per_message)
+    return BenchReport(total, per_message, emit_seconds, ceiling_seconds, pipeline_seconds)
+
+
+def run_pipeline_bench(events: int = 200_000, events_per_message: int = 100, sessions: int = 200) -> BenchReport:
+    with tempfile.TemporaryDirectory(prefix="blackbox-bench-") as directory:
+        return asyncio.run(_run(events, events_per_message, sessions, Path(directory)))

@@ -1,0 +1,214 @@
+"""Scoring: rule and behaviour hits combined into one 0-100 score with reasons.
+
+Combination: each distinct rule that fired contributes its policy weight w (times the hit's
+scale for graded behaviour signals), and
+
+    score = round(100 * (1 - Π(1 - w_i)))
+
+so independent pieces of evidence compound without ever passing 100: one rule of weight 0.7
+scores 70, two of 0.5 score 75, a rule of weight 1.0 alone scores 100. A rule firing twice in
+one event counts once. Allow-listed rules and rules of weight 0 contribute nothing and are not
+listed among the reasons; reasons are ordered by contribution, then rule id.
+
+`RiskScorer.score` is the pure step (state in, state out) for a Faust agent holding identity
+states in a table keyed by `identity_key`; `StatefulScorer` is the adapter that keeps them in
+memory and implements the seal step's ``score(event, findings)`` protocol.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from risk import behaviour
+from risk.behaviour import IdentityState
+from risk.model import (
+    COMMAND,
+    HTTP_EXCHANGE,
+    IDLE_TIMEOUT,
+    KUBERNETES_API_CALL,
+    QUERY,
+    TERMINAL_INPUT,
+    Hit,
+)
+from risk.policy import US_PER_HOUR, KindPolicy, Policy, default_policy
+from risk.rules import command_line, http_hits, kubernetes_hits, shell_hits
+from risk.sql import analyze, dialect_for, sql_hits
+
+
+def combine(weights: Iterable[float]) -> int:
+    """100 * (1 - Π(1 - w)), rounded half up, within 0-100."""
+    remaining = 1.0
+    for weight in weights:
+        remaining *= 1.0 - min(1.0, max(0.0, weight))
+    # The epsilon keeps 1 - (1 - 0.7) = 0.69999... from rounding to 69.
+    return min(100, max(0, int(100.0 * (1.0 - remaining) + 0.5 + 1e-9)))
+
+
+def identity_key(event: Mapping[str, Any]) -> str:
+    """Whose history an event belongs to: the principal as vouched for by its issuer."""
+    identity = event["identity"]
+    return f"{identity.get('issuer') or ''}|{identity['principal']}"
+
+
+class RiskScorer:
+    """Scores events under a policy. Holds no state of its own."""
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or default_policy()
+
+    def score(
+        self, event: Mapping[str, Any], findings: list[Mapping[str, Any]], state: IdentityState | None
+    ) -> tuple[dict[str, Any] | None, IdentityState]:
+        """The Risk of ``event`` ({"score", "reasons"}) and the identity's state after it.
+
+        Pure: ``state`` (None for an identity never seen) is not modified. The risk is None
+        only for IdleTimeout markers, which the worker emits and no identity performed.
+        """
+        new_state = state.copy() if state is not None else IdentityState()
+        return self.score_owned(event, findings, new_state), new_state
+
+    def score_owned(
+        self, event: Mapping[str, Any], findings: list[Mapping[str, Any]], state: IdentityState
+    ) -> dict[str, Any] | None:
+        """`score` for a caller that owns ``state``: updates it in place instead of copying."""
+        body_name, body = event["body"]
+        if body_name == IDLE_TIMEOUT:
+            return None
+        policy = self.policy.for_kind(str(event["identity"]["kind"]))
+        hits = behaviour.assess(state, event, findings, policy.behaviour)
+        if body_name == QUERY:
+            target = event["target"]
+            facts = analyze(
+                str(body.get("statement") or ""),
+                dialect_for(target.get("kind")),
+                body.get("database") or target.get("database"),
+            )
+            hits.extend(sql_hits(facts, policy.is_sensitive_table))
+        elif body_name == KUBERNETES_API_CALL:
+            hits.extend(kubernetes_hits(body))
+        elif body_name == HTTP_EXCHANGE:
+            hits.extend(http_hits(body, policy.bulk_page_size))
+        elif body_name == COMMAND:
+            hits.extend(shell_hits(command_line([str(arg) for arg in body.get("argv") or ()])))
+        elif body_name == TERMINAL_INPUT:
+            for line in behaviour.take_lines(state, str(event["session_id"]), body.get("data") or b""):
+                hits.extend(shell_hits(line))
+        return _risk(event, hits, policy)
+
+    def threshold(self, event: Mapping[str, Any]) -> int:
+        """Score at or above which ``event`` is an alert, under its identity kind's policy."""
+        return self.policy.for_kind(str(event["identity"]["kind"])).threshold
+
+    def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
+        return risk is not None and int(risk["score"]) >= self.threshold(event)
+
+
+def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict[str, Any]:
+    principal = str(event["identity"]["principal"])
+    target = str(event["target"]["name"])
+    hour = (int(event["event_time"]) // US_PER_HOUR) % 24
+    best: dict[str, tuple[float, Hit]] = {}
+    for hit in hits:
+        weight = policy.weight(hit.rule_id) * hit.scale
+        if weight <= 0.0 or policy.is_allowed(hit.rule_id, principal, target, hit.subject, hour):
+            continue
+        current = best.get(hit.rule_id)
+        if current is None or weight > current[0]:
+            best[hit.rule_id] = (weight, hit)
+    ordered = sorted(best.values(), key=lambda item: (-item[0], item[1].rule_id))
+    return {
+        "score": combine(weight for weight, _ in ordered),
+        "reasons": [{"rule_id": hit.rule_id, "message": hit.message} for _, hit in ordered],
+    }
+
+
+class StatefulScorer:
+    """The non-Faust adapter: identity states in memory, ``score(event, findings)`` for the seal step.
+
+    States live as long as the process (the least recently seen identities beyond
+    ``max_identities`` are forgotten), so after a restart behaviour signals warm up again; the
+    worker keeps them in a Faust table via `RiskScorer.score` instead. Feeding the same event
+    twice counts it twice, which the seal step avoids by scoring only events it chains.
+    """
+
+    def __init__(self, policy: Policy | None = None, max_identities: int = 100_000) -> None:
+        self.scorer = RiskScorer(policy)
+        self.max_identities = max_identities
+        self._states: OrderedDict[str, IdentityState] = OrderedDict()
+
+    def score(self, event: dict[str, Any], findings: list[dict[str, Any]]) -> dict[str, Any] | None:
+        key = identity_key(event)
+        state = self._states.pop(key, None)
+        if state is None:
+            state = IdentityState()
+        risk = self.scorer.score_owned(event, list(findings), state)
+        self._states[key] = state
+        if len(self._states) > self.max_identities:
+            self._states.popitem(last=False)
+        return risk
+
+    def state(self, key: str) -> IdentityState | None:
+        return self._states.get(key)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every identity's state in plain form, keyed by `identity_key`."""
+        return {key: state.to_dict() for key, state in self._states.items()}
+
+    def restore(self, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
+        self._states = OrderedDict((key, IdentityState.from_dict(value)) for key, value in snapshot.items())
+
+
+@dataclass(frozen=True)
+class SessionRiskSummary:
+    """Risk over a whole session: the highest and summed event scores, and what fired."""
+
+    max_score: int = 0
+    total_score: int = 0
+    events: int = 0
+    alerts: int = 0
+    rules: Mapping[str, int] = field(default_factory=dict)  # rule id -> events it fired on
+
+    def add(self, risk: Mapping[str, Any] | None, threshold: int = 70) -> SessionRiskSummary:
+        """This summary with one more event's risk (None: an unscored event) folded in."""
+        if risk is None:
+            return self
+        score = int(risk["score"])
+        rules = dict(self.rules)
+        for reason in risk["reasons"]:
+            rules[reason["rule_id"]] = rules.get(reason["rule_id"], 0) + 1
+        return SessionRiskSummary(
+            max_score=max(self.max_score, score),
+            total_score=self.total_score + score,
+            events=self.events + 1,
+            alerts=self.alerts + (score >= threshold),
+            rules=rules,
+        )
+
+    @classmethod
+    def of(cls, risks: Iterable[Mapping[str, Any] | None], threshold: int = 70) -> SessionRiskSummary:
+        summary = cls()
+        for risk in risks:
+            summary = summary.add(risk, threshold)
+        return summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_score": self.max_score,
+            "total_score": self.total_score,
+            "events": self.events,
+            "alerts": self.alerts,
+            "rules": dict(sorted(self.rules.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionRiskSummary:
+        return cls(
+            max_score=int(data["max_score"]),
+            total_score=int(data["total_score"]),
+            events=int(data["events"]),
+            alerts=int(data["alerts"]),
+            rules={str(k): int(v) for k, v in data["rules"].items()},
+        )
