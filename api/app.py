@@ -19,6 +19,7 @@ from api.auth import TokenVerifier
 from api.deps import PrincipalDep, ReaderDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES, install_error_handlers
 from api.models import EventOut, EventsOut, HealthOut, SessionOut, SessionPageOut, VerdictOut
+from api.web import mount_web_ui
 from replay import SessionReader
 
 logger = logging.getLogger(__name__)
@@ -176,4 +177,5 @@ def create_app(
         body = HealthOut(status="ok" if healthy else "unavailable", checks=results)
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
+    mount_web_ui(app)
     return app

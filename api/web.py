@@ -85,12 +85,16 @@ def _ui_files() -> frozenset[str]:
     )
 
 
-def player_installed(player_dir: Path = PLAYER_DIR) -> bool:
-    return all((player_dir / name).is_file() for name in PLAYER_FILES)
+def player_installed(player_dir: Path | None = None) -> bool:
+    return all(((player_dir or PLAYER_DIR) / name).is_file() for name in PLAYER_FILES)
 
 
-def mount_web_ui(app: FastAPI, *, player_dir: Path = PLAYER_DIR) -> None:
-    """Serve the UI at "/" and "/sessions/{id}" (routing happens in the page) and its files at /static."""
+def mount_web_ui(app: FastAPI, *, player_dir: Path | None = None) -> None:
+    """Serve the UI at "/" and "/sessions/{id}" (routing happens in the page) and its files at /static.
+
+    ``player_dir`` holds the player's bundle (default: where ``npm ci --prefix api/web`` puts it).
+    """
+    player_dir = player_dir or PLAYER_DIR
     index_html = WEB_DIR / "index.html"
     if not index_html.is_file():
         logger.error("web UI files are missing from %s; the UI is not served", WEB_DIR)

@@ -67,7 +67,7 @@ class BenchReport:
 
 def _sessions(events: int, sessions: int, seed: int = 7) -> list[list[dict[str, Any]]]:
     per_session = max(2, events // sessions)
-    return [list(batch) for batch in generate_load(sessions, per_session, seed=seed)]
+    return [[dict(event) for event in batch] for batch in generate_load(sessions, per_session, seed=seed)]
 
 
 async def _emit(bootstrap: str, topic: str, sessions: list[list[dict[str, Any]]], per_message: int) -> float:
@@ -82,7 +82,11 @@ async def _ceiling(bootstrap: str, source: str, sink: str, events: int, ready: a
     """perf_counter() when every event was consumed, decoded and its batch produced."""
     registry = default_registry()
     consumer = AIOKafkaConsumer(
-        source, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20)
     await consumer.start()
@@ -97,7 +101,9 @@ async def _ceiling(bootstrap: str, source: str, sink: str, events: int, ready: a
                 for message in messages:
                     decoded = registry.decode_events(message.value)
                     seen += len(decoded.events)
-                    pending.append(await producer.send(sink, b"".join(raw for _, raw in decoded.events), key=message.key))
+                    pending.append(
+                        await producer.send(sink, b"".join(raw for _, raw in decoded.events), key=message.key)
+                    )
         await asyncio.gather(*pending)
     finally:
         await consumer.stop()
@@ -106,12 +112,14 @@ async def _ceiling(bootstrap: str, source: str, sink: str, events: int, ready: a
 
 
 async def _count_sealed(
-    bootstrap: str, topic: str, records: int, alive: Callable[[], bool], timeout: float = 600.0
+    bootstrap: str, topic: str, records: int, alive: Callable[[], bool], limit_seconds: float = 600.0
 ) -> float:
     """perf_counter() when ``records`` records were published on ``topic`` (counted from the first)."""
     registry = default_registry()
-    deadline = time.monotonic() + timeout
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    deadline = time.monotonic() + limit_seconds
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     seen = 0
     try:
@@ -119,7 +127,7 @@ async def _count_sealed(
             if not alive():
                 raise RuntimeError("the worker died during the benchmark")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {seen} of {records} records sealed after {timeout:.0f}s")
+                raise TimeoutError(f"only {seen} of {records} records sealed after {limit_seconds:.0f}s")
             batches = await consumer.getmany(timeout_ms=200)
             for messages in batches.values():
                 for message in messages:
@@ -156,7 +164,9 @@ def _start_worker(bootstrap: str, work: Path, run: str) -> subprocess.Popen[byte
         log.close()
 
 
-async def _pipeline(bootstrap: str, work: Path, sessions: list[list[dict[str, Any]]], per_message: int) -> float:
+async def _pipeline(
+    bootstrap: str, work: Path, sessions: list[list[dict[str, Any]]], per_message: int
+) -> float:
     run = uuid.uuid4().hex[:8]
     await ensure_topics(bootstrap, PARTITIONS, (f"events-{run}", f"sealed-{run}", f"dlq-{run}"))
     worker = _start_worker(bootstrap, work, run)
@@ -198,6 +208,8 @@ async def _run(events: int, per_message: int, sessions_count: int, work: Path) -
     return BenchReport(total, per_message, emit_seconds, ceiling_seconds, pipeline_seconds)
 
 
-def run_pipeline_bench(events: int = 200_000, events_per_message: int = 100, sessions: int = 200) -> BenchReport:
+def run_pipeline_bench(
+    events: int = 200_000, events_per_message: int = 100, sessions: int = 200
+) -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="blackbox-bench-") as directory:
         return asyncio.run(_run(events, events_per_message, sessions, Path(directory)))

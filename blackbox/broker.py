@@ -7,6 +7,7 @@ never for production (run Apache Kafka there).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
@@ -34,6 +35,15 @@ def tansu_binary() -> Path:
     if not os.access(binary, os.X_OK):
         binary.chmod(binary.stat().st_mode | 0o111)
     return binary
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a broker whose parent died (SIGKILL, crash) stops too."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the broker outlives a killed parent and must be stopped by hand
 
 
 def free_port() -> int:
@@ -81,6 +91,7 @@ class TansuBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+                preexec_fn=_die_with_parent,  # noqa: PLW1509  (no threads run yet where it matters)
             )
         finally:
             if self._log_file and not isinstance(log, int):

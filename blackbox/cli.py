@@ -32,7 +32,9 @@ def _bootstrap(args: argparse.Namespace) -> str:
 
 
 def _add_stack_target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data dir of a running dev stack")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data dir of a running dev stack"
+    )
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (instead of a dev stack's)")
     parser.add_argument("--topic", default="blackbox.events")
 
@@ -86,7 +88,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = Settings()
     key = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
     verifier = TokenVerifier(
-        public_key_pem=key, jwks_url=settings.jwt_jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        public_key_pem=key,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
     )
     index = open_migrated_index(settings)
     app = create_app(SessionReader(index, open_archive(settings)), verifier)
@@ -102,10 +107,14 @@ def cmd_token(args: argparse.Namespace) -> int:
     from blackbox.devstack import dev_token  # noqa: PLC0415
 
     if args.private_key:
-        token = mint_token(args.private_key.read_bytes(), role=args.role, subject=args.subject, ttl_seconds=args.ttl)
+        token = mint_token(
+            args.private_key.read_bytes(), role=args.role, subject=args.subject, ttl_seconds=args.ttl
+        )
     else:
         if not (args.data_dir / "keys").exists():
-            raise CommandError(f"no dev keys under {args.data_dir}; start `blackbox dev` or pass --private-key")
+            raise CommandError(
+                f"no dev keys under {args.data_dir}; start `blackbox dev` or pass --private-key"
+            )
         token = dev_token(args.data_dir, role=args.role, subject=args.subject, ttl_seconds=args.ttl)
     print(token)
     return 0
@@ -160,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the whole embedded stack with demo data")
     dev.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     dev.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
-    dev.add_argument("--broker-port", type=int, help="Kafka port of the embedded broker (default: a free one)")
+    dev.add_argument(
+        "--broker-port", type=int, help="Kafka port of the embedded broker (default: a free one)"
+    )
     dev.add_argument("--no-demo", action="store_true", help="do not load the demo sessions")
     dev.add_argument("--s3-endpoint", help="archive to this S3 endpoint (bucket with Object Lock) instead")
     dev.add_argument("--partitions", type=int, default=4)
@@ -192,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["UNKNOWN", "SERVICE_ACCOUNT", "CI_JOB", "SCANNER", "AI_AGENT", "HUMAN"],
     )
     imp.add_argument("--target", required=True, help="connection name the session reached")
-    imp.add_argument("--target-kind", default="SSH", choices=["OTHER", "POSTGRES", "MYSQL", "KUBERNETES", "SSH", "HTTP"])
+    imp.add_argument(
+        "--target-kind", default="SSH", choices=["OTHER", "POSTGRES", "MYSQL", "KUBERNETES", "SSH", "HTTP"]
+    )
     imp.add_argument("--session-id")
     _add_stack_target(imp)
     imp.set_defaults(handler=cmd_import)

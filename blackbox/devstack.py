@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 
 from api.app import create_app
 from api.auth import TokenVerifier, load_or_create_dev_keys, mint_token
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
 DEV_BUCKET = "blackbox-archive"
+# Credentials a local S3 emulator (moto, MinIO in dev mode) accepts; never real ones.
+DEV_S3_KEY_ID = "blackbox-dev"
+DEV_S3_SECRET = "blackbox-dev"  # noqa: S105
 
 
 class StackNotRunning(RuntimeError):
@@ -54,11 +58,15 @@ def read_stack(data_dir: Path) -> StackInfo:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise StackNotRunning(f"no dev stack runs with data dir {data_dir} (start one with `blackbox dev`)") from None
+        raise StackNotRunning(
+            f"no dev stack runs with data dir {data_dir} (start one with `blackbox dev`)"
+        ) from None
     return StackInfo(raw["bootstrap"], raw["api_url"], int(raw["pid"]))
 
 
-def dev_token(data_dir: Path, role: str = "auditor", subject: str = "dev-auditor", ttl_seconds: int = 12 * 3600) -> str:
+def dev_token(
+    data_dir: Path, role: str = "auditor", subject: str = "dev-auditor", ttl_seconds: int = 12 * 3600
+) -> str:
     private_path, _ = load_or_create_dev_keys(data_dir / "keys")
     return mint_token(private_path.read_bytes(), role=role, subject=subject, ttl_seconds=ttl_seconds)
 
@@ -70,7 +78,7 @@ def _s3_archive_url(endpoint: str) -> str:
     from storage.objectstore import create_worm_bucket  # noqa: PLC0415
 
     client = boto3.session.Session(
-        aws_access_key_id="blackbox-dev", aws_secret_access_key="blackbox-dev", region_name="us-east-1"
+        aws_access_key_id=DEV_S3_KEY_ID, aws_secret_access_key=DEV_S3_SECRET, region_name="us-east-1"
     ).client("s3", endpoint_url=endpoint)
     existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
     if DEV_BUCKET not in existing:
@@ -111,14 +119,22 @@ def run_dev_stack(
     broker = TansuBroker(broker_port or free_port(), log_file=data_dir / "logs" / "tansu.log")
     broker.start()
     try:
-        _run_with_broker(data_dir, broker, api_port=api_port, demo=demo, s3_endpoint=s3_endpoint, partitions=partitions)
+        _run_with_broker(
+            data_dir, broker, api_port=api_port, demo=demo, s3_endpoint=s3_endpoint, partitions=partitions
+        )
     finally:
         broker.stop()
         (data_dir / STACK_FILE).unlink(missing_ok=True)
 
 
 def _run_with_broker(
-    data_dir: Path, broker: TansuBroker, *, api_port: int, demo: bool, s3_endpoint: str | None, partitions: int
+    data_dir: Path,
+    broker: TansuBroker,
+    *,
+    api_port: int,
+    demo: bool,
+    s3_endpoint: str | None,
+    partitions: int,
 ) -> None:
     archive_url = _s3_archive_url(s3_endpoint) if s3_endpoint else f"file://{data_dir / 'archive'}"
     _, public_key = load_or_create_dev_keys(data_dir / "keys")
@@ -130,8 +146,8 @@ def _run_with_broker(
         source_epoch=time.strftime("dev%Y%m%dT%H%M%S", time.gmtime()),
         archive_url=archive_url,
         s3_endpoint_url=s3_endpoint,
-        s3_access_key_id="blackbox-dev" if s3_endpoint else None,
-        s3_secret_access_key="blackbox-dev" if s3_endpoint else None,  # type: ignore[arg-type]
+        s3_access_key_id=DEV_S3_KEY_ID if s3_endpoint else None,
+        s3_secret_access_key=SecretStr(DEV_S3_SECRET) if s3_endpoint else None,
         index_url=f"chdb://{data_dir / 'index'}",
         kafka_session_timeout_seconds=6.0,
         idle_timeout_seconds=300.0,
@@ -139,7 +155,9 @@ def _run_with_broker(
         data_dir=data_dir,
     )
     asyncio.run(
-        ensure_topics(broker.bootstrap, partitions, (settings.events_topic, settings.sealed_topic, settings.dlq_topic))
+        ensure_topics(
+            broker.bootstrap, partitions, (settings.events_topic, settings.sealed_topic, settings.dlq_topic)
+        )
     )
     store = open_archive(settings)
     index = open_migrated_index(settings)
@@ -189,7 +207,9 @@ def _serve(
         )
 
     pipeline = build_pipeline(settings, store, index, registry)
-    app = build_app(worker_config(settings, data_dir), pipeline, registry, metrics=metrics, on_started=announce)
+    app = build_app(
+        worker_config(settings, data_dir), pipeline, registry, metrics=metrics, on_started=announce
+    )
     try:
         run_worker(app, loglevel=settings.log_level)
     except SystemExit as exit_:

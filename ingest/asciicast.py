@@ -125,8 +125,9 @@ def parse_asciicast(data: bytes | str, *, source: str | None = None) -> Recordin
     if not isinstance(document, dict):
         raise AsciicastError("the header must be a JSON object", 1, source)
     if document.get("version") != 1:
-        raise AsciicastError(f"unsupported asciicast version {document.get('version')!r} "
-                             "(supported: 1, 2, 3)", 1, source)
+        raise AsciicastError(
+            f"unsupported asciicast version {document.get('version')!r} (supported: 1, 2, 3)", 1, source
+        )
     return _parse_v1(document, source)
 
 
@@ -164,8 +165,9 @@ def _parse_ndjson(raw: dict[str, Any], lines: list[str], source: str | None) -> 
         else:
             if time_us < offset_us:
                 previous = f"{offset_us / 1e6:.6f}s"
-                raise AsciicastError(f"time {time_s} goes backwards (previous event at {previous})",
-                                     number, source)
+                raise AsciicastError(
+                    f"time {time_s} goes backwards (previous event at {previous})", number, source
+                )
             offset_us = time_us
         if not isinstance(code, str) or not isinstance(data, str):
             raise AsciicastError("event code and data must be strings", number, source)
@@ -179,9 +181,14 @@ def _parse_ndjson(raw: dict[str, Any], lines: list[str], source: str | None) -> 
 
 def _parse_v1(raw: dict[str, Any], source: str | None) -> Recording:
     header = CastHeader(
-        version=1, cols=_dimension(raw, "width", 1, source), rows=_dimension(raw, "height", 1, source),
-        timestamp=None, term=_env_term(raw.get("env")), command=_opt_str(raw.get("command")),
-        title=_opt_str(raw.get("title")), duration=_opt_number(raw.get("duration")),
+        version=1,
+        cols=_dimension(raw, "width", 1, source),
+        rows=_dimension(raw, "height", 1, source),
+        timestamp=None,
+        term=_env_term(raw.get("env")),
+        command=_opt_str(raw.get("command")),
+        title=_opt_str(raw.get("title")),
+        duration=_opt_number(raw.get("duration")),
         env=_env(raw.get("env"), 1, source),
     )
     frames = raw.get("stdout")
@@ -204,22 +211,33 @@ def _parse_v1(raw: dict[str, Any], source: str | None) -> Recording:
 def _header_v2(raw: dict[str, Any], source: str | None) -> CastHeader:
     env = _env(raw.get("env"), 1, source)
     return CastHeader(
-        version=2, cols=_dimension(raw, "width", 1, source), rows=_dimension(raw, "height", 1, source),
-        timestamp=_timestamp(raw, source), term=env.get("TERM"), command=_opt_str(raw.get("command")),
-        title=_opt_str(raw.get("title")), duration=_opt_number(raw.get("duration")), env=env,
+        version=2,
+        cols=_dimension(raw, "width", 1, source),
+        rows=_dimension(raw, "height", 1, source),
+        timestamp=_timestamp(raw, source),
+        term=env.get("TERM"),
+        command=_opt_str(raw.get("command")),
+        title=_opt_str(raw.get("title")),
+        duration=_opt_number(raw.get("duration")),
+        env=env,
     )
 
 
 def _header_v3(raw: dict[str, Any], source: str | None) -> CastHeader:
     term = raw.get("term")
     if not isinstance(term, dict):
-        raise AsciicastError("v3 header needs a \"term\" object with cols and rows", 1, source)
+        raise AsciicastError('v3 header needs a "term" object with cols and rows', 1, source)
     env = _env(raw.get("env"), 1, source)
     return CastHeader(
-        version=3, cols=_dimension(term, "cols", 1, source), rows=_dimension(term, "rows", 1, source),
-        timestamp=_timestamp(raw, source), term=_opt_str(term.get("type")) or env.get("TERM"),
-        command=_opt_str(raw.get("command")), title=_opt_str(raw.get("title")),
-        duration=_opt_number(raw.get("duration")), env=env,
+        version=3,
+        cols=_dimension(term, "cols", 1, source),
+        rows=_dimension(term, "rows", 1, source),
+        timestamp=_timestamp(raw, source),
+        term=_opt_str(term.get("type")) or env.get("TERM"),
+        command=_opt_str(raw.get("command")),
+        title=_opt_str(raw.get("title")),
+        duration=_opt_number(raw.get("duration")),
+        env=env,
     )
 
 
@@ -294,7 +312,10 @@ def _utf8(text: str) -> bytes:
 
 
 def recording_events(
-    recording: Recording, builder: SessionBuilder, *, clock: Callable[[], int] = now_us,
+    recording: Recording,
+    builder: SessionBuilder,
+    *,
+    clock: Callable[[], int] = now_us,
 ) -> list[SessionEvent]:
     """The session events of one recording: start, terminal I/O and resizes, end.
 
@@ -308,10 +329,17 @@ def recording_events(
         attributes["command"] = header.command
     if header.title:
         attributes["title"] = header.title
-    events = [builder.start(
-        purpose=header.title, client=f"asciinema (asciicast v{header.version})", cols=header.cols,
-        rows=header.rows, term=header.term, at_us=start_us, attributes=attributes,
-    )]
+    events = [
+        builder.start(
+            purpose=header.title,
+            client=f"asciinema (asciicast v{header.version})",
+            cols=header.cols,
+            rows=header.rows,
+            term=header.term,
+            at_us=start_us,
+            attributes=attributes,
+        )
+    ]
     exit_code: int | None = None
     for item in recording.events:
         at_us = start_us + item.offset_us
@@ -330,14 +358,23 @@ def recording_events(
 
 
 def session_events(
-    recording: Recording, *, identity: Identity, target: Target, gateway: Gateway | None = None,
-    session_id: str | None = None, clock: Callable[[], int] = now_us,
+    recording: Recording,
+    *,
+    identity: Identity,
+    target: Target,
+    gateway: Gateway | None = None,
+    session_id: str | None = None,
+    clock: Callable[[], int] = now_us,
     event_ids: Callable[[], str] = new_event_id,
 ) -> list[SessionEvent]:
     """`recording_events` with a fresh builder; ``session_id`` defaults to a new UUID."""
     builder = SessionBuilder(
-        session_id if session_id is not None else str(uuid.uuid4()), identity, target,
-        gateway or make_gateway("asciicast-import", "blackbox-import"), clock, event_ids=event_ids,
+        session_id if session_id is not None else str(uuid.uuid4()),
+        identity,
+        target,
+        gateway or make_gateway("asciicast-import", "blackbox-import"),
+        clock,
+        event_ids=event_ids,
     )
     return recording_events(recording, builder, clock=clock)
 
@@ -361,10 +398,17 @@ def import_asciicast(
     """
     recording = read_asciicast(path)
     events = session_events(
-        recording, identity=make_identity(identity, identity_kind), target=make_target(target, target_kind),
+        recording,
+        identity=make_identity(identity, identity_kind),
+        target=make_target(target, target_kind),
         session_id=session_id,
     )
     stats = emit_events(bootstrap, events, topic=topic, **emitter_options)
-    logger.info("imported %s as session %s: %d events in %d messages", path, events[0]["session_id"],
-                stats.events_delivered, stats.messages_sent)
+    logger.info(
+        "imported %s as session %s: %d events in %d messages",
+        path,
+        events[0]["session_id"],
+        stats.events_delivered,
+        stats.messages_sent,
+    )
     return events[0]["session_id"]

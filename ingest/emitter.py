@@ -102,8 +102,9 @@ def resolve_compression(preferred: str | None) -> str | None:
     if _CODECS[preferred]():
         return preferred
     fallback = next(name for name in _FALLBACK_ORDER if _CODECS[name]())
-    logger.warning("aiokafka cannot compress with %s here (is cramjam installed?); using %s",
-                   preferred, fallback)
+    logger.warning(
+        "aiokafka cannot compress with %s here (is cramjam installed?); using %s", preferred, fallback
+    )
     return fallback
 
 
@@ -258,9 +259,12 @@ class Emitter:
 
     def stats(self) -> EmitterStats:
         return EmitterStats(
-            events_emitted=self._events_emitted, events_delivered=self._events_delivered,
-            messages_sent=self._messages_sent, bytes_sent=self._bytes_sent,
-            buffered_bytes=self._pending_bytes, peak_buffered_bytes=self._peak_pending_bytes,
+            events_emitted=self._events_emitted,
+            events_delivered=self._events_delivered,
+            messages_sent=self._messages_sent,
+            bytes_sent=self._bytes_sent,
+            buffered_bytes=self._pending_bytes,
+            peak_buffered_bytes=self._peak_pending_bytes,
         )
 
     # -- life cycle -------------------------------------------------------------------------
@@ -277,8 +281,12 @@ class Emitter:
         self._producer = producer
         self._linger_task = asyncio.create_task(self._linger_loop(), name="blackbox-emitter-linger")
         self._sender_task = asyncio.create_task(self._send_loop(), name="blackbox-emitter-sender")
-        logger.info("emitter to %s topic %s started (compression %s)", self.bootstrap_servers,
-                    self.topic, self.compression)
+        logger.info(
+            "emitter to %s topic %s started (compression %s)",
+            self.bootstrap_servers,
+            self.topic,
+            self.compression,
+        )
         return self
 
     async def close(self) -> None:
@@ -307,7 +315,10 @@ class Emitter:
         return await self.start()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         # Also on an exception in the block: what was emitted is delivered, never dropped.
         await self.close()
@@ -343,14 +354,19 @@ class Emitter:
             if not self._buffers:
                 self._buffers_ready.set()
             buffer = self._buffers[session_id] = _Buffer(
-                time.monotonic() + self.linger, _BATCH_OVERHEAD + len(session_id))
+                time.monotonic() + self.linger, _BATCH_OVERHEAD + len(session_id)
+            )
             self._add_pending(buffer.size)
         buffer.events.append(event)
         buffer.size += size
         self._add_pending(size)
         self._events_emitted += 1
-        if (len(buffer.events) >= self.max_batch_events or buffer.size >= self.max_batch_bytes
-                or event["body"][0] == SESSION_END or self.linger == 0):
+        if (
+            len(buffer.events) >= self.max_batch_events
+            or buffer.size >= self.max_batch_bytes
+            or event["body"][0] == SESSION_END
+            or self.linger == 0
+        ):
             self._seal(session_id)
 
     async def emit_many(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -419,9 +435,14 @@ class Emitter:
             return self._encode_halves(session_id, events)
         if len(value) > self._max_value_bytes:
             if len(events) == 1:
-                self._fail(session_id, events, EmitError(
-                    f"one event is {len(value)} bytes encoded; the limit is {self._max_value_bytes}"
-                    " (raise max_request_size, on the broker too)"))
+                self._fail(
+                    session_id,
+                    events,
+                    EmitError(
+                        f"one event is {len(value)} bytes encoded; the limit is {self._max_value_bytes}"
+                        " (raise max_request_size, on the broker too)"
+                    ),
+                )
                 return []
             return self._encode_halves(session_id, events)
         return [_Message(session_id, session_id.encode(), value, events)]
@@ -518,15 +539,19 @@ def _check_event(event: Mapping[str, Any]) -> str:
     if not isinstance(session_id, str) or not session_id:
         raise InvalidEvent("session_id must be a non-empty string: it is the Kafka key")
     if not (isinstance(body, tuple) and len(body) == 2 and isinstance(body[1], dict)):
-        raise InvalidEvent("body must be a (full record name, fields) tuple, e.g. "
-                           "('dev.blackbox.v1.TerminalOutput', {'data': b'...'})")
+        raise InvalidEvent(
+            "body must be a (full record name, fields) tuple, e.g. "
+            "('dev.blackbox.v1.TerminalOutput', {'data': b'...'})"
+        )
     if body[0] not in _BODY_TYPES:
         raise InvalidEvent(f"unknown body type {body[0]!r}")
     return session_id
 
 
 async def _emit_all(
-    bootstrap: str, events: Iterable[Mapping[str, Any]], options: dict[str, Any],
+    bootstrap: str,
+    events: Iterable[Mapping[str, Any]],
+    options: dict[str, Any],
 ) -> EmitterStats:
     async with Emitter(bootstrap, **options) as emitter:
         await emitter.emit_many(events)

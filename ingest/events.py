@@ -38,9 +38,20 @@ POLICY_DECISION = f"{_NS}.PolicyDecision"
 SESSION_END = f"{_NS}.SessionEnd"
 IDLE_TIMEOUT = f"{_NS}.IdleTimeout"
 BODY_TYPES: tuple[str, ...] = (
-    SESSION_START, TERMINAL_OUTPUT, TERMINAL_INPUT, TERMINAL_RESIZE, QUERY, QUERY_RESULT,
-    KUBERNETES_API_CALL, HTTP_EXCHANGE, COMMAND, APPROVAL_REQUESTED, APPROVAL_DECIDED, POLICY_DECISION,
-    SESSION_END, IDLE_TIMEOUT,
+    SESSION_START,
+    TERMINAL_OUTPUT,
+    TERMINAL_INPUT,
+    TERMINAL_RESIZE,
+    QUERY,
+    QUERY_RESULT,
+    KUBERNETES_API_CALL,
+    HTTP_EXCHANGE,
+    COMMAND,
+    APPROVAL_REQUESTED,
+    APPROVAL_DECIDED,
+    POLICY_DECISION,
+    SESSION_END,
+    IDLE_TIMEOUT,
 )
 
 IdentityKind = Literal["UNKNOWN", "SERVICE_ACCOUNT", "CI_JOB", "SCANNER", "AI_AGENT", "HUMAN"]
@@ -138,16 +149,27 @@ def _check_symbol(enum: str, value: str) -> str:
 
 
 def make_identity(
-    principal: str, kind: IdentityKind | str = "UNKNOWN", *, issuer: str | None = None,
+    principal: str,
+    kind: IdentityKind | str = "UNKNOWN",
+    *,
+    issuer: str | None = None,
     groups: Iterable[str] = (),
 ) -> Identity:
     """Who acted. ``kind`` must be an IdentityKind symbol of the schema."""
-    return {"principal": principal, "kind": _check_symbol("IdentityKind", kind), "issuer": issuer,
-            "groups": list(groups)}
+    return {
+        "principal": principal,
+        "kind": _check_symbol("IdentityKind", kind),
+        "issuer": issuer,
+        "groups": list(groups),
+    }
 
 
 def make_target(
-    name: str, kind: TargetKind | str = "OTHER", *, host: str | None = None, database: str | None = None,
+    name: str,
+    kind: TargetKind | str = "OTHER",
+    *,
+    host: str | None = None,
+    database: str | None = None,
 ) -> Target:
     """What was accessed. ``database`` is the database, or the Kubernetes namespace."""
     return {"name": name, "kind": _check_symbol("TargetKind", kind), "host": host, "database": database}
@@ -206,7 +228,11 @@ class SessionBuilder:
         return self._ended
 
     def event(
-        self, record_name: str, fields: dict[str, Any], *, at_us: int | None = None,
+        self,
+        record_name: str,
+        fields: dict[str, Any],
+        *,
+        at_us: int | None = None,
         attributes: Mapping[str, str] | None = None,
     ) -> SessionEvent:
         """An event with any body; the typed methods below are the usual way in."""
@@ -230,8 +256,15 @@ class SessionBuilder:
         return event
 
     def start(
-        self, purpose: str | None = None, *, client: str | None = None, source_address: str | None = None,
-        cols: int | None = None, rows: int | None = None, term: str | None = None, at_us: int | None = None,
+        self,
+        purpose: str | None = None,
+        *,
+        client: str | None = None,
+        source_address: str | None = None,
+        cols: int | None = None,
+        rows: int | None = None,
+        term: str | None = None,
+        at_us: int | None = None,
         attributes: Mapping[str, str] | None = None,
     ) -> SessionEvent:
         """The session's first event. ``attributes`` here describe the session once, not every event."""
@@ -240,10 +273,18 @@ class SessionBuilder:
         terminal: TerminalSize | None = (
             {"cols": cols, "rows": rows} if cols is not None and rows is not None else None
         )
-        return self.event(SESSION_START, {
-            "purpose": purpose, "client": client, "source_address": source_address,
-            "terminal": terminal, "term": term,
-        }, at_us=at_us, attributes=attributes)
+        return self.event(
+            SESSION_START,
+            {
+                "purpose": purpose,
+                "client": client,
+                "source_address": source_address,
+                "terminal": terminal,
+                "term": term,
+            },
+            at_us=at_us,
+            attributes=attributes,
+        )
 
     def output(self, data: bytes, *, at_us: int | None = None) -> SessionEvent:
         return self.event(TERMINAL_OUTPUT, {"data": _as_bytes(data)}, at_us=at_us)
@@ -255,78 +296,163 @@ class SessionBuilder:
         return self.event(TERMINAL_RESIZE, {"cols": cols, "rows": rows}, at_us=at_us)
 
     def query(
-        self, statement: str, parameters: Sequence[str | None] = (), database: str | None = None, *,
+        self,
+        statement: str,
+        parameters: Sequence[str | None] = (),
+        database: str | None = None,
+        *,
         at_us: int | None = None,
     ) -> SessionEvent:
-        return self.event(QUERY, {"statement": statement, "parameters": list(parameters),
-                                  "database": database}, at_us=at_us)
+        return self.event(
+            QUERY, {"statement": statement, "parameters": list(parameters), "database": database}, at_us=at_us
+        )
 
     def query_result(
-        self, columns: Sequence[str], rows: Sequence[Sequence[str | None]], *, row_count: int | None = None,
-        truncated: bool = False, duration_us: int | None = None, error: str | None = None,
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[str | None]],
+        *,
+        row_count: int | None = None,
+        truncated: bool = False,
+        duration_us: int | None = None,
+        error: str | None = None,
         at_us: int | None = None,
     ) -> SessionEvent:
         """``row_count`` defaults to ``len(rows)``; give it when the gateway kept only some rows."""
-        return self.event(QUERY_RESULT, {
-            "columns": list(columns), "rows": [list(row) for row in rows],
-            "row_count": len(rows) if row_count is None else row_count, "truncated": truncated,
-            "duration_us": duration_us, "error": error,
-        }, at_us=at_us)
+        return self.event(
+            QUERY_RESULT,
+            {
+                "columns": list(columns),
+                "rows": [list(row) for row in rows],
+                "row_count": len(rows) if row_count is None else row_count,
+                "truncated": truncated,
+                "duration_us": duration_us,
+                "error": error,
+            },
+            at_us=at_us,
+        )
 
     def kubernetes(
-        self, verb: str, resource: str, namespace: str | None = None, name: str | None = None,
-        status_code: int = 200, *, response_body: str | None = None, subresource: str | None = None,
-        request_body: str | None = None, at_us: int | None = None,
+        self,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        status_code: int = 200,
+        *,
+        response_body: str | None = None,
+        subresource: str | None = None,
+        request_body: str | None = None,
+        at_us: int | None = None,
     ) -> SessionEvent:
-        return self.event(KUBERNETES_API_CALL, {
-            "verb": verb, "resource": resource, "namespace": namespace, "name": name,
-            "subresource": subresource, "status_code": status_code, "request_body": request_body,
-            "response_body": response_body,
-        }, at_us=at_us)
+        return self.event(
+            KUBERNETES_API_CALL,
+            {
+                "verb": verb,
+                "resource": resource,
+                "namespace": namespace,
+                "name": name,
+                "subresource": subresource,
+                "status_code": status_code,
+                "request_body": request_body,
+                "response_body": response_body,
+            },
+            at_us=at_us,
+        )
 
     def http(
-        self, method: str, url: str, status_code: int, *, request_headers: Mapping[str, str] | None = None,
-        request_body: str | None = None, response_headers: Mapping[str, str] | None = None,
-        response_body: str | None = None, duration_us: int | None = None, at_us: int | None = None,
+        self,
+        method: str,
+        url: str,
+        status_code: int,
+        *,
+        request_headers: Mapping[str, str] | None = None,
+        request_body: str | None = None,
+        response_headers: Mapping[str, str] | None = None,
+        response_body: str | None = None,
+        duration_us: int | None = None,
+        at_us: int | None = None,
     ) -> SessionEvent:
-        return self.event(HTTP_EXCHANGE, {
-            "method": method, "url": url, "status_code": status_code,
-            "request_headers": dict(request_headers or {}), "request_body": request_body,
-            "response_headers": dict(response_headers or {}), "response_body": response_body,
-            "duration_us": duration_us,
-        }, at_us=at_us)
+        return self.event(
+            HTTP_EXCHANGE,
+            {
+                "method": method,
+                "url": url,
+                "status_code": status_code,
+                "request_headers": dict(request_headers or {}),
+                "request_body": request_body,
+                "response_headers": dict(response_headers or {}),
+                "response_body": response_body,
+                "duration_us": duration_us,
+            },
+            at_us=at_us,
+        )
 
     def command(
-        self, argv: Sequence[str], exit_code: int | None = None, cwd: str | None = None, *,
+        self,
+        argv: Sequence[str],
+        exit_code: int | None = None,
+        cwd: str | None = None,
+        *,
         at_us: int | None = None,
     ) -> SessionEvent:
         return self.event(COMMAND, {"argv": list(argv), "cwd": cwd, "exit_code": exit_code}, at_us=at_us)
 
     def approval_requested(
-        self, request_id: str, reason: str | None = None, approvers: Iterable[str] = (), *,
+        self,
+        request_id: str,
+        reason: str | None = None,
+        approvers: Iterable[str] = (),
+        *,
         at_us: int | None = None,
     ) -> SessionEvent:
-        return self.event(APPROVAL_REQUESTED, {"request_id": request_id, "reason": reason,
-                                               "approvers": list(approvers)}, at_us=at_us)
+        return self.event(
+            APPROVAL_REQUESTED,
+            {"request_id": request_id, "reason": reason, "approvers": list(approvers)},
+            at_us=at_us,
+        )
 
     def approval_decided(
-        self, request_id: str, approved: bool, decided_by: str, comment: str | None = None, *,
+        self,
+        request_id: str,
+        approved: bool,
+        decided_by: str,
+        comment: str | None = None,
+        *,
         at_us: int | None = None,
     ) -> SessionEvent:
-        return self.event(APPROVAL_DECIDED, {"request_id": request_id, "approved": approved,
-                                             "decided_by": decided_by, "comment": comment}, at_us=at_us)
+        return self.event(
+            APPROVAL_DECIDED,
+            {"request_id": request_id, "approved": approved, "decided_by": decided_by, "comment": comment},
+            at_us=at_us,
+        )
 
     def policy_decision(
-        self, policy: str, decision: PolicyOutcome | str, rule: str | None = None, reason: str | None = None,
-        *, at_us: int | None = None,
+        self,
+        policy: str,
+        decision: PolicyOutcome | str,
+        rule: str | None = None,
+        reason: str | None = None,
+        *,
+        at_us: int | None = None,
     ) -> SessionEvent:
-        return self.event(POLICY_DECISION, {
-            "policy": policy, "decision": _check_symbol("PolicyOutcome", decision), "rule": rule,
-            "reason": reason,
-        }, at_us=at_us)
+        return self.event(
+            POLICY_DECISION,
+            {
+                "policy": policy,
+                "decision": _check_symbol("PolicyOutcome", decision),
+                "rule": rule,
+                "reason": reason,
+            },
+            at_us=at_us,
+        )
 
     def end(
-        self, reason: str = "closed", exit_code: int | None = None, *, at_us: int | None = None,
+        self,
+        reason: str = "closed",
+        exit_code: int | None = None,
+        *,
+        at_us: int | None = None,
     ) -> SessionEvent:
         """The session's last event; the builder refuses further events (`SessionClosed`)."""
         return self.event(SESSION_END, {"reason": reason, "exit_code": exit_code}, at_us=at_us)

@@ -484,24 +484,24 @@ class ContextScanner:
 
     def _header(self, hit: KeyHit, data: bytes, out: list[Span]) -> tuple[State, int]:
         line_start, line_end, complete = _line_bounds(data, hit.key_start)
+        not_header = None, hit.sep + 1
         if not complete:
-            return None, line_end
+            return not_header  # a header is only known once its line is complete
         line = data[line_start:line_end]
-        nl = data.find(b"\n", line_end)
-        next_start = nl + 1
+        next_start = data.find(b"\n", line_end) + 1
         delim = 0
         for candidate in b"|\t,":
             if candidate in line:
                 delim = candidate
                 break
         if not delim:
-            return None, next_start
+            return not_header
         cells = self._split_header(line, delim)
         if cells is None or len(cells) < 2:
-            return None, next_start
+            return not_header
         columns = tuple(entity_for_key(cell) for cell in cells)
         if not any(columns):
-            return None, next_start
+            return not_header
         bordered = line.strip().startswith(b"|") and delim == 0x7C
         return TableState(delim, columns, bordered, delim != 0x7C), next_start
 

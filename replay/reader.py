@@ -260,9 +260,7 @@ class SessionReader:
             records = list(self._iter_records(session_id, from_index=0, check_links=False))
         except EvidenceCorrupt as exc:
             logger.error("verify %s: archive check failed: %s", session_id, exc)
-            return Verdict(
-                session_id, False, 0, None, False, 0, 0, (), VerifyFailure("archive", exc.detail)
-            )
+            return Verdict(session_id, False, 0, None, False, 0, 0, (), VerifyFailure("archive", exc.detail))
         return verify_records(summary, records)
 
     def health(self) -> dict[str, str]:
@@ -310,7 +308,10 @@ class SessionReader:
                 # first copy is read; verification compares hashes, not copies.
                 logger.warning(
                     "session %s: segment %d..%d in %s repeats records already read",
-                    session_id, segment.first_index, segment.last_index, segment.object_key,
+                    session_id,
+                    segment.first_index,
+                    segment.last_index,
+                    segment.object_key,
                 )
                 continue
             elif segment.first_index != expected:
@@ -412,8 +413,15 @@ def verify_records(summary: SessionSummary, records: Sequence[ArchivedRecord]) -
     def failed(check: str, detail: str, index: int | None, count: int, head: bytes | None) -> Verdict:
         logger.error("verify %s: %s failed at %s: %s", session_id, check, index, detail)
         return Verdict(
-            session_id, False, count, head.hex() if head else None, False, 0, 0,
-            tuple(passed), VerifyFailure(check, detail, index),
+            session_id,
+            False,
+            count,
+            head.hex() if head else None,
+            False,
+            0,
+            0,
+            tuple(passed),
+            VerifyFailure(check, detail, index),
         )
 
     try:  # 1
@@ -426,7 +434,9 @@ def verify_records(summary: SessionSummary, records: Sequence[ArchivedRecord]) -
         return failed(
             "index.record_count",
             f"archive holds {chain.record_count} records, index says {indexed}",
-            None, chain.record_count, chain.head_hash,
+            None,
+            chain.record_count,
+            chain.head_hash,
         )
     passed.append("index.record_count")
     if indexed > 0:  # 3
@@ -435,12 +445,21 @@ def verify_records(summary: SessionSummary, records: Sequence[ArchivedRecord]) -
             return failed(
                 "index.head_hash",
                 f"record {indexed - 1} hashes to {head}, index says {summary.head_hash}",
-                indexed - 1, chain.record_count, chain.head_hash,
+                indexed - 1,
+                chain.record_count,
+                chain.head_hash,
             )
     passed.append("index.head_hash")
     return Verdict(
-        session_id, True, chain.record_count, chain.head_hash.hex(), chain.sealed,
-        chain.gaps, chain.forks, tuple(passed), None,
+        session_id,
+        True,
+        chain.record_count,
+        chain.head_hash.hex(),
+        chain.sealed,
+        chain.gaps,
+        chain.forks,
+        tuple(passed),
+        None,
     )
 
 

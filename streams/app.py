@@ -149,7 +149,9 @@ def build_app(
                     letter.reason,
                 )
             elif number == LOGGED_DEAD_LETTERS:
-                logger.warning("... and %d more dead letters in this batch", len(outcome.dead_letters) - number)
+                logger.warning(
+                    "... and %d more dead letters in this batch", len(outcome.dead_letters) - number
+                )
             pending.append(
                 await dlq.send(key=letter.key, value=letter.value, headers=letter.headers(), force=True)
             )

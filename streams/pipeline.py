@@ -311,9 +311,7 @@ _OBJECTS_SCHEMA = pa.schema(
 
 _SESSION_COLUMNS = ", ".join(field.name for field in _SESSIONS_SCHEMA)
 # Column names are this module's own constants; values are bound server-side.
-_STATES_BY_ID_SQL = (
-    f"SELECT {_SESSION_COLUMNS} FROM sessions FINAL WHERE session_id IN {{ids:Array(String)}}"  # noqa: S608
-)
+_STATES_BY_ID_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions FINAL WHERE session_id IN {{ids:Array(String)}}"  # noqa: S608
 _OPEN_STATES_SQL = (
     f"SELECT {_SESSION_COLUMNS} FROM sessions FINAL"  # noqa: S608
     " WHERE kafka_partition = {p:UInt32} AND sealed = 0"
@@ -571,7 +569,9 @@ class SealPipeline:
             (batch.partition, message) for message in self._sealed_messages(placed, blocks)
         )
 
-    def _sealed_messages(self, placed: _PlacedObject, blocks: list[tuple[str, int, list[bytes]]]) -> list[bytes]:
+    def _sealed_messages(
+        self, placed: _PlacedObject, blocks: list[tuple[str, int, list[bytes]]]
+    ) -> list[bytes]:
         """The object's record hashes as SealedBatch messages, cut to stay far below Kafka's
         message size limit (a block of a very long session may span messages)."""
         chunks: list[list[dict[str, Any]]] = [[]]
@@ -583,7 +583,9 @@ class SealPipeline:
                     chunks.append([])
                     room = SEALED_HASHES_PER_MESSAGE
                 part = hashes[start : start + room]
-                chunks[-1].append({"session_id": session_id, "first_index": first_index + start, "record_hashes": part})
+                chunks[-1].append(
+                    {"session_id": session_id, "first_index": first_index + start, "record_hashes": part}
+                )
                 start += len(part)
                 room -= len(part)
         return [

@@ -175,7 +175,7 @@ class SealStep:
         """Seal one event. ``event_bytes`` is its canonical Avro encoding (current schema)."""
         current = state.copy()
         records: list[SealedRecord] = []
-        outcome = self._seal_into(current, event, event_bytes, known_digest, message_key, records)
+        outcome = self._seal_into(current, event, event_bytes, known_digest, records, message_key=message_key)
         return SealResult(tuple(records), current if records else state, outcome)
 
     def seal_batch(
@@ -200,7 +200,9 @@ class SealStep:
         for position, (event, event_bytes) in enumerate(events):
             before = len(records)
             try:
-                outcome = self._seal_into(current, event, event_bytes, known, message_key, records)
+                outcome = self._seal_into(
+                    current, event, event_bytes, known, records, message_key=message_key
+                )
             except InvalidEvent as exc:
                 refused.append((position, exc))
                 continue
@@ -216,8 +218,9 @@ class SealStep:
         event: dict[str, Any],
         event_bytes: bytes,
         known_digest: DigestLookup,
-        message_key: bytes | None,
         records: list[SealedRecord],
+        *,
+        message_key: bytes | None,
     ) -> str:
         """Chain one event onto ``current`` (mutated) and append its records; the outcome.
 
@@ -242,7 +245,9 @@ class SealStep:
                 if known_digest(current.session_id, seq) == digest:
                     return "duplicate"
                 kind = "FORK"
-                logger.error("fork: session %s seq %d arrived again with different content", current.session_id, seq)
+                logger.error(
+                    "fork: session %s seq %d arrived again with different content", current.session_id, seq
+                )
         if current.sealed:
             raise SessionSealed(f"session is sealed ({current.seal_reason}); event seq {seq} refused")
 

@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from ledger.chain import verify_chain
-from schemas import SEALED_BATCH_SCHEMA, default_registry
+from schemas import default_registry
 from storage.archive import iter_blocks
 from storage.index import ChdbIndex
 from storage.objectstore import ObjectStore
@@ -117,18 +117,24 @@ class WorkerProcess:
 
 
 async def _read_topic(
-    bootstrap: str, topic: str, done: Any, timeout: float, alive: Any = None
+    bootstrap: str, topic: str, done: Any, limit_seconds: float, alive: Any = None
 ) -> list[Any]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, enable_auto_commit=False
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
     )
     await consumer.start()
     messages: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_seconds
     try:
         while not done(messages):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: condition not met after {timeout:.0f}s ({len(messages)} messages)")
+                raise TimeoutError(
+                    f"{topic}: condition not met after {limit_seconds:.0f}s ({len(messages)} messages)"
+                )
             if alive is not None and not alive():
                 raise RuntimeError(f"the worker died while waiting on {topic}")
             batches = await consumer.getmany(timeout_ms=500)
@@ -157,7 +163,9 @@ def wait_for_sealed(
     is the end-to-end signal. After a crash a batch may be published twice; count distinct.
     """
     messages = asyncio.run(
-        _read_topic(bootstrap, topic, lambda m: len(set(sealed_records(m))) >= expected_records, timeout, alive)
+        _read_topic(
+            bootstrap, topic, lambda m: len(set(sealed_records(m))) >= expected_records, timeout, alive
+        )
     )
     return sealed_records(messages)
 

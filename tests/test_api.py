@@ -42,8 +42,12 @@ except ModuleNotFoundError:
 pytestmark = pytest.mark.clickhouse
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "asciicast"
-SESSION_PATHS = ["/api/v1/sessions/{id}", "/api/v1/sessions/{id}/events", "/api/v1/sessions/{id}/asciicast",
-                 "/api/v1/sessions/{id}/verify"]
+SESSION_PATHS = [
+    "/api/v1/sessions/{id}",
+    "/api/v1/sessions/{id}/events",
+    "/api/v1/sessions/{id}/asciicast",
+    "/api/v1/sessions/{id}/verify",
+]
 SPLIT_OUTPUT = ["żółw ".encode()[:1], "żółw ".encode()[1:], "日本\r\n".encode()]
 
 
@@ -175,8 +179,12 @@ def test_search_newest_first_with_filters_and_paging(client: TestClient, auditor
     newest = page["items"][0]
     assert newest["started_at"] == "2024-05-01T12:03:00.000000Z"
     assert newest["last_event_at"] == "2024-05-01T12:03:01.000000Z"
-    assert newest["identity"] == {"principal": "deploy-bot", "kind": "CI_JOB",
-                                  "issuer": "https://idp.example", "groups": ["ops"]}
+    assert newest["identity"] == {
+        "principal": "deploy-bot",
+        "kind": "CI_JOB",
+        "issuer": "https://idp.example",
+        "groups": ["ops"],
+    }
     assert newest["target"]["kind"] == "KUBERNETES"
     assert newest["sealed"] is True
     assert len(newest["head_hash"]) == 64
@@ -262,8 +270,12 @@ def test_asciicast_of_an_asciinema_recording(
     if not path.exists():
         pytest.skip("asciicast vectors not found beside the checkout")
     recording = parse_asciicast(path.read_bytes())
-    events = session_events(recording, identity=make_identity("rec", "HUMAN"),
-                            target=make_target("laptop", "SSH"), session_id="demo")
+    events = session_events(
+        recording,
+        identity=make_identity("rec", "HUMAN"),
+        target=make_target("laptop", "SSH"),
+        session_id="demo",
+    )
     seal_sessions(store, index, [[dict(e) for e in events]])
     with make_client() as client:
         response = client.get("/api/v1/sessions/demo/asciicast", headers=auditor)
@@ -273,8 +285,11 @@ def test_asciicast_of_an_asciinema_recording(
 
 
 def test_verify_endpoint_passes_intact_and_flags_tampered(
-    make_client: Callable[..., TestClient], store: LocalWormStore, index: Index,
-    sessions: Any, auditor: dict[str, str],
+    make_client: Callable[..., TestClient],
+    store: LocalWormStore,
+    index: Index,
+    sessions: Any,
+    auditor: dict[str, str],
 ) -> None:
     def rewrite(position: int, value: dict[str, Any]) -> None:
         if position == 1:

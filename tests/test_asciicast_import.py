@@ -39,8 +39,9 @@ def test_shared_vectors_are_there() -> None:
 
 
 def _events(path: Path) -> list[SessionEvent]:
-    return session_events(read_asciicast(path), identity=make_identity("importer"),
-                          target=make_target("host"), clock=lambda: T0)
+    return session_events(
+        read_asciicast(path), identity=make_identity("importer"), target=make_target("host"), clock=lambda: T0
+    )
 
 
 def _of(events: list[SessionEvent], name: str) -> list[SessionEvent]:
@@ -106,16 +107,18 @@ def test_without_a_timestamp_the_session_starts_now() -> None:
     assert events[1]["event_time"] == T0 + 1_230_000
 
 
-V3_WITH_EXIT = "\n".join([
-    '{"version": 3, "term": {"cols": 80, "rows": 24, "type": "xterm-kitty"}, "timestamp": 1700000000}',
-    "# comment lines are ignored",
-    '[0.5, "o", "$ "]',
-    '[1.0, "i", "exit\\r"]',
-    '[0.25, "m", "chapter"]',
-    '[0.25, "o", "bye\\r\\n"]',
-    '[0.1, "x", "3"]',
-    "",
-])
+V3_WITH_EXIT = "\n".join(
+    [
+        '{"version": 3, "term": {"cols": 80, "rows": 24, "type": "xterm-kitty"}, "timestamp": 1700000000}',
+        "# comment lines are ignored",
+        '[0.5, "o", "$ "]',
+        '[1.0, "i", "exit\\r"]',
+        '[0.25, "m", "chapter"]',
+        '[0.25, "o", "bye\\r\\n"]',
+        '[0.1, "x", "3"]',
+        "",
+    ]
+)
 
 
 def test_v3_exit_markers_and_comments() -> None:
@@ -123,7 +126,12 @@ def test_v3_exit_markers_and_comments() -> None:
     assert recording.exit_code == 3
     events = session_events(recording, identity=make_identity("a"), target=make_target("t"))
     assert [e["body"][0].rsplit(".", 1)[1] for e in events] == [
-        "SessionStart", "TerminalOutput", "TerminalInput", "TerminalOutput", "SessionEnd"]
+        "SessionStart",
+        "TerminalOutput",
+        "TerminalInput",
+        "TerminalOutput",
+        "SessionEnd",
+    ]
     assert events[0]["body"][1]["term"] == "xterm-kitty"
     assert events[-1]["body"][1] == {"reason": "exit", "exit_code": 3}
     assert events[-1]["event_time"] == 1_700_000_000_000_000 + 2_100_000
@@ -133,25 +141,28 @@ H2 = '{"version": 2, "width": 80, "height": 24}'
 H3 = '{"version": 3, "term": {"cols": 80, "rows": 24}}'
 
 
-@pytest.mark.parametrize(("text", "line", "reason"), [
-    ("", 1, "empty file"),
-    ("{not json", 1, "not valid JSON"),
-    ('{"version": 4, "width": 1, "height": 1}', 1, "unsupported asciicast version 4"),
-    ('{"version": 2, "height": 24}', 1, "width must be a positive integer"),
-    ('{"version": 2, "width": 80, "height": 0}', 1, "height must be a positive integer"),
-    ('{"version": 3, "width": 80, "height": 24}', 1, "needs a \"term\" object"),
-    ('{"version": 2, "width": 80, "height": 24, "timestamp": "yesterday"}', 1, "timestamp"),
-    (H2 + '\n[1.0, "o", "a"]\n[1.0, "o"]', 3, "3-element array"),
-    (H2 + '\n[1.0, "o", "a"]\n[0.5, "o", "b"]', 3, "goes backwards"),
-    (H2 + '\n["1.0", "o", "a"]', 2, "non-negative number"),
-    (H2 + '\n[1.0, "o", 5]', 2, "must be strings"),
-    (H2 + '\n[1.0, "r", "80 by 24"]', 2, "COLSxROWS"),
-    (H2 + '\n[1.0, "o", "a"]\n[1.0, "o", "b"\n', 3, "not valid JSON"),
-    (H2 + '\n# v2 has no comments', 2, "not valid JSON"),
-    (H3 + '\n[-0.5, "o", "a"]', 2, "non-negative number"),
-    (H3 + '\n[1, "x", "zero"]', 2, "exit status"),
-    ('{"version": 1, "width": 80, "height": 24}', 1, "no stdout array"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("", 1, "empty file"),
+        ("{not json", 1, "not valid JSON"),
+        ('{"version": 4, "width": 1, "height": 1}', 1, "unsupported asciicast version 4"),
+        ('{"version": 2, "height": 24}', 1, "width must be a positive integer"),
+        ('{"version": 2, "width": 80, "height": 0}', 1, "height must be a positive integer"),
+        ('{"version": 3, "width": 80, "height": 24}', 1, 'needs a "term" object'),
+        ('{"version": 2, "width": 80, "height": 24, "timestamp": "yesterday"}', 1, "timestamp"),
+        (H2 + '\n[1.0, "o", "a"]\n[1.0, "o"]', 3, "3-element array"),
+        (H2 + '\n[1.0, "o", "a"]\n[0.5, "o", "b"]', 3, "goes backwards"),
+        (H2 + '\n["1.0", "o", "a"]', 2, "non-negative number"),
+        (H2 + '\n[1.0, "o", 5]', 2, "must be strings"),
+        (H2 + '\n[1.0, "r", "80 by 24"]', 2, "COLSxROWS"),
+        (H2 + '\n[1.0, "o", "a"]\n[1.0, "o", "b"\n', 3, "not valid JSON"),
+        (H2 + "\n# v2 has no comments", 2, "not valid JSON"),
+        (H3 + '\n[-0.5, "o", "a"]', 2, "non-negative number"),
+        (H3 + '\n[1, "x", "zero"]', 2, "exit status"),
+        ('{"version": 1, "width": 80, "height": 24}', 1, "no stdout array"),
+    ],
+)
 def test_malformed_input_names_line_and_reason(text: str, line: int, reason: str) -> None:
     with pytest.raises(AsciicastError, match=reason) as caught:
         parse_asciicast(text, source="bad.cast")
@@ -182,8 +193,13 @@ def test_import_sends_one_session(kafka_bootstrap: str) -> None:
     topic = f"test-import-{uuid.uuid4().hex[:10]}"
     create_topics(kafka_bootstrap, topic)
     session_id = import_asciicast(
-        VECTORS / "demo.cast", identity="agent:claude-ops", identity_kind="AI_AGENT", target="build-host",
-        target_kind="SSH", bootstrap=kafka_bootstrap, topic=topic,
+        VECTORS / "demo.cast",
+        identity="agent:claude-ops",
+        identity_kind="AI_AGENT",
+        target="build-host",
+        target_kind="SSH",
+        bootstrap=kafka_bootstrap,
+        topic=topic,
     )
     expected = len(_events(VECTORS / "demo.cast"))
     messages = asyncio.run(consume(kafka_bootstrap, topic, expected))

@@ -65,7 +65,11 @@ def test_sessions_are_well_formed() -> None:
 def test_the_four_stories() -> None:
     psql, kubectl, agent, scanner = demo_sessions(2, 1, START)
     assert [s[0]["identity"]["kind"] for s in (psql, kubectl, agent, scanner)] == [
-        "CI_JOB", "SERVICE_ACCOUNT", "AI_AGENT", "SCANNER"]
+        "CI_JOB",
+        "SERVICE_ACCOUNT",
+        "AI_AGENT",
+        "SCANNER",
+    ]
 
     cells = [cell for r in _bodies(psql, QUERY_RESULT) for row in r["rows"] for cell in row]  # type: ignore[attr-defined]
     assert any("@" in str(cell) for cell in cells)  # personal data for masking to find

@@ -43,8 +43,13 @@ async def consume(bootstrap: str, topic: str, expected_events: int, wait_s: floa
     """Read ``topic`` from the start until ``expected_events`` events arrived (no consumer group:
     Tansu's group joins are slow)."""
     registry = default_registry()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     messages: list[Message] = []
     count = 0
@@ -57,8 +62,15 @@ async def consume(bootstrap: str, topic: str, expected_events: int, wait_s: floa
                     decoded = registry.decode(record.value)
                     assert decoded.schema_name == BATCH_SCHEMA
                     batch = decoded.value
-                    messages.append(Message(record.key, record.partition, batch["session_id"],
-                                            batch["events"], len(record.value)))
+                    messages.append(
+                        Message(
+                            record.key,
+                            record.partition,
+                            batch["session_id"],
+                            batch["events"],
+                            len(record.value),
+                        )
+                    )
                     count += len(batch["events"])
     finally:
         await consumer.stop()
@@ -80,8 +92,9 @@ def topic(kafka_bootstrap: str) -> str:
 
 
 def _session(n_outputs: int, payload: bytes = b"x" * 100, end: bool = True) -> list[SessionEvent]:
-    b = SessionBuilder(None, make_identity("svc", "SERVICE_ACCOUNT"), make_target("host", "SSH"),
-                       make_gateway("gw"))
+    b = SessionBuilder(
+        None, make_identity("svc", "SERVICE_ACCOUNT"), make_target("host", "SSH"), make_gateway("gw")
+    )
     events = [b.start(cols=80, rows=24)] + [b.output(payload + str(i).encode()) for i in range(n_outputs)]
     if end:
         events.append(b.end("exit", 0))
@@ -89,6 +102,7 @@ def _session(n_outputs: int, payload: bytes = b"x" * 100, end: bool = True) -> l
 
 
 # -- unit: no broker --------------------------------------------------------------------------
+
 
 def test_size_estimate_is_an_upper_bound_and_not_wild() -> None:
     registry = default_registry()
@@ -115,10 +129,15 @@ def test_compression_is_available_without_fallback() -> None:
         resolve_compression("brotli")
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("max_batch_events", 0), ("max_batch_bytes", 2 * 1024 * 1024), ("max_buffered_bytes", 1024),
-    ("linger_ms", -1),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_batch_events", 0),
+        ("max_batch_bytes", 2 * 1024 * 1024),
+        ("max_buffered_bytes", 1024),
+        ("linger_ms", -1),
+    ],
+)
 def test_unsafe_settings_are_refused(option: str, value: int) -> None:
     settings: dict[str, Any] = {option: value}
     with pytest.raises(ValueError, match=option.removesuffix("_ms")):
@@ -131,6 +150,7 @@ async def test_emit_before_start_is_an_error() -> None:
 
 
 # -- against the broker ------------------------------------------------------------------------
+
 
 @pytest.mark.kafka
 async def test_batches_each_session_into_few_ordered_messages(kafka_bootstrap: str, topic: str) -> None:
@@ -198,8 +218,9 @@ async def test_linger_sends_without_flush(kafka_bootstrap: str, topic: str) -> N
 async def test_backpressure_bounds_memory(kafka_bootstrap: str, topic: str) -> None:
     sessions = [_session(200, payload=b"z" * 1000) for _ in range(10)]
     bound = 64 * 1024
-    async with Emitter(kafka_bootstrap, topic, max_buffered_bytes=bound, max_batch_bytes=16 * 1024,
-                       linger_ms=60_000) as emitter:
+    async with Emitter(
+        kafka_bootstrap, topic, max_buffered_bytes=bound, max_batch_bytes=16 * 1024, linger_ms=60_000
+    ) as emitter:
         for step in zip(*sessions, strict=True):
             for event in step:
                 await emitter.emit(event)
@@ -218,7 +239,9 @@ async def test_backpressure_bounds_memory(kafka_bootstrap: str, topic: str) -> N
 @pytest.mark.kafka
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "gzip", None])
 async def test_compression_against_the_broker(
-    kafka_bootstrap: str, topic: str, compression: str | None,
+    kafka_bootstrap: str,
+    topic: str,
+    compression: str | None,
 ) -> None:
     session = _session(400, payload=b"\x1b[32mok\x1b[0m repeated line\r\n" * 4)
     async with Emitter(kafka_bootstrap, topic, compression=compression) as emitter:
@@ -253,8 +276,13 @@ async def test_invalid_event_is_refused_or_reported(kafka_bootstrap: str, topic:
 async def test_oversized_event_is_reported_and_the_rest_delivered(kafka_bootstrap: str, topic: str) -> None:
     session = _session(20)
     huge = {**session[5], "body": ("dev.blackbox.v1.TerminalOutput", {"data": b"h" * 100_000})}
-    async with Emitter(kafka_bootstrap, topic, max_request_size=64 * 1024, max_batch_bytes=32 * 1024,
-                       max_buffered_bytes=1024 * 1024) as emitter:
+    async with Emitter(
+        kafka_bootstrap,
+        topic,
+        max_request_size=64 * 1024,
+        max_batch_bytes=32 * 1024,
+        max_buffered_bytes=1024 * 1024,
+    ) as emitter:
         await emitter.emit_many([*session[:5], huge])
         # Sealed at once (bigger than a batch), refused by the producer limit; the next call
         # says so, and the event passed to that call is not taken.
@@ -281,8 +309,12 @@ def own_broker(tmp_path: Any) -> Iterator[TansuBroker]:
 async def test_delivery_failure_reaches_flush(own_broker: TansuBroker) -> None:
     await ensure_topics(own_broker.bootstrap, 1, ("test-emitter-outage",))
     first, second = _session(3), _session(3)
-    emitter = Emitter(own_broker.bootstrap, "test-emitter-outage", request_timeout_ms=2000,
-                      producer_options={"retry_backoff_ms": 100})
+    emitter = Emitter(
+        own_broker.bootstrap,
+        "test-emitter-outage",
+        request_timeout_ms=2000,
+        producer_options={"retry_backoff_ms": 100},
+    )
     await emitter.start()
     try:
         await emitter.emit_many(first)

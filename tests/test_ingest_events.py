@@ -148,8 +148,9 @@ def test_start_needs_both_dimensions() -> None:
 
 
 def test_attributes_are_per_event_copies() -> None:
-    b = SessionBuilder("s", make_identity("x"), make_target("t"), make_gateway("g"),
-                       attributes={"env": "prod"})
+    b = SessionBuilder(
+        "s", make_identity("x"), make_target("t"), make_gateway("g"), attributes={"env": "prod"}
+    )
     first = b.start(attributes={"ticket": "OPS-1"})
     second = b.output(b"")
     assert first["attributes"] == {"env": "prod", "ticket": "OPS-1"}

@@ -15,8 +15,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from ingest.demo import generate_load
-from ledger.chain import record_hash
 from ingest.emitter import Emitter
+from ledger.chain import record_hash
 from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from tests.eventdata import make_event
@@ -65,7 +65,9 @@ def test_ten_thousand_events_are_sealed_archived_and_indexed(
     sessions = load(100, 100, seed=1)
     try:
         asyncio.run(emit(kafka_bootstrap, topics.events, sessions))
-        published = wait_for_sealed(kafka_bootstrap, topics.sealed, expected_record_count(sessions), alive=worker.alive)
+        published = wait_for_sealed(
+            kafka_bootstrap, topics.sealed, expected_record_count(sessions), alive=worker.alive
+        )
     finally:
         return_code = worker.stop()
     assert return_code == 0, worker.log()[-3000:]
@@ -124,8 +126,14 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(kafka_bootstrap: s
         f"file://{archive_dir}",
         {"BLACKBOX_MAX_MESSAGE_BYTES": str(64 * 1024)},
     ).start()
-    before = [make_event("good-1", 0), make_event("good-1", 1, ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0}))]
-    after = [make_event("good-2", 0), make_event("good-2", 1, ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0}))]
+    before = [
+        make_event("good-1", 0),
+        make_event("good-1", 1, ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0})),
+    ]
+    after = [
+        make_event("good-2", 0),
+        make_event("good-2", 1, ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0})),
+    ]
     invalid = make_event("bad-1", -1)
     oversized = make_event("big-1", 0, ("dev.blackbox.v1.TerminalOutput", {"data": b"x" * 100_000}))
     bad_messages = {
@@ -141,12 +149,16 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(kafka_bootstrap: s
         await producer.start()
         try:
             await producer.send_and_wait(
-                topics.events, REGISTRY.encode(BATCH_SCHEMA, {"session_id": "good-1", "events": before}), key=b"good-1"
+                topics.events,
+                REGISTRY.encode(BATCH_SCHEMA, {"session_id": "good-1", "events": before}),
+                key=b"good-1",
             )
             for key, value in bad_messages.values():
                 await producer.send_and_wait(topics.events, value, key=key, headers=[("trace", b"t-1")])
             await producer.send_and_wait(
-                topics.events, REGISTRY.encode(BATCH_SCHEMA, {"session_id": "good-2", "events": after}), key=b"good-2"
+                topics.events,
+                REGISTRY.encode(BATCH_SCHEMA, {"session_id": "good-2", "events": after}),
+                key=b"good-2",
             )
         finally:
             await producer.stop()

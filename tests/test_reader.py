@@ -60,26 +60,42 @@ def chain_records(
         head = record_hash(raw)
 
     base: dict[str, Any] = {
-        "event_digest": None, "event": None, "gap": None, "seal": None, "findings": [], "risk": None
+        "event_digest": None,
+        "event": None,
+        "gap": None,
+        "seal": None,
+        "findings": [],
+        "risk": None,
     }
     session_id = events[0]["session_id"]
     for event in events:
-        add({
-            **base,
-            "session_id": session_id,
-            "index": len(values),
-            "kind": "EVENT",
-            "prev_hash": head,
-            "source_seq": event["seq"],
-            "event_digest": hashlib.sha256(registry.encode_body(EVENT_SCHEMA, event)).digest(),
-            "event": event,
-            "risk": {"score": 10 * (len(values) % 3), "reasons": []},
-        })
+        add(
+            {
+                **base,
+                "session_id": session_id,
+                "index": len(values),
+                "kind": "EVENT",
+                "prev_hash": head,
+                "source_seq": event["seq"],
+                "event_digest": hashlib.sha256(registry.encode_body(EVENT_SCHEMA, event)).digest(),
+                "event": event,
+                "risk": {"score": 10 * (len(values) % 3), "reasons": []},
+            }
+        )
     if seal_reason is not None:
         last_seq = events[-1]["seq"]
         seal = {"reason": seal_reason, "record_count": len(values), "last_seq": last_seq, "head_hash": head}
-        add({**base, "session_id": session_id, "index": len(values), "kind": "SEAL", "prev_hash": head,
-             "source_seq": None, "seal": seal})
+        add(
+            {
+                **base,
+                "session_id": session_id,
+                "index": len(values),
+                "kind": "SEAL",
+                "prev_hash": head,
+                "source_seq": None,
+                "seal": seal,
+            }
+        )
     if edit is not None:
         for index, value in enumerate(values):
             edit(index, value)
@@ -88,22 +104,46 @@ def chain_records(
     return [ArchivedRecord(raw, registry.decode_body(SEALED_SCHEMA, raw)) for raw in raws]
 
 
-_SEGMENTS = pa.schema([
-    ("session_id", pa.string()), ("first_index", pa.uint64()), ("last_index", pa.uint64()),
-    ("record_count", pa.uint32()), ("object_key", pa.string()), ("header_length", pa.uint32()),
-    ("block_offset", pa.uint64()), ("block_length", pa.uint64()),
-])
-_SESSIONS = pa.schema([
-    ("session_id", pa.string()), ("kafka_partition", pa.uint32()), ("principal", pa.string()),
-    ("identity_kind", pa.string()), ("issuer", pa.string()), ("groups", pa.list_(pa.string())),
-    ("target_name", pa.string()), ("target_kind", pa.string()), ("target_host", pa.string()),
-    ("target_database", pa.string()), ("gateway_id", pa.string()), ("gateway_product", pa.string()),
-    ("started_at", pa.timestamp("us", tz="UTC")), ("last_event_at", pa.timestamp("us", tz="UTC")),
-    ("record_count", pa.uint64()), ("last_seq", pa.int64()), ("head_hash", pa.binary()),
-    ("sealed", pa.uint8()), ("seal_reason", pa.string()), ("gap_count", pa.uint32()),
-    ("fork_count", pa.uint32()), ("max_risk", pa.uint8()), ("total_risk", pa.uint64()),
-    ("version", pa.uint64()),
-])
+_SEGMENTS = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("first_index", pa.uint64()),
+        ("last_index", pa.uint64()),
+        ("record_count", pa.uint32()),
+        ("object_key", pa.string()),
+        ("header_length", pa.uint32()),
+        ("block_offset", pa.uint64()),
+        ("block_length", pa.uint64()),
+    ]
+)
+_SESSIONS = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("kafka_partition", pa.uint32()),
+        ("principal", pa.string()),
+        ("identity_kind", pa.string()),
+        ("issuer", pa.string()),
+        ("groups", pa.list_(pa.string())),
+        ("target_name", pa.string()),
+        ("target_kind", pa.string()),
+        ("target_host", pa.string()),
+        ("target_database", pa.string()),
+        ("gateway_id", pa.string()),
+        ("gateway_product", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("last_event_at", pa.timestamp("us", tz="UTC")),
+        ("record_count", pa.uint64()),
+        ("last_seq", pa.int64()),
+        ("head_hash", pa.binary()),
+        ("sealed", pa.uint8()),
+        ("seal_reason", pa.string()),
+        ("gap_count", pa.uint32()),
+        ("fork_count", pa.uint32()),
+        ("max_risk", pa.uint8()),
+        ("total_risk", pa.uint64()),
+        ("version", pa.uint64()),
+    ]
+)
 
 
 def archive_object(
@@ -187,8 +227,10 @@ def terminal_session(
 ) -> list[dict[str, Any]]:
     """A terminal session's events: start (100x30), outputs a millisecond apart, a resize, end."""
     builder = SessionBuilder(
-        session_id, make_identity(principal, kind, issuer="https://idp.example", groups=["ops"]),
-        make_target(target, target_kind), make_gateway("gw-1", "blackbox-recorder"),
+        session_id,
+        make_identity(principal, kind, issuer="https://idp.example", groups=["ops"]),
+        make_target(target, target_kind),
+        make_gateway("gw-1", "blackbox-recorder"),
     )
     events = [builder.start(cols=100, rows=30, term="xterm-256color", at_us=start_us)]
     for number, data in enumerate(output, start=1):
@@ -270,11 +312,16 @@ def test_records_come_from_ranged_reads_in_chain_order(store: LocalWormStore, in
 
 def test_search_filters_pages_and_orders_newest_first(store: LocalWormStore, index: Index) -> None:
     sessions = [
-        chain_records(terminal_session(f"s{n}", principal="bot" if n % 2 else "alice",
-                                       kind="CI_JOB" if n % 2 else "HUMAN",
-                                       target="db" if n < 4 else "k8s",
-                                       target_kind="POSTGRES" if n < 4 else "KUBERNETES",
-                                       start_us=T0 + (n // 2) * 60_000_000))
+        chain_records(
+            terminal_session(
+                f"s{n}",
+                principal="bot" if n % 2 else "alice",
+                kind="CI_JOB" if n % 2 else "HUMAN",
+                target="db" if n < 4 else "k8s",
+                target_kind="POSTGRES" if n < 4 else "KUBERNETES",
+                start_us=T0 + (n // 2) * 60_000_000,
+            )
+        )
         for n in range(7)
     ]
     write_sessions(store, index, sessions, "p0/obj")
@@ -296,7 +343,10 @@ def test_search_filters_pages_and_orders_newest_first(store: LocalWormStore, ind
     assert [s.session_id for s in reader.search(principal="bot").items] == ["s5", "s3", "s1"]
     assert [s.session_id for s in reader.search(identity_kind="human").items] == ["s6", "s4", "s2", "s0"]
     assert [s.session_id for s in reader.search(target="k8s", target_kind="KUBERNETES").items] == [
-        "s6", "s5", "s4"]
+        "s6",
+        "s5",
+        "s4",
+    ]
     window = reader.search(since_us=T0 + 60_000_000, until_us=T0 + 180_000_000)
     assert [s.session_id for s in window.items] == ["s5", "s4", "s3", "s2"]
     assert reader.search(principal="nobody").items == []
@@ -479,10 +529,24 @@ def test_missing_object_and_unindexed_records_are_evidence_corrupt(
     with pytest.raises(EvidenceCorrupt, match=r"leaves a hole"):
         SessionReader(index, store).records("s-hole")
 
-    index.insert("segments", pa.Table.from_pylist([{
-        "session_id": "s-gone", "first_index": 0, "last_index": 0, "record_count": 1,
-        "object_key": "p0/never-written", "header_length": 100, "block_offset": 100, "block_length": 10,
-    }], schema=_SEGMENTS))
+    index.insert(
+        "segments",
+        pa.Table.from_pylist(
+            [
+                {
+                    "session_id": "s-gone",
+                    "first_index": 0,
+                    "last_index": 0,
+                    "record_count": 1,
+                    "object_key": "p0/never-written",
+                    "header_length": 100,
+                    "block_offset": 100,
+                    "block_length": 10,
+                }
+            ],
+            schema=_SEGMENTS,
+        ),
+    )
     with pytest.raises(EvidenceCorrupt, match="missing"):
         SessionReader(index, store).records("s-gone")
 

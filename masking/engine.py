@@ -1,0 +1,496 @@
+"""The masking engine: detect, apply the policy, replace in place, report findings.
+
+Masks keep the length of what they replace, in bytes and in terminal columns: ASCII becomes
+``*``, other characters become a mask character of the same UTF-8 length and width (``×``, ``∗``,
+``＊``...). A replayed terminal keeps its layout, and every offset in the event stays valid.
+Control characters inside a value (the newlines of a PEM body) are kept for the same reason.
+
+Findings carry the entity type, where the value was (field, offsets into the masked field) and a
+blind index; never the value. Nothing here logs or raises with a value in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from bisect import bisect_right
+from typing import TypedDict
+
+from masking.context import Checkpoints, ContextScanner, State, mrn_identifiers
+from masking.detectors import SHAPE, ContentScanner, Span, blind_index
+from masking.policy import Policy, PolicySet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Finding", "MaskingEngine", "TerminalStreamMasker", "blind_index", "mask_bytes"]
+
+MIN_KEY_BYTES = 16
+
+
+class Finding(TypedDict):
+    """One masked value, as the sealed record's ``findings`` array holds it."""
+
+    entity_type: str
+    field: str
+    start: int
+    end: int
+    blind_index: bytes
+
+
+# --- replacement ------------------------------------------------------------------------------
+
+_ASCII_MASK = bytes.maketrans(bytes(range(0x20, 0x7F)), b"*" * (0x7F - 0x20))
+_CHAR_MASKS: dict[str, str] = {}
+
+
+def _mask_char(ch: str) -> str:
+    cached = _CHAR_MASKS.get(ch)
+    if cached is not None:
+        return cached
+    code = ord(ch)
+    if code < 0x20 or code == 0x7F:
+        out = ch
+    elif code < 0x80 or 0xD800 <= code <= 0xDFFF:
+        out = "*"  # ASCII, or one undecodable byte carried as a surrogate escape
+    else:
+        size = len(ch.encode("utf-8"))
+        wide = unicodedata.east_asian_width(ch) in ("W", "F")
+        if unicodedata.combining(ch):
+            out = "\u0336" if size == 2 else "\u20d2"  # zero-width stays zero-width
+        elif size == 2:
+            out = "\u00d7"  # ×
+        elif size == 3:
+            out = "\uff0a" if wide else "\u2217"  # ＊ (2 columns) or ∗ (1 column)
+        else:
+            out = "\U0001f512" if wide else "\U0001d7ce"  # 🔒 (2 columns) or 𝟎 (1 column)
+    _CHAR_MASKS[ch] = out
+    return out
+
+
+def mask_bytes(segment: bytes) -> bytes:
+    """The same number of bytes, every visible character replaced."""
+    if segment.isascii():
+        return segment.translate(_ASCII_MASK)
+    text = segment.decode("utf-8", "surrogateescape")
+    return "".join(map(_mask_char, text)).encode("utf-8", "surrogateescape")
+
+
+# --- ANSI escape sequences ----------------------------------------------------------------------
+
+# CSI, OSC (BEL or ST terminated), DCS/SOS/PM/APC (ST terminated), and two/three-byte escapes.
+_ANSI = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|[ -/]*[0-~])"
+)
+_CSI_DONE = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+class _Stripped:
+    """Text with escape sequences removed, and the map from its offsets back to the raw bytes.
+
+    The clean text comes from one ``re.sub`` (C speed); the offset map is built only when a span
+    must be mapped, except near the end of the text, which the stream masker asks about on every
+    chunk and which needs only the position of the last escape sequence.
+    """
+
+    __slots__ = ("_clean_starts", "_raw_starts", "clean", "raw", "tail_clean", "tail_raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.clean = _ANSI.sub(b"", raw)
+        self._clean_starts: list[int] = []
+        self._raw_starts: list[int] = []
+        k = raw.rfind(b"\x1b")
+        last = _ANSI.match(raw, k) if k >= 0 else None
+        last_end = last.end() if last is not None else len(raw)
+        # From (tail_clean, tail_raw) on, clean and raw run in step.
+        self.tail_raw = last_end
+        self.tail_clean = len(self.clean) - (len(raw) - last_end)
+
+    def _build(self) -> None:
+        pos = 0
+        size = 0
+        for m in _ANSI.finditer(self.raw):
+            if m.start() > pos:
+                self._clean_starts.append(size)
+                self._raw_starts.append(pos)
+                size += m.start() - pos
+            pos = m.end()
+        if pos < len(self.raw):
+            self._clean_starts.append(size)
+            self._raw_starts.append(pos)
+
+    def to_raw(self, p: int) -> int:
+        """Raw offset of clean offset ``p`` (the end of the text maps to the end of the raw)."""
+        if p >= len(self.clean):
+            return len(self.raw)
+        if p >= self.tail_clean:
+            return self.tail_raw + (p - self.tail_clean)
+        if not self._clean_starts:
+            self._build()
+        i = bisect_right(self._clean_starts, p) - 1
+        return self._raw_starts[i] + (p - self._clean_starts[i])
+
+    def to_clean(self, r: int) -> int:
+        """Clean offset of the first clean byte at or after raw offset ``r``."""
+        if r >= self.tail_raw:
+            return self.tail_clean + (r - self.tail_raw)
+        if not self._clean_starts:
+            self._build()
+        starts = self._raw_starts
+        i = bisect_right(starts, r) - 1
+        if i < 0:
+            return 0
+        seg_end = self._clean_starts[i + 1] if i + 1 < len(starts) else len(self.clean)
+        return min(self._clean_starts[i] + (r - starts[i]), seg_end)
+
+    def raw_ranges(self, s: int, e: int) -> list[tuple[int, int]]:
+        """The raw byte ranges that hold clean range [s, e), escapes excluded."""
+        if not self._clean_starts:
+            self._build()
+        out = []
+        starts = self._clean_starts
+        i = max(0, bisect_right(starts, s) - 1)
+        while i < len(starts) and starts[i] < e:
+            seg_end = starts[i + 1] if i + 1 < len(starts) else len(self.clean)
+            a, b = max(s, starts[i]), min(e, seg_end)
+            if b > a:
+                base = self._raw_starts[i] - starts[i]
+                out.append((a + base, b + base))
+            i += 1
+        return out
+
+
+def incomplete_escape(raw: bytes) -> int:
+    """Offset of an escape sequence cut off at the end of ``raw``, or -1."""
+    k = raw.rfind(b"\x1b")
+    if k < 0 or len(raw) - k > 4096:
+        return -1
+    if k + 1 == len(raw):
+        return k
+    kind = raw[k + 1]
+    if kind == 0x5B:  # CSI
+        return -1 if _CSI_DONE.match(raw, k) else k
+    if kind in b"]PX^_":
+        tail = raw[k + 2:]
+        return -1 if (kind == 0x5D and b"\x07" in tail) else k  # ST would start a new ESC
+    return -1 if _ANSI.match(raw, k) else k
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+class MaskingEngine:
+    """Detectors + a policy + the blind-index key. Thread-compatible: it keeps no per-call state."""
+
+    def __init__(self, policy: Policy | PolicySet, blind_index_key: bytes) -> None:
+        if not isinstance(blind_index_key, bytes) or len(blind_index_key) < MIN_KEY_BYTES:
+            raise ValueError(f"blind index key must be at least {MIN_KEY_BYTES} bytes")
+        self.policies = policy if isinstance(policy, PolicySet) else PolicySet(default=policy)
+        self._key = blind_index_key
+        self._content = ContentScanner()
+        self._context = ContextScanner()
+
+    def __repr__(self) -> str:  # the key must not show up in logs or tracebacks
+        return f"MaskingEngine(default={self.policies.default.name!r}, policies={len(self.policies.policies)})"
+
+    def policy_for(self, connection: str, identity_kind: str) -> Policy:
+        return self.policies.resolve(connection, identity_kind)
+
+    def blind_index(self, entity: str, value: bytes) -> bytes:
+        return blind_index(self._key, entity, value)
+
+    # --- one-shot masking ---------------------------------------------------------------------
+
+    def mask_bytes(
+        self, data: bytes, field: str, *, policy: Policy | None = None, extra: list[Span] | None = None
+    ) -> tuple[bytes, list[Finding]]:
+        """Mask a whole byte string; offsets in findings are byte offsets. ``extra`` adds spans
+        the caller found by its own context (offsets into ``data``, which must be escape-free)."""
+        if not data:
+            return data, []
+        policy = policy or self.policies.default
+        stripped = _Stripped(data) if b"\x1b" in data and not extra else None
+        clean = stripped.clean if stripped is not None else data
+        spans, _ = self.detect(clean, policy, extra=extra)
+        if not spans:
+            return data, []
+        return self._apply(data, clean, stripped, spans, field, 0, len(data))
+
+    def mask_text(
+        self, text: str, field: str, *, policy: Policy | None = None, extra: list[Span] | None = None
+    ) -> tuple[str, list[Finding]]:
+        """Mask a string; offsets in findings are character offsets into the masked string.
+        ``extra`` spans are byte offsets into the UTF-8 encoding of ``text``."""
+        if not text:
+            return text, []
+        data = text.encode("utf-8", "surrogatepass")
+        masked, findings = self.mask_bytes(data, field, policy=policy, extra=extra)
+        if not findings:
+            return text, findings
+        out = masked.decode("utf-8", "surrogatepass")
+        if not text.isascii():
+            _to_char_offsets(data, findings)
+        return out, findings
+
+    def mask_whole(
+        self, text: str, entity: str, field: str, *, policy: Policy | None = None
+    ) -> tuple[str, list[Finding]]:
+        """Mask all of ``text`` as ``entity`` (a value whose column or header names it), unless the
+        policy does not mask that entity or allows the value."""
+        policy = policy or self.policies.default
+        value = text.strip()
+        if not value or entity not in policy.entities or policy.allows(value):
+            return text, []
+        start = text.find(value)
+        raw = value.encode("utf-8", "surrogatepass")
+        masked = text[:start] + mask_bytes(raw).decode("utf-8", "surrogatepass") + text[start + len(value):]
+        return masked, [Finding(entity_type=entity, field=field, start=start, end=start + len(value),
+                                blind_index=self.blind_index(entity, raw))]
+
+    def stream(self, field: str = "body.data", *, policy: Policy | None = None,
+               max_hold: int = 8192) -> TerminalStreamMasker:
+        return TerminalStreamMasker(self, policy=policy, field=field, max_hold=max_hold)
+
+    # --- detection ----------------------------------------------------------------------------
+
+    def detect(
+        self,
+        clean: bytes,
+        policy: Policy,
+        state: State = None,
+        checkpoints: Checkpoints | None = None,
+        *,
+        extra: list[Span] | None = None,
+    ) -> tuple[list[Span], State]:
+        """Spans to mask in ``clean`` (escape-free bytes), merged, filtered by the policy."""
+        lower = clean.lower()
+        spans: list[Span] = list(extra) if extra else []
+        pem_open = self._content.scan(clean, lower, clean.translate(SHAPE), spans)
+        end_state = self._context.scan(clean, lower, state, spans, checkpoints, pem_open)
+        if b"mrn" in lower or b'"mr"' in lower:
+            mrn_identifiers(clean, lower, spans)
+        for custom in policy.custom:
+            spans.extend(Span(m.start(), m.end(), custom.name) for m in custom.pattern.finditer(clean) if m.end() > m.start())
+        if not spans:
+            return spans, end_state
+        return self._select(clean, spans, policy), end_state
+
+    @staticmethod
+    def _select(clean: bytes, spans: list[Span], policy: Policy) -> list[Span]:
+        spans.sort(key=lambda s: (s.start, -s.end))
+        merged: list[Span] = []
+        for span in spans:
+            if span.entity not in policy.entities:
+                continue
+            if merged and span.start < merged[-1].end:
+                last = merged[-1]
+                # Overlaps are one value seen twice (a table's SSN column and the SSN detector) or
+                # a value inside another (an email inside a password); mask the union, named after
+                # the longer.
+                longer = last if (last.end - last.start) >= (span.end - span.start) else span
+                merged[-1] = Span(last.start, max(last.end, span.end), longer.entity)
+                continue
+            merged.append(span)
+        if policy.allow_values or policy.allow_patterns:
+            merged = [s for s in merged if not policy.allows(clean[s.start:s.end].decode("utf-8", "replace"))]
+        return merged
+
+    def _apply(
+        self,
+        raw: bytes,
+        clean: bytes,
+        stripped: _Stripped | None,
+        spans: list[Span],
+        field: str,
+        lo: int,
+        hi: int,
+        report_from: int | None = None,
+    ) -> tuple[bytes, list[Finding]]:
+        """Mask raw[lo:hi] with ``spans`` (clean offsets). Findings are relative to ``lo`` and only
+        for spans starting at or after ``report_from`` (raw offset; default ``lo``)."""
+        report_from = lo if report_from is None else report_from
+        out = bytearray(raw[lo:hi])
+        findings: list[Finding] = []
+        for span in spans:
+            if stripped is None:
+                ranges = [(span.start, span.end)]
+                raw_start = span.start
+            else:
+                ranges = stripped.raw_ranges(span.start, span.end)
+                if not ranges:
+                    continue
+                raw_start = ranges[0][0]
+            touched = False
+            for a, b in ranges:
+                a2, b2 = max(a, lo), min(b, hi)
+                if b2 > a2:
+                    out[a2 - lo:b2 - lo] = mask_bytes(raw[a2:b2])
+                    touched = True
+            if touched and report_from <= raw_start < hi:
+                raw_end = min(ranges[-1][1], hi)
+                findings.append(Finding(
+                    entity_type=span.entity,
+                    field=field,
+                    start=raw_start - lo,
+                    end=raw_end - lo,
+                    blind_index=self.blind_index(span.entity, clean[span.start:span.end]),
+                ))
+        return bytes(out), findings
+
+
+def _to_char_offsets(data: bytes, findings: list[Finding]) -> None:
+    for finding in findings:
+        finding["start"] = len(data[:finding["start"]].decode("utf-8", "surrogatepass"))
+        finding["end"] = len(data[:finding["end"]].decode("utf-8", "surrogatepass"))
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+# What may be the beginning of a value the next chunk completes: the last token (bytes up to the
+# last delimiter), plus digit groups before it ("4111 1111 11", "+44 20 79", "DE89 3704 00").
+_TOKEN_MAP = bytes(0 if chr(c) in " \t\r\n\x0b\x0c\"'<>[]{}|,;" else 1 for c in range(256))
+_GROUP_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ()+")
+_DIGITS = frozenset(b"0123456789")
+
+
+class TerminalStreamMasker:
+    """Masks one terminal byte stream chunk by chunk, so that a value split across chunks (PTY reads,
+    output events) is still found and masked whole.
+
+    The tradeoff: to mask a value that straddles a boundary, its first part must not have been
+    emitted yet. So each ``feed`` emits everything except a *held tail*: a trailing token that could
+    still grow into a value (or a value touching the end of the chunk, or a cut escape sequence),
+    bounded by ``max_hold`` bytes. The held bytes are emitted with the next chunk, or by ``flush``
+    at the end of the stream; concatenated output is always the full stream, masked, with every
+    byte in order. The cost is latency: bytes of an unfinished token reach the record one event
+    later. Line-oriented output ends chunks at newlines or prompts and holds nothing back.
+
+    The masker also keeps the current line (already emitted) as left context, so ``password: ``
+    in one chunk still masks ``hunter2`` in the next, and the state of multi-line contexts (a table
+    header, a Secret's data block, a PEM body) across chunks. Output is a pure function of the
+    sequence of chunks fed: same chunks, same bytes and findings.
+    """
+
+    def __init__(
+        self,
+        engine: MaskingEngine,
+        *,
+        policy: Policy | None = None,
+        field: str = "body.data",
+        max_hold: int = 8192,
+        max_context: int = 1024,
+    ) -> None:
+        self._engine = engine
+        self._policy = policy or engine.policies.default
+        self._field = field
+        self._max_hold = max_hold
+        self._max_context = max_context
+        self._buf = b""  # raw bytes from the resume point: already emitted prefix + held tail
+        self._emitted = 0
+        self._state: State = None
+
+    @property
+    def held(self) -> int:
+        """Bytes received but not emitted yet."""
+        return len(self._buf) - self._emitted
+
+    def current_line(self) -> bytes:
+        """Escape-free text of the line being written (emitted part and held tail)."""
+        line = self._buf[self._buf.rfind(b"\n") + 1:]
+        return _Stripped(line).clean if b"\x1b" in line else line
+
+    def feed(self, chunk: bytes) -> tuple[bytes, list[Finding]]:
+        """Mask the next chunk; returns the bytes to emit now (maybe fewer or more than given)."""
+        if not chunk:
+            return b"", []
+        return self._process(self._buf + chunk, final=False)
+
+    def flush(self) -> tuple[bytes, list[Finding]]:
+        """End of stream: emit the held tail, masked as complete."""
+        if self.held == 0:
+            self._reset()
+            return b"", []
+        out = self._process(self._buf, final=True)
+        self._reset()
+        return out
+
+    def _reset(self) -> None:
+        self._buf = b""
+        self._emitted = 0
+        self._state = None
+
+    def _process(self, raw: bytes, *, final: bool) -> tuple[bytes, list[Finding]]:
+        stripped = _Stripped(raw) if b"\x1b" in raw else None
+        clean = stripped.clean if stripped is not None else raw
+        checkpoints: Checkpoints = []
+        spans, _ = self._engine.detect(clean, self._policy, self._state, checkpoints)
+        emitted = self._emitted
+
+        # 1. Where to stop emitting (clean offset).
+        if final:
+            stop = len(clean)
+        else:
+            stop = self._tail_start(clean)
+            trailing = len(clean.rstrip(b" \t"))
+            for span in spans:
+                if span.end >= trailing and span.start < stop:
+                    stop = span.start
+        stop_raw = stripped.to_raw(stop) if stripped is not None else stop
+        if not final:
+            cut = incomplete_escape(raw)
+            if cut >= 0:
+                stop_raw = min(stop_raw, cut)
+            if len(raw) - stop_raw > self._max_hold:
+                stop_raw = _utf8_boundary(raw, len(raw) - self._max_hold)
+        stop_raw = max(stop_raw, emitted)
+
+        # 2. Mask and emit raw[emitted:stop_raw]; spans already reported are masked, not re-reported.
+        out, findings = self._engine._apply(raw, clean, stripped, spans, self._field, emitted, stop_raw)
+
+        # 3. Resume from the start of the line holding the stop point, with the state there.
+        if final:
+            return out, findings
+        stop_clean = stripped.to_clean(stop_raw) if stripped is not None else stop_raw
+        resume = clean.rfind(b"\n", 0, stop_clean) + 1
+        if stop_clean - resume > self._max_context:
+            resume = _utf8_boundary(clean, stop_clean - self._max_context)
+        self._state = _state_at(checkpoints, resume, self._state)
+        resume_raw = stripped.to_raw(resume) if stripped is not None else resume
+        resume_raw = min(resume_raw, stop_raw)
+        self._buf = raw[resume_raw:]
+        self._emitted = stop_raw - resume_raw
+        return out, findings
+
+    def _tail_start(self, clean: bytes) -> int:
+        base = max(0, len(clean) - self._max_hold)
+        window = clean[base:].translate(_TOKEN_MAP)
+        start = base + window.rfind(b"\x00") + 1
+        # Digit groups before the last token may be the start of a spaced card, phone or IBAN.
+        for _ in range(8):
+            sep = start - 1
+            if sep <= base or clean[sep] not in b" .-":
+                break
+            group = sep
+            while group > base and clean[group - 1] in _GROUP_CHARS and sep - group <= 6:
+                group -= 1
+            if group == sep or sep - group > 6 or not (
+                clean[group] in _DIGITS or clean[group] in b"+(" or clean[group:group + 4].isalnum()
+            ):
+                break
+            start = group
+        return start
+
+
+def _utf8_boundary(data: bytes, pos: int) -> int:
+    while 0 < pos < len(data) and 0x80 <= data[pos] < 0xC0:
+        pos += 1
+    return pos
+
+
+def _state_at(checkpoints: Checkpoints, pos: int, initial: State) -> State:
+    state = initial
+    for at, st in checkpoints:
+        if at > pos:
+            break
+        state = st
+    return state

@@ -1,0 +1,402 @@
+"""The Masker the seal step calls: masks every kind of session event body.
+
+Terminal output and input are streams (per session, in seq order); everything else is masked
+event by event. An event with nothing to mask is returned as the same object, which the seal step
+reads as "unchanged" and keeps the bytes it arrived with.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from masking.context import entity_for_key, value_ok
+from masking.detectors import PASSWORD, SECRET, Span
+from masking.engine import Finding, MaskingEngine, TerminalStreamMasker, mask_bytes
+from masking.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+NS = "dev.blackbox.v1."
+TERMINAL_OUTPUT = NS + "TerminalOutput"
+TERMINAL_INPUT = NS + "TerminalInput"
+QUERY = NS + "Query"
+QUERY_RESULT = NS + "QueryResult"
+KUBERNETES_API_CALL = NS + "KubernetesApiCall"
+HTTP_EXCHANGE = NS + "HttpExchange"
+COMMAND = NS + "Command"
+SESSION_END = NS + "SessionEnd"
+# Free-text fields of the other bodies (people write names and numbers into reasons and comments).
+_TEXT_FIELDS = {
+    NS + "SessionStart": ("purpose",),
+    NS + "ApprovalRequested": ("reason",),
+    NS + "ApprovalDecided": ("comment",),
+    NS + "PolicyDecision": ("reason",),
+}
+TAIL_ATTRIBUTE = "terminal_output_tail_b64"
+
+# A prompt after which the user types a secret with echo off: sudo, ssh, psql, mysql, gpg...
+_SECRET_PROMPT = re.compile(
+    rb"(?i)(?:password|passphrase|passcode|pin|token|secret|otp|verification code)[^\n]{0,60}[:?]\s*\Z"
+)
+_SECRET_FLAGS = frozenset(
+    {"--password", "--passwd", "--pass", "--token", "--secret", "--api-key", "--apikey", "--access-token",
+     "--client-secret", "--secret-key", "--auth-token", "--bearer-token", "--private-key-passphrase"}
+)
+_MYSQL_LIKE = frozenset({"mysql", "mysqldump", "mysqladmin", "mariadb", "mariadb-dump"})
+_INSERT = re.compile(
+    rb"(?is)\binsert\s+into\s+[\w.\"`]+\s*\(([^)]*)\)\s*values\s*"
+)
+_SQL_TUPLE_ITEM = re.compile(rb"'((?:[^']|'')*)'|(\$\d+|\?|%s|:\w+)|([^,()\s]+)")
+_PARAM_COMPARE = re.compile(rb"(?i)([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|\blike\b|\bilike\b)\s*\$(\d+)")
+
+
+@dataclass
+class _Session:
+    policy: Policy
+    output: TerminalStreamMasker
+    input: TerminalStreamMasker
+    last_seq: int = -1
+    secret_input: bytearray = field(default_factory=bytearray)
+    secret_entry: bool = False
+
+
+class EventMasker:
+    """Implements ``streams.mask.Masker`` over whole events.
+
+    Terminal streams are masked per session, in order of ``seq`` (see ``TerminalStreamMasker`` for
+    the carry-over tradeoff). Events that arrive out of order (a LATE fill of a gap, a FORK) are
+    masked on their own, without touching the stream. At ``SessionEnd`` the streams are flushed;
+    output bytes still held (an unfinished last token) are masked and attached to the SessionEnd
+    event as ``attributes[TAIL_ATTRIBUTE]`` (base64), so nothing the terminal printed is dropped.
+    Sessions that end without a SessionEnd (idle timeout) should be released with ``end_session``.
+    """
+
+    def __init__(self, engine: MaskingEngine, *, max_hold: int = 8192) -> None:
+        self._engine = engine
+        self._max_hold = max_hold
+        self._sessions: dict[str, _Session] = {}
+        self._policies: dict[tuple[str, str], Policy] = {}
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._sessions)
+
+    def end_session(self, session_id: str) -> bytes:
+        """Forget a session's stream state; returns its held output, masked (usually empty)."""
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return b""
+        tail, _ = session.output.flush()
+        return tail
+
+    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+        body_type, fields = event["body"]
+        policy = self._policy(event)
+        if body_type in (TERMINAL_OUTPUT, TERMINAL_INPUT):
+            return self._terminal(event, body_type, fields, policy)
+        if body_type == SESSION_END:
+            return self._session_end(event, fields)
+        findings: list[Finding] = []
+        new_fields: dict[str, Any] | None = None
+        if body_type == QUERY_RESULT:
+            new_fields = self._query_result(fields, policy, findings)
+        elif body_type == QUERY:
+            new_fields = self._query(fields, policy, findings)
+        elif body_type == KUBERNETES_API_CALL:
+            new_fields = self._text_fields(fields, ("request_body", "response_body"), policy, findings)
+        elif body_type == HTTP_EXCHANGE:
+            new_fields = self._http(fields, policy, findings)
+        elif body_type == COMMAND:
+            new_fields = self._command(fields, policy, findings)
+        elif body_type in _TEXT_FIELDS:
+            new_fields = self._text_fields(fields, _TEXT_FIELDS[body_type], policy, findings)
+        if new_fields is None:
+            return event, []
+        return {**event, "body": (body_type, new_fields)}, findings
+
+    def _policy(self, event: dict[str, Any]) -> Policy:
+        key = (event["target"]["name"], event["identity"]["kind"])
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = self._engine.policy_for(*key)
+        return policy
+
+    # --- terminal -----------------------------------------------------------------------------
+
+    def _session(self, session_id: str, policy: Policy) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._sessions[session_id] = _Session(
+                policy=policy,
+                output=TerminalStreamMasker(self._engine, policy=policy, max_hold=self._max_hold),
+                input=TerminalStreamMasker(self._engine, policy=policy, max_hold=self._max_hold),
+            )
+        return session
+
+    def _terminal(
+        self, event: dict[str, Any], body_type: str, fields: dict[str, Any], policy: Policy
+    ) -> tuple[dict[str, Any], list[Finding]]:
+        data: bytes = fields["data"]
+        session = self._session(event["session_id"], policy)
+        seq = event["seq"]
+        if seq <= session.last_seq:
+            # Out of order (LATE or FORK): mask alone; the stream has moved on.
+            out, findings = self._engine.mask_bytes(data, "body.data", policy=session.policy)
+        else:
+            session.last_seq = seq
+            if body_type == TERMINAL_OUTPUT:
+                out, findings = session.output.feed(data)
+            else:
+                out, findings = self._input(session, data)
+        if out == data and not findings:
+            return event, []
+        return {**event, "body": (body_type, {**fields, "data": out})}, findings
+
+    def _input(self, session: _Session, data: bytes) -> tuple[bytes, list[Finding]]:
+        """Keystrokes. After a password prompt (echo off), hold them until Enter and mask them as
+        one PASSWORD; otherwise mask them as a stream like output."""
+        if not session.secret_entry and session.input.held == 0 and _SECRET_PROMPT.search(
+            session.output.current_line()
+        ):
+            session.secret_entry = True
+        if not session.secret_entry:
+            return session.input.feed(data)
+        end = min((i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0), default=-1)
+        if end < 0:
+            session.secret_input += data
+            return b"", []
+        secret = bytes(session.secret_input) + data[:end]
+        session.secret_input.clear()
+        session.secret_entry = False
+        findings: list[Finding] = []
+        if secret:
+            findings.append(Finding(entity_type=PASSWORD, field="body.data", start=0, end=len(secret),
+                                    blind_index=self._engine.blind_index(PASSWORD, secret)))
+        rest, more = session.input.feed(data[end:])
+        for f in more:
+            f["start"] += len(secret)
+            f["end"] += len(secret)
+        return mask_bytes(secret) + rest, findings + more
+
+    def _session_end(self, event: dict[str, Any], fields: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+        session = self._sessions.pop(event["session_id"], None)
+        if session is None:
+            return event, []
+        tail, findings = session.output.flush()
+        if not tail:
+            return event, []
+        attributes = {**event.get("attributes", {}), TAIL_ATTRIBUTE: base64.b64encode(tail).decode("ascii")}
+        for f in findings:
+            f["field"] = f"attributes.{TAIL_ATTRIBUTE}"
+        return {**event, "attributes": attributes}, findings
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def _query_result(
+        self, fields: dict[str, Any], policy: Policy, findings: list[Finding]
+    ) -> dict[str, Any] | None:
+        columns: list[str] = fields.get("columns") or []
+        entities = [entity_for_key(c) for c in columns]
+        rows: list[list[str | None]] = fields.get("rows") or []
+        new_rows: list[list[str | None]] | None = None
+        for r, row in enumerate(rows):
+            new_row: list[str | None] | None = None
+            for c, cell in enumerate(row):
+                if not cell:
+                    continue
+                path = f"body.rows[{r}][{c}]"
+                entity = entities[c] if c < len(entities) else None
+                if entity is not None and value_ok(entity, cell.strip().encode("utf-8", "surrogatepass")):
+                    masked, found = self._engine.mask_whole(cell, entity, path, policy=policy)
+                else:
+                    masked, found = self._engine.mask_text(cell, path, policy=policy)
+                if found:
+                    findings.extend(found)
+                    if new_row is None:
+                        new_row = list(row)
+                    new_row[c] = masked
+            if new_row is not None:
+                if new_rows is None:
+                    new_rows = [list(x) for x in rows[:r]]
+                new_rows.append(new_row)
+            elif new_rows is not None:
+                new_rows.append(list(row))
+        new_fields: dict[str, Any] | None = None
+        if new_rows is not None:
+            new_fields = {**fields, "rows": new_rows}
+        error = fields.get("error")
+        if error:
+            masked_error, found = self._engine.mask_text(error, "body.error", policy=policy)
+            if found:
+                findings.extend(found)
+                new_fields = {**(new_fields or fields), "error": masked_error}
+        return new_fields
+
+    def _query(self, fields: dict[str, Any], policy: Policy, findings: list[Finding]) -> dict[str, Any] | None:
+        statement: str = fields["statement"]
+        raw = statement.encode("utf-8", "surrogatepass")
+        literals, param_entities = _sql_context(raw)
+        new_fields: dict[str, Any] | None = None
+        masked, found = self._engine.mask_text(statement, "body.statement", policy=policy, extra=literals)
+        if found:
+            findings.extend(found)
+            new_fields = {**fields, "statement": masked}
+        params: list[str | None] = fields.get("parameters") or []
+        new_params: list[str | None] | None = None
+        for i, value in enumerate(params):
+            if not value:
+                continue
+            path = f"body.parameters[{i}]"
+            entity = param_entities.get(i + 1)
+            if entity is not None and value_ok(entity, value.strip().encode("utf-8", "surrogatepass")):
+                masked_value, found = self._engine.mask_whole(value, entity, path, policy=policy)
+            else:
+                masked_value, found = self._engine.mask_text(value, path, policy=policy)
+            if found:
+                findings.extend(found)
+                if new_params is None:
+                    new_params = list(params)
+                new_params[i] = masked_value
+        if new_params is not None:
+            new_fields = {**(new_fields or fields), "parameters": new_params}
+        return new_fields
+
+    # --- HTTP, Kubernetes, commands -----------------------------------------------------------
+
+    def _text_fields(
+        self, fields: dict[str, Any], names: tuple[str, ...], policy: Policy, findings: list[Finding]
+    ) -> dict[str, Any] | None:
+        new_fields: dict[str, Any] | None = None
+        for name in names:
+            value = fields.get(name)
+            if not value:
+                continue
+            masked, found = self._engine.mask_text(value, f"body.{name}", policy=policy)
+            if found:
+                findings.extend(found)
+                new_fields = {**(new_fields or fields), name: masked}
+        return new_fields
+
+    def _http(self, fields: dict[str, Any], policy: Policy, findings: list[Finding]) -> dict[str, Any] | None:
+        new_fields = self._text_fields(fields, ("url", "request_body", "response_body"), policy, findings)
+        for name in ("request_headers", "response_headers"):
+            headers: dict[str, str] = fields.get(name) or {}
+            new_headers: dict[str, str] | None = None
+            for header, value in headers.items():
+                if not value:
+                    continue
+                path = f"body.{name}.{header}"
+                entity = entity_for_key(header)
+                if entity in (SECRET, PASSWORD):
+                    scheme = value.split(" ", 1)[0] if header.lower().endswith("authorization") else ""
+                    keep = len(scheme) + 1 if scheme and " " in value else 0
+                    masked_rest, found = self._engine.mask_whole(value[keep:], entity, path, policy=policy)
+                    for f in found:
+                        f["start"] += keep
+                        f["end"] += keep
+                    masked = value[:keep] + masked_rest
+                else:
+                    masked, found = self._engine.mask_text(value, path, policy=policy)
+                if found:
+                    findings.extend(found)
+                    if new_headers is None:
+                        new_headers = dict(headers)
+                    new_headers[header] = masked
+            if new_headers is not None:
+                new_fields = {**(new_fields or fields), name: new_headers}
+        return new_fields
+
+    def _command(self, fields: dict[str, Any], policy: Policy, findings: list[Finding]) -> dict[str, Any] | None:
+        argv: list[str] = fields.get("argv") or []
+        program = argv[0].rsplit("/", 1)[-1] if argv else ""
+        new_argv: list[str] | None = None
+        secret_next: str | None = None
+        for i, arg in enumerate(argv):
+            path = f"body.argv[{i}]"
+            found: list[Finding] = []
+            masked = arg
+            if secret_next is not None and arg:
+                masked, found = self._engine.mask_whole(arg, secret_next, path, policy=policy)
+                secret_next = None
+            elif program in _MYSQL_LIKE and arg.startswith("-p") and len(arg) > 2:
+                head, value = arg[:2], arg[2:]
+                masked_value, found = self._engine.mask_whole(value, PASSWORD, path, policy=policy)
+                for f in found:
+                    f["start"] += 2
+                    f["end"] += 2
+                masked = head + masked_value
+            else:
+                secret_next = _flag_entity(arg, program, argv[i - 1] if i else "")
+                if secret_next is None or "=" in arg:
+                    masked, found = self._engine.mask_text(arg, path, policy=policy)
+                if program == "curl" and i and argv[i - 1] in ("-u", "--user") and ":" in arg:
+                    user, _, password = arg.partition(":")
+                    masked_pw, found = self._engine.mask_whole(password, PASSWORD, path, policy=policy)
+                    for f in found:
+                        f["start"] += len(user) + 1
+                        f["end"] += len(user) + 1
+                    masked = user + ":" + masked_pw
+            if found:
+                findings.extend(found)
+                if new_argv is None:
+                    new_argv = list(argv)
+                new_argv[i] = masked
+        if new_argv is None:
+            return None
+        return {**fields, "argv": new_argv}
+
+
+def _flag_entity(arg: str, program: str, previous: str) -> str | None:
+    """The entity of the value that follows a flag such as ``--password`` or ``--first-name``."""
+    if not arg.startswith("--") or "=" in arg:
+        if program == "sshpass" and arg == "-p":
+            return PASSWORD
+        return None
+    if arg in _SECRET_FLAGS:
+        return SECRET if "token" in arg or "key" in arg or "secret" in arg else PASSWORD
+    return entity_for_key(arg[2:])
+
+
+def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
+    """Literals of ``INSERT ... (cols) VALUES (...)`` in sensitive columns, and the entity of each
+    ``$n`` parameter compared to or inserted into such a column."""
+    spans: list[Span] = []
+    params: dict[int, str] = {}
+    for m in _PARAM_COMPARE.finditer(statement):
+        entity = entity_for_key(m.group(1).rsplit(b".", 1)[-1].strip(b'"'))
+        if entity is not None:
+            params[int(m.group(2))] = entity
+    for m in _INSERT.finditer(statement):
+        columns = [entity_for_key(c.strip().strip(b'"`')) for c in m.group(1).split(b",")]
+        if not any(columns):
+            continue
+        pos = m.end()
+        while pos < len(statement) and statement[pos:pos + 1] == b"(":
+            close = _tuple_end(statement, pos)
+            items = list(_SQL_TUPLE_ITEM.finditer(statement, pos + 1, close))
+            for item, entity in zip(items, columns, strict=False):
+                if entity is None:
+                    continue
+                if item.group(1) is not None and value_ok(entity, item.group(1)):
+                    spans.append(Span(item.start(1), item.end(1), entity))
+                elif item.group(2) is not None and item.group(2).startswith(b"$"):
+                    params[int(item.group(2)[1:])] = entity
+            pos = close + 1
+            while pos < len(statement) and statement[pos:pos + 1] in (b",", b" ", b"\n", b"\t", b"\r"):
+                pos += 1
+    return spans, params
+
+
+def _tuple_end(statement: bytes, start: int) -> int:
+    in_quote = False
+    for i in range(start + 1, len(statement)):
+        c = statement[i]
+        if c == 0x27:
+            in_quote = not in_quote
+        elif c == 0x29 and not in_quote:
+            return i
+    return len(statement)
