@@ -297,7 +297,7 @@ _URL_PASSWORD = re.compile(
 )
 _SQL_PASSWORD = re.compile(rb"password\s+'((?:[^'\r\n]|'')*)'")
 _SQL_IDENTIFIED = re.compile(rb"identified\s+by\s+'((?:[^'\r\n]|'')*)'")
-_NPI_CONTEXT = (b"npi", b"provider", b"prescriber")
+_NPI_CONTEXT = (b"npi", b"national provider", b"prescriber")
 PLACEHOLDERS = frozenset(
     b"* ** *** **** ***** ****** ******** xxx xxxx xxxxxx xxxxxxxx redacted [redacted] <redacted> "
     b"null none nil undefined true false - -- ... <password> <secret> <token> password secret token".split()
@@ -382,7 +382,7 @@ class ContentScanner:
                 self._phone(data, s, e, out)
             elif kind == "npi":
                 # A bare ten-digit number is as likely an epoch timestamp as an NPI; only the
-                # grouped form or a nearby "NPI"/"provider" label makes it one.
+                # grouped form or a nearby "NPI" label makes it one.
                 if npi_ok(digits) and (e - s != 10 or any(w in lower[max(0, s - 80):s] for w in _NPI_CONTEXT)):
                     out.append(Span(s, e, US_NPI))
             elif card_ok(digits):

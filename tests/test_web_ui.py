@@ -339,9 +339,18 @@ def sign_in(page: Page, token: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def terminal_text(page: Page) -> str:
-    text: str = page.locator(".ap-term-text").inner_text()
-    return text
+def save_screenshot(page: Page, path: Path) -> None:
+    """The session page down to the player, paused on vim's start screen (the README's picture)."""
+    page.keyboard.press(" ")  # play and pause once, so the big "play" overlay is gone
+    page.keyboard.press(" ")
+    page.keyboard.press("4")
+    expect(page.locator(".ap-term-text")).to_contain_text(VIM_BANNER)
+    page.locator(".ap-wrapper").blur()
+    box = page.locator("#replay").bounding_box()
+    assert box is not None
+    bottom = box["y"] + page.evaluate("window.scrollY") + box["height"] + 16
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": bottom})
 
 
 @pytest.mark.browser
@@ -359,6 +368,8 @@ def test_auditor_searches_and_replays_a_terminal_session(server: str, page: Page
     expect(rows.first).to_contain_text("report-agent")
     expect(rows.first).to_contain_text("AI_AGENT")
     expect(rows.first).to_contain_text("sealed")
+    if os.environ.get("DBG"):
+        page.screenshot(path="/tmp/dbg-list.png", full_page=True)
 
     page.get_by_label("Identity kind").select_option("HUMAN")
     page.get_by_role("button", name="Search").click()
@@ -380,9 +391,20 @@ def test_auditor_searches_and_replays_a_terminal_session(server: str, page: Page
     wrapper.focus()
     page.keyboard.press("4")  # 40 %: vim's start screen
     expect(terminal).to_contain_text(VIM_BANNER)
+    if os.environ.get("DBG"):
+        page.screenshot(path="/tmp/dbg-session.png", full_page=True)
+        page.goto(server + "/sessions/sql-1")
+        expect(page.locator("#verdict")).to_contain_text("Intact")
+        page.screenshot(path="/tmp/dbg-sql.png", full_page=True)
+        page.go_back()
+        terminal = page.locator(".ap-term-text")
+        expect(terminal).to_be_visible()
+        page.locator(".ap-wrapper").focus()
+        page.keyboard.press("4")
+        expect(terminal).to_contain_text(VIM_BANNER)
     screenshot = os.environ.get(SCREENSHOT_ENV)
     if screenshot:
-        page.screenshot(path=str(REPO / screenshot), full_page=False)
+        save_screenshot(page, REPO / screenshot)
     page.keyboard.press("9")
     page.keyboard.press(" ")  # play the last 10 % to the end
     expect(terminal).to_contain_text(FINAL_PROMPT, timeout=20_000)

@@ -31,13 +31,21 @@ export function plural(count, word) {
 
 // Terminal bytes made readable in one line: escape sequences dropped, line ends as ↵ and
 // other control characters in caret notation (^C, ^D), which is how an auditor reads keys.
+// Cursor moves become a space, so text drawn at two places on the screen does not run together.
+const CURSOR_MOVES = /\x1b\[[0-9;]*[HfdGC]/g;
 const ESCAPES = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\|\x1b[ -/]*[0-~]/g;
 
 export function terminalText(data) {
   return data
+    .replace(CURSOR_MOVES, " ")
     .replace(ESCAPES, "")
     .replace(/\r\n|\r|\n/g, "↵ ")
     .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => (c === "\x7f" ? "^?" : `^${String.fromCharCode(c.charCodeAt(0) + 64)}`));
+}
+
+function terminal(data) {
+  const text = terminalText(data).trim();
+  return text ? h("span", { class: "term" }, clip(text)) : h("span", { class: "muted" }, "(terminal control only)");
 }
 
 function clip(text, max = 400) {
@@ -46,7 +54,8 @@ function clip(text, max = 400) {
 
 function pairs(entries) {
   return entries.filter(([, value]) => value !== null && value !== undefined && value !== "")
-    .map(([name, value]) => h("span", { class: "kv" }, h("span", { class: "k" }, name), " ", String(value)));
+    .map(([name, value]) => h("span", { class: "kv" }, h("span", { class: "k" }, name), " ",
+      value instanceof Node ? value : String(value)));
 }
 
 function code(text) {
@@ -66,8 +75,8 @@ const BODIES = {
   SessionStart: (b) => ["Session started", pairs([["purpose", b.purpose], ["client", b.client],
     ["from", b.source_address], ["terminal", b.terminal && `${b.terminal.cols}×${b.terminal.rows}`],
     ["TERM", b.term]])],
-  TerminalOutput: (b) => ["Output", h("span", { class: "term" }, clip(terminalText(b.data)))],
-  TerminalInput: (b) => ["Input", h("span", { class: "term" }, clip(terminalText(b.data)))],
+  TerminalOutput: (b) => ["Output", terminal(b.data)],
+  TerminalInput: (b) => ["Input", terminal(b.data)],
   TerminalResize: (b) => [`Terminal resized to ${b.cols}×${b.rows}`],
   Query: (b) => ["Query", pairs([["database", b.database]]), code(b.statement),
     b.parameters?.length ? pairs([["parameters", b.parameters.map((p) => p ?? "NULL").join(", ")]]) : null],
@@ -96,7 +105,7 @@ function describe(event) {
   }
   if (event.kind === "SEAL" && event.seal) {
     return [`Sealed (${event.seal.reason}) after ${plural(event.seal.record_count, "record")}`,
-      pairs([["head", event.seal.head_hash.slice(0, 16) + "…"]])];
+      pairs([["head", h("code", { class: "hash" }, event.seal.head_hash)]])];
   }
   const render = BODIES[event.body_type];
   if (render) return render(event.body);
@@ -114,7 +123,8 @@ export function eventItem(event, startUs) {
     ? h("div", { class: "risk" }, badge(`risk ${event.risk.score}`, event.risk.score >= 70 ? "bad" : "warn"), " ",
       event.risk.reasons.map((r) => r.message).join("; "))
     : null;
-  return h("li", { class: `event kind-${event.kind.toLowerCase()}`, "data-index": event.index },
+  const classes = `event kind-${event.kind.toLowerCase()}${event.body_type ? ` body-${event.body_type}` : ""}`;
+  return h("li", { class: classes, "data-index": event.index },
     h("div", { class: "when" },
       h("span", { class: "index" }, `#${event.index}`),
       event.event_time ? h("time", { datetime: event.event_time, title: utc(event.event_time) }, offset) : null),

@@ -1,0 +1,128 @@
+"""`blackbox dev` as a user runs it: the embedded stack in one process, reached by the CLI and
+HTTP. An asciicast imported through the SDK comes back from the API with the same output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from blackbox.broker import free_port
+from ingest.asciicast import read_asciicast
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "asciicast"
+
+
+def _blackbox(*args: str, data_dir: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "blackbox.cli", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("dev")
+    port = free_port()
+    log = (data_dir / "dev.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blackbox.cli", "dev", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (data_dir / "stack.json").exists():
+            assert process.poll() is None, (data_dir / "dev.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the dev stack did not start in 90 s"
+            time.sleep(0.2)
+        stack = json.loads((data_dir / "stack.json").read_text())
+        token = _blackbox("token", data_dir=data_dir).strip()
+        yield {"data_dir": data_dir, "api": stack["api_url"], "token": token, "process": process}
+    finally:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            code = process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        log.close()
+    assert code == 0, (data_dir / "dev.log").read_text()[-3000:]
+    assert not (data_dir / "stack.json").exists(), "stack.json must go when the stack stops"
+
+
+def _get(stack: dict[str, Any], path: str, **params: Any) -> httpx.Response:
+    return httpx.get(
+        f"{stack['api']}{path}", params=params, headers={"Authorization": f"Bearer {stack['token']}"}, timeout=30
+    )
+
+
+def _wait_sealed(stack: dict[str, Any], session_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = _get(stack, f"/api/v1/sessions/{session_id}")
+        if response.status_code == 200 and response.json()["sealed"]:
+            return dict(response.json())
+        assert time.monotonic() < deadline, f"session {session_id} not sealed: {response.text}"
+        time.sleep(0.5)
+
+
+def test_token_is_the_only_output(dev_stack: dict[str, Any]) -> None:
+    assert dev_stack["token"].count(".") == 2
+    assert "\n" not in dev_stack["token"]
+
+
+def test_demo_sessions_are_loaded_and_sealed(dev_stack: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        items = _get(dev_stack, "/api/v1/sessions").json()["items"]
+        kinds = {item["identity"]["kind"] for item in items if item["sealed"]}
+        if {"CI_JOB", "SERVICE_ACCOUNT", "AI_AGENT", "SCANNER"} <= kinds:
+            break
+        assert time.monotonic() < deadline, items
+        time.sleep(0.5)
+    for item in items:
+        verdict = _get(dev_stack, f"/api/v1/sessions/{item['session_id']}/verify").json()
+        assert verdict["valid"], verdict
+        assert verdict["sealed"]
+
+
+@pytest.mark.parametrize("vector", ["demo.cast", "full-v2.cast", "full-v3.cast", "minimal-v3.cast"])
+def test_imported_asciicast_replays_with_the_original_output(dev_stack: dict[str, Any], vector: str) -> None:
+    path = VECTORS / vector
+    session_id = _blackbox(
+        "import", str(path), "--identity", "ci-runner", "--target", "build-host", data_dir=dev_stack["data_dir"]
+    ).strip()
+    summary = _wait_sealed(dev_stack, session_id)
+    assert summary["identity"]["principal"] == "ci-runner"
+
+    response = _get(dev_stack, f"/api/v1/sessions/{session_id}/asciicast")
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2
+    replayed = [json.loads(line) for line in lines[1:]]
+    original = read_asciicast(path)
+    assert "".join(data for _, code, data in replayed if code == "o") == original.output
+    resizes = [data for _, code, data in replayed if code == "r"]
+    assert resizes == [event.data for event in original.events if event.code == "r"]
+    times = [time_ for time_, _, _ in replayed]
+    assert times == sorted(times)
