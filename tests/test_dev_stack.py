@@ -71,7 +71,10 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 
 def _get(stack: dict[str, Any], path: str, **params: Any) -> httpx.Response:
     return httpx.get(
-        f"{stack['api']}{path}", params=params, headers={"Authorization": f"Bearer {stack['token']}"}, timeout=30
+        f"{stack['api']}{path}",
+        params=params,
+        headers={"Authorization": f"Bearer {stack['token']}"},
+        timeout=30,
     )
 
 
@@ -109,7 +112,13 @@ def test_demo_sessions_are_loaded_and_sealed(dev_stack: dict[str, Any]) -> None:
 def test_imported_asciicast_replays_with_the_original_output(dev_stack: dict[str, Any], vector: str) -> None:
     path = VECTORS / vector
     session_id = _blackbox(
-        "import", str(path), "--identity", "ci-runner", "--target", "build-host", data_dir=dev_stack["data_dir"]
+        "import",
+        str(path),
+        "--identity",
+        "ci-runner",
+        "--target",
+        "build-host",
+        data_dir=dev_stack["data_dir"],
     ).strip()
     summary = _wait_sealed(dev_stack, session_id)
     assert summary["identity"]["principal"] == "ci-runner"

@@ -185,3 +185,29 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(kafka_bootstrap: s
     contents = read_archive(LocalWormStore(archive_dir, retention=Retention("COMPLIANCE", 1)))
     assert sorted(contents.by_session()) == ["good-1", "good-2"]
     assert verify_all_chains(contents, require_seal=True) == 2
+
+
+def test_a_session_that_never_ends_is_sealed_when_idle(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topics = Topics.fresh(kafka_bootstrap, partitions=2)
+    archive_dir = tmp_path / "archive"
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "worker",
+        f"file://{archive_dir}",
+        {"BLACKBOX_IDLE_TIMEOUT_SECONDS": "2", "BLACKBOX_IDLE_CHECK_SECONDS": "0.5"},
+    ).start()
+    never_ending = [make_event("idle-1", seq) for seq in range(5)]
+    try:
+        asyncio.run(emit(kafka_bootstrap, topics.events, [never_ending]))
+        wait_for_sealed(kafka_bootstrap, topics.sealed, len(never_ending) + 1, alive=worker.alive)
+    finally:
+        return_code = worker.stop()
+    assert return_code == 0, worker.log()[-3000:]
+    records = read_archive(LocalWormStore(archive_dir, retention=Retention("COMPLIANCE", 1))).by_session()[
+        "idle-1"
+    ]
+    seal = records[-1][1]
+    assert seal["kind"] == "SEAL"
+    assert seal["seal"]["reason"] == "idle_timeout"
+    assert seal["seal"]["last_seq"] == 4

@@ -1,0 +1,241 @@
+"""The seal pipeline against the real chdb engine and a WORM directory, without Kafka:
+durability order, recovery after a crash at each step, DLQ routing and its rate limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from ledger.chain import verify_chain
+from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
+from storage.index import ChdbIndex, Index
+from storage.objectstore import LocalWormStore, ObjectStoreUnavailable, Retention
+from streams.pipeline import DlqLimitExceeded, DlqRateLimiter, PipelineConfig, SealPipeline, SourceMessage
+from streams.seal import SealStep
+from tests.eventdata import end, make_event
+from tests.stack import read_archive
+
+pytestmark = pytest.mark.clickhouse
+
+REGISTRY = default_registry()
+
+
+class Crash(Exception):
+    """Stands for the process dying at a given point."""
+
+
+class CrashingIndex:
+    """The real index, made to fail once when a given table is inserted into."""
+
+    def __init__(self, index: Index, crash_on: str | None = None) -> None:
+        self._index = index
+        self.crash_on = crash_on
+
+    def insert(self, table: str, rows: pa.Table, *, dedup_token: str | None = None) -> None:
+        if table == self.crash_on:
+            self.crash_on = None
+            raise Crash(f"died before inserting into {table}")
+        self._index.insert(table, rows, dedup_token=dedup_token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+class FlakyStore(LocalWormStore):
+    """A WORM directory whose first puts fail as an outage would."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root, retention=Retention("COMPLIANCE", 1))
+        self.failures = failures
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise ObjectStoreUnavailable("connection reset")
+        return super().put_if_absent(key, data)
+
+
+def messages(sessions: int, events: int, partition: int = 0, first_offset: int = 0) -> list[SourceMessage]:
+    out = []
+    for number in range(sessions):
+        session_id = f"s-{partition}-{number}"
+        batch = [make_event(session_id, seq) for seq in range(events - 1)] + [
+            make_event(session_id, events - 1, end())
+        ]
+        value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": session_id, "events": batch})
+        out.append(SourceMessage("events", partition, first_offset + number, session_id.encode(), value))
+    return out
+
+
+def pipeline(store: Any, index: Any, **config: Any) -> SealPipeline:
+    return SealPipeline(
+        REGISTRY, SealStep(REGISTRY), store, index, PipelineConfig(retry_initial_seconds=0.01, **config)
+    )
+
+
+def counts(index: Index) -> dict[str, int]:
+    row = index.query(
+        "SELECT count() AS records, uniqExact(session_id, record_index) AS distinct_records FROM events"
+    ).to_pylist()[0]
+    sessions = index.query(
+        "SELECT count() AS sessions, sum(sealed) AS sealed FROM sessions FINAL"
+    ).to_pylist()[0]
+    objects = index.query("SELECT count() AS objects FROM archive_objects").to_pylist()[0]
+    return {**row, **sessions, **objects}
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Any:
+    with ChdbIndex(tmp_path / "index") as opened:
+        opened.migrate()
+        yield opened
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalWormStore:
+    return LocalWormStore(tmp_path / "archive", retention=Retention("COMPLIANCE", 1))
+
+
+def test_a_batch_becomes_one_object_and_its_index_rows(index: Index, store: LocalWormStore) -> None:
+    outcome = pipeline(store, index).process(messages(5, 20))
+    assert (outcome.events, outcome.records, outcome.objects_written) == (100, 105, 1)
+    assert counts(index) == {
+        "records": 105,
+        "distinct_records": 105,
+        "sessions": 5,
+        "sealed": 5,
+        "objects": 1,
+    }
+    contents = read_archive(store)
+    for session_id, records in contents.by_session().items():
+        verify_chain(session_id, records, require_seal=True)
+
+
+@pytest.mark.parametrize("crash_on", ["events", "segments", "sessions", "archive_objects"])
+def test_crash_between_archive_and_index_is_recovered_without_duplicates(
+    index: Index, store: LocalWormStore, crash_on: str
+) -> None:
+    batch = messages(4, 10)
+    with pytest.raises(Crash):
+        pipeline(store, CrashingIndex(index, crash_on)).process(batch)
+    assert read_archive(store).objects == 1, "the archive object is written before any index row"
+
+    restarted = pipeline(store, index)
+    replay = restarted.process(batch)  # Kafka redelivers the uncommitted batch
+    assert replay.skipped_messages == len(batch)
+    assert counts(index) == {"records": 44, "distinct_records": 44, "sessions": 4, "sealed": 4, "objects": 1}
+
+    # and the chains go on from the recovered state
+    more = [make_event("s-0-9", 0), make_event("s-0-9", 1, end())]
+    later = SourceMessage(
+        "events", 0, 4, b"s-0-9", REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-0-9", "events": more})
+    )
+    assert restarted.process([later]).records == 3
+    assert counts(index)["records"] == 47
+
+
+def test_open_session_continues_its_chain_after_a_restart(index: Index, store: LocalWormStore) -> None:
+    first = [make_event("s-open", seq) for seq in range(3)]
+    pipeline(store, index).process(
+        [
+            SourceMessage(
+                "events",
+                0,
+                0,
+                b"s-open",
+                REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-open", "events": first}),
+            )
+        ]
+    )
+    rest = [make_event("s-open", 3), make_event("s-open", 1), make_event("s-open", 4, end())]
+    outcome = pipeline(store, index).process(
+        [
+            SourceMessage(
+                "events",
+                0,
+                1,
+                b"s-open",
+                REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-open", "events": rest}),
+            )
+        ]
+    )
+    assert outcome.duplicates == 1  # seq 1 again, identical: recognised through the index after the restart
+    records = read_archive(store).by_session()["s-open"]
+    assert [value["kind"] for _, value in records] == ["EVENT"] * 5 + ["SEAL"]
+    verify_chain("s-open", records, require_seal=True)
+
+
+def test_outages_are_retried_not_dead_lettered(index: Index, tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "flaky", failures=3)
+    outcome = pipeline(store, index).process(messages(2, 5))
+    assert store.failures == 0
+    assert outcome.dead_letters == []
+    assert counts(index)["records"] == 12
+
+
+def test_bad_messages_become_dead_letters_in_input_order(index: Index, store: LocalWormStore) -> None:
+    good = messages(1, 3, first_offset=0)
+    bad_event = make_event("s-bad", 0)
+    bad_event["seq"] = -5
+    mixed = REGISTRY.encode(
+        BATCH_SCHEMA, {"session_id": "s-bad", "events": [make_event("s-bad", 0), bad_event]}
+    )
+    batch = [
+        *good,
+        SourceMessage("events", 0, 1, b"x", b"\x00garbage", (("h", b"1"),)),
+        SourceMessage("events", 0, 2, b"s-bad", mixed),
+        SourceMessage("events", 0, 3, b"x", REGISTRY.encode(EVENT_SCHEMA, make_event("s-y", 0))),
+    ]
+    outcome = pipeline(store, index, max_message_bytes=1024 * 1024).process(batch)
+    reasons = [
+        (letter.source.offset, letter.event_index, letter.reason.split(":")[0])
+        for letter in outcome.dead_letters
+    ]
+    assert reasons == [(1, None, "undecodable"), (2, 1, "invalid"), (3, None, "invalid")]
+    garbage = outcome.dead_letters[0]
+    assert garbage.value == b"\x00garbage"
+    assert ("original.h", b"1") in garbage.headers()
+    # the refused event of a batch is dead-lettered alone, as a single-object message
+    assert REGISTRY.decode(outcome.dead_letters[1].value).value["seq"] == -5
+    assert sorted(read_archive(store).by_session()) == ["s-0-0", "s-bad"]
+
+
+def test_dlq_rate_limit_stops_processing(index: Index, store: LocalWormStore) -> None:
+    garbage = [SourceMessage("events", 0, offset, b"k", b"junk") for offset in range(5)]
+    sealer = pipeline(store, index, dlq_limit=3)
+    with pytest.raises(DlqLimitExceeded, match="exceed the limit of 3"):
+        sealer.process(garbage)
+
+
+def test_rate_limiter_forgets_old_dead_letters() -> None:
+    now = [0.0]
+    limiter = DlqRateLimiter(3, 60, clock=lambda: now[0])
+    limiter.record(3)
+    with pytest.raises(DlqLimitExceeded):
+        limiter.check(1)
+    now[0] = 61.0
+    limiter.check(3)
+
+
+def test_idle_sessions_are_offered_once(index: Index, store: LocalWormStore) -> None:
+    now = [100.0]
+    sealer = SealPipeline(REGISTRY, SealStep(REGISTRY), store, index, PipelineConfig(), clock=lambda: now[0])
+    open_session = [make_event("s-idle", 0)]
+    sealer.process(
+        [
+            SourceMessage(
+                "events",
+                0,
+                0,
+                b"s-idle",
+                REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-idle", "events": open_session}),
+            )
+        ]
+    )
+    assert sealer.idle_sessions(60) == []
+    now[0] = 200.0
+    assert [state.session_id for state in sealer.idle_sessions(60)] == ["s-idle"]
+    assert sealer.idle_sessions(60) == []

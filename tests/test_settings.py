@@ -1,0 +1,33 @@
+"""Settings refuse unsafe production choices at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from blackbox.settings import Settings
+
+
+def test_production_requires_a_token_key() -> None:
+    with pytest.raises(ValidationError, match="JWT_PUBLIC_KEY_FILE or BLACKBOX_JWT_JWKS_URL"):
+        Settings(environment="production")
+
+
+def test_production_refuses_to_run_without_worm(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="REQUIRE_WORM=false"):
+        Settings(environment="production", require_worm=False, jwt_public_key_file=tmp_path / "key.pem")
+
+
+def test_settings_come_from_blackbox_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BLACKBOX_KAFKA_BOOTSTRAP", "kafka-1:9092")
+    monkeypatch.setenv("BLACKBOX_JWT_JWKS_URL", "https://idp.example/jwks")
+    monkeypatch.setenv("BLACKBOX_S3_SECRET_ACCESS_KEY", "not-printed")
+    settings = Settings()
+    assert settings.kafka_bootstrap == "kafka-1:9092"
+    assert "not-printed" not in repr(settings)
+
+
+def test_dev_allows_the_embedded_defaults() -> None:
+    assert Settings(environment="dev", require_worm=False).require_worm is False
