@@ -72,6 +72,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         run_worker(app, loglevel=settings.log_level)
     finally:
+        pipeline.close()
         index.close()
     return 0
 

@@ -216,6 +216,7 @@ def _serve(
         if exit_.code not in (0, None):
             raise
     finally:
+        pipeline.close()
         api.stop()
 
 

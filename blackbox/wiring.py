@@ -55,6 +55,7 @@ def build_pipeline(
         max_message_bytes=settings.max_message_bytes,
         dlq_limit=settings.dlq_limit,
         dlq_window_seconds=settings.dlq_window_seconds,
+        decode_processes=settings.decode_processes,
     )
     return SealPipeline(registry, SealStep(registry), store, index, config)
 

@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from ledger.chain import record_hash
-from schemas import SEALED_BATCH_SCHEMA, SEALED_SCHEMA, SchemaError, SchemaRegistry
+from schemas import SEALED_BATCH_SCHEMA, SEALED_SCHEMA, SchemaRegistry
 from storage.archive import ArchivedRecord, BlockLocation, build_object, iter_blocks
 from storage.index import Index, IndexUnavailable
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
+from streams.decode import DecodedMessage, Decoder
 from streams.seal import SealedRecord, SealStep, SessionState, replay_state
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DIGEST_WINDOW = 4096  # recent seq → digest kept per session; older duplicates ask the index
+DECODE_CHUNK = 250  # messages per decode job: enough to amortise the hand-off, small enough to overlap
 SEALED_HASHES_PER_MESSAGE = 8192  # ~300 KiB of hashes: well under Kafka's default 1 MiB limit
 _SUMMARY_LIMIT = 240
 
@@ -119,6 +121,7 @@ class PipelineConfig:
     dlq_window_seconds: float = 60.0
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
+    decode_processes: int = 0  # > 0: decode in that many child processes (see streams/decode.py)
 
 
 def object_prefix(epoch: str, partition: int) -> str:
@@ -318,6 +321,10 @@ _OPEN_STATES_SQL = (
 )
 
 
+def _chunks(items: list[SourceMessage], size: int) -> list[list[SourceMessage]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def summarize(event: dict[str, Any] | None) -> tuple[str, str]:
     """(short body type, one-line masked summary) of an event, for listings and search."""
     if event is None:
@@ -426,6 +433,7 @@ class SealPipeline:
         self.cache = SessionCache()
         self._durable_upto: dict[int, int] = {}  # partition → last offset known to be archived
         self._dlq_limiter = DlqRateLimiter(config.dlq_limit, config.dlq_window_seconds, clock)
+        self._decoder = Decoder(config.max_message_bytes, config.decode_processes)
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -434,9 +442,25 @@ class SealPipeline:
         by_partition: dict[int, list[SourceMessage]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
+        # Every partition's decoding starts now, so decoder processes work on later partitions
+        # while this one seals and writes the earlier ones.
+        decoding = {
+            partition: [
+                (chunk, self._decoder.submit([m.value for m in chunk]))
+                for chunk in _chunks(partition_messages, DECODE_CHUNK)
+            ]
+            for partition, partition_messages in sorted(by_partition.items())
+        }
         try:
-            for partition, partition_messages in sorted(by_partition.items()):
-                self._process_partition(partition, partition_messages, outcome)
+            for partition, chunks in decoding.items():
+                decoded = [
+                    (message, result)
+                    for chunk, future in chunks
+                    for message, result in zip(
+                        chunk, self._decoder.result(future, [m.value for m in chunk]), strict=True
+                    )
+                ]
+                self._process_partition(partition, decoded, outcome)
             self._dlq_limiter.check(len(outcome.dead_letters))
         except BaseException:
             # Records of this batch may already be durable: forget everything in memory, so
@@ -454,43 +478,28 @@ class SealPipeline:
         return outcome
 
     def _process_partition(
-        self, partition: int, messages: list[SourceMessage], outcome: BatchOutcome
+        self, partition: int, messages: list[tuple[SourceMessage, DecodedMessage]], outcome: BatchOutcome
     ) -> None:
         if partition not in self._durable_upto:
             self._recover(partition)
         durable_upto = self._durable_upto[partition]
-        fresh = [m for m in messages if m.offset > durable_upto]
+        fresh = [(m, decoded) for m, decoded in messages if m.offset > durable_upto]
         outcome.skipped_messages += len(messages) - len(fresh)
         if not fresh:
             return
-        batch = _PartitionBatch(partition, fresh[0].offset, fresh[-1].offset)
-        decoded = [(message, self._decode(message, outcome)) for message in fresh]
-        self._load_states(partition, {events[0][0]["session_id"] for _, events in decoded if events})
-        for message, events in decoded:
-            if events:
-                self._seal_message(batch, message, events, outcome)
+        batch = _PartitionBatch(partition, fresh[0][0].offset, fresh[-1][0].offset)
+        for message, decoded in fresh:
+            if decoded.error is not None:
+                outcome.dead_letters.append(
+                    DeadLetter(message.key, message.value or b"", decoded.error, message)
+                )
+        self._load_states(partition, {d.events[0][0]["session_id"] for _, d in fresh if d.events})
+        for message, decoded in fresh:
+            if decoded.events:
+                self._seal_message(batch, message, decoded.events, outcome)
         if batch.records:
             self._write(batch, outcome)
         self._durable_upto[partition] = batch.last_offset
-
-    def _decode(self, message: SourceMessage, outcome: BatchOutcome) -> list[tuple[dict[str, Any], bytes]]:
-        value = message.value or b""
-        if len(value) > self._config.max_message_bytes:
-            reason = f"oversized: {len(value)} bytes exceeds the {self._config.max_message_bytes}-byte limit"
-            outcome.dead_letters.append(DeadLetter(message.key, value, reason, message))
-            return []
-        try:
-            decoded = self._registry.decode_events(value)
-        except SchemaError as exc:
-            outcome.dead_letters.append(DeadLetter(message.key, value, f"undecodable: {exc}", message))
-            return []
-        if decoded.batch_session_id is not None:
-            strays = [e for e, _ in decoded.events if e["session_id"] != decoded.batch_session_id]
-            if strays:
-                reason = "invalid: a batch message mixes sessions"
-                outcome.dead_letters.append(DeadLetter(message.key, value, reason, message))
-                return []
-        return decoded.events
 
     def _seal_message(
         self,
@@ -753,6 +762,9 @@ class SealPipeline:
             state = _state_from_row(row)
             self.cache.states[state.session_id] = state
             self.cache.last_seen[state.session_id] = now
+
+    def close(self) -> None:
+        self._decoder.close()
 
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""

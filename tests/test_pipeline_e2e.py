@@ -90,7 +90,14 @@ def test_ten_thousand_events_are_sealed_archived_and_indexed(
 def test_sigkill_mid_run_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     topics = Topics.fresh(kafka_bootstrap)
     archive_dir = tmp_path / "archive"
-    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "worker", f"file://{archive_dir}").start()
+    # small batches, so that the kill lands with many batches done and many still to do
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "worker",
+        f"file://{archive_dir}",
+        {"BLACKBOX_BATCH_MAX_MESSAGES": "20"},
+    ).start()
     first_wave = load(300, 80, seed=2)
     second_wave = load(50, 40, seed=3)
     total = expected_record_count(first_wave) + expected_record_count(second_wave)
