@@ -31,8 +31,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or expired bearer token."},
     403: {"model": ErrorOut, "description": "The token's holder has no auditor or admin role."},
     422: {"model": ErrorOut, "description": "A parameter is malformed."},
-    503: {"model": ErrorOut, "description": "Index, object store or identity provider unavailable, "
-                                            "or archived evidence unreadable."},
+    503: {
+        "model": ErrorOut,
+        "description": "Index, object store or identity provider unavailable, "
+        "or archived evidence unreadable.",
+    },
 }
 SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
@@ -40,8 +43,14 @@ SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _error(status: int, error: str, message: str, *, headers: dict[str, str] | None = None,
-           details: list[dict[str, Any]] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    error: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
     body = ErrorOut(error=error, message=message, details=details)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -68,7 +77,9 @@ async def _invalid_query(request: Request, exc: Exception) -> JSONResponse:
 async def _archive_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("%s %s: %s", request.method, request.url.path, exc)
     return _error(
-        503, "archive_unavailable", "the index or the object store is unavailable; retry later",
+        503,
+        "archive_unavailable",
+        "the index or the object store is unavailable; retry later",
         headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
 
@@ -78,7 +89,8 @@ async def _evidence_corrupt(request: Request, exc: Exception) -> JSONResponse:
     # answer that says plainly that the evidence, not the service, is the problem.
     logger.error("%s %s: archived evidence is corrupt: %s", request.method, request.url.path, exc)
     return _error(
-        503, "evidence_corrupt",
+        503,
+        "evidence_corrupt",
         f"the archived records cannot be read as the index describes them: {exc}. "
         "Operators have been alerted; run verify for a full verdict.",
     )
@@ -92,8 +104,9 @@ async def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
 
 async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("%s %s refused: %s", request.method, request.url.path, exc)
-    return _error(403, "forbidden", str(exc),
-                  headers={"WWW-Authenticate": _bearer_challenge("insufficient_scope")})
+    return _error(
+        403, "forbidden", str(exc), headers={"WWW-Authenticate": _bearer_challenge("insufficient_scope")}
+    )
 
 
 async def _auth_unavailable(request: Request, exc: Exception) -> JSONResponse:

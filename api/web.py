@@ -33,17 +33,19 @@ UI_SUFFIXES = frozenset({".html", ".js", ".css", ".svg"})
 # No inline script or style anywhere, so 'self' is enough. 'wasm-unsafe-eval' lets the player
 # compile its terminal emulator (WebAssembly shipped inside its own script); it does not allow
 # eval of JavaScript.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'none'",
-    "script-src 'self' 'wasm-unsafe-eval'",
-    "style-src 'self'",
-    "img-src 'self'",
-    "font-src 'self'",
-    "connect-src 'self'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 # The UI's own files are not fingerprinted: revalidate every time (cheap, ETag). The player's
 # version is pinned by package-lock.json and changes only with a deploy.
 UI_CACHE = "no-cache"
@@ -101,8 +103,11 @@ def mount_web_ui(app: FastAPI, *, player_dir: Path | None = None) -> None:
         return
     has_player = player_installed(player_dir)
     if not has_player:
-        logger.warning("asciinema-player is not installed in %s: the UI cannot replay terminals; run %s",
-                       player_dir, INSTALL_PLAYER)
+        logger.warning(
+            "asciinema-player is not installed in %s: the UI cannot replay terminals; run %s",
+            player_dir,
+            INSTALL_PLAYER,
+        )
     page_headers = _headers(UI_CACHE)
     config = {
         "player": has_player,

@@ -27,6 +27,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
+# The web UI's terminal player (npm asciinema-player, pinned by api/web/package-lock.json; never
+# committed). Both the dev stack and the browser tests need it.
+lock=api/web/package-lock.json
+player_stamp=api/web/node_modules/.blackbox-installed
+if [ ! -f "$player_stamp" ] || [ "$(cat "$player_stamp")" != "$(sha256sum "$lock" | cut -d' ' -f1)" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: npm is needed for the web UI's player (apt-get install npm)" >&2
+    exit 1
+  fi
+  echo "setup: installing the web UI's terminal player (npm ci)"
+  npm ci --prefix api/web --no-audit --no-fund --loglevel=error
+  sha256sum "$lock" | cut -d' ' -f1 > "$player_stamp"
+fi
+
 if [ "${BLACKBOX_SETUP_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   echo "setup: installing Debian's chromium for the browser tests"
   sudo=""

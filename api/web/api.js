@@ -50,7 +50,9 @@ async function request(path, params = {}, accept = "application/json") {
   const what = WHAT_WENT_WRONG[response.status] ?? `Error ${response.status}`;
   let message = `${what}: ${body.message ?? response.statusText}`;
   if (response.status === 401) message += ". Paste a valid token to continue.";
-  if (response.status === 503 && body.error !== "evidence_corrupt") message += " Retry in a few seconds.";
+  if (response.status === 503 && body.error !== "evidence_corrupt" && !/retry/i.test(message)) {
+    message += ". Retry in a few seconds.";
+  }
   throw new ApiError(response.status, body.error ?? "http_error", message);
 }
 

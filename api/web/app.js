@@ -33,8 +33,11 @@ function busy(message) {
   $("loading").textContent = message ?? "";
 }
 
+// A token that is rejected (401) or lacks the role (403) is of no further use: ask for another.
+const tokenUseless = (error) => error instanceof ApiError && (error.status === 401 || error.status === 403);
+
 function fail(error) {
-  if (error instanceof ApiError && error.status === 401) {
+  if (tokenUseless(error)) {
     token.clear();
     showLogin(error.message);
   } else {
@@ -44,7 +47,7 @@ function fail(error) {
 
 // An error shown where the failed part would have been, so the rest of the page stays usable.
 function inlineError(el, error) {
-  if (error instanceof ApiError && error.status === 401) return fail(error);
+  if (tokenUseless(error)) return fail(error);
   el.replaceChildren(h("p", { class: "inline-error", role: "alert" }, error.message ?? String(error)));
 }
 
@@ -97,9 +100,12 @@ async function route() {
 const toApiTime = (value) => (value ? `${value.length === 16 ? `${value}:00` : value}Z` : "");
 const toInputTime = (value) => value.replace(/Z$/, "");
 
+// The search as the URL states it, so that a search can be bookmarked and sent to a colleague;
+// `limit` (the page size) is not in the form, only in the URL.
 function filtersFromUrl() {
   const params = new URLSearchParams(window.location.search);
-  return Object.fromEntries(FILTERS.map((name) => [name, params.get(name) ?? ""]));
+  const filters = Object.fromEntries(FILTERS.map((name) => [name, params.get(name) ?? ""]));
+  return { ...filters, limit: Number(params.get("limit")) || PAGE_SIZE };
 }
 
 function searchUrl(form) {
@@ -113,7 +119,7 @@ function searchUrl(form) {
   return query ? `/?${query}` : "/";
 }
 
-let pageCursors = []; // the cursor of each page before the current one
+let pageCursors = []; // the cursor of each page before the current one ("" for the first)
 let currentCursor = "";
 let nextCursor = null;
 
@@ -124,15 +130,16 @@ async function showList(current) {
   for (const name of FILTERS) {
     form.elements[name].value = name === "since" || name === "until" ? toInputTime(filters[name]) : filters[name];
   }
-  pageCursors = [];
-  await loadPage(current, filters, "");
+  await loadPage(current, filters, "", []);
 }
 
-async function loadPage(current, filters, cursor) {
+// Shows the page at `cursor`; `before` becomes the cursor stack only once the page is shown.
+async function loadPage(current, filters, cursor, before) {
   busy("Loading sessions…");
-  const page = await api.sessions({ ...filters, limit: PAGE_SIZE, cursor });
+  const page = await api.sessions({ ...filters, cursor });
   if (current !== generation) return;
   busy(null);
+  pageCursors = before;
   currentCursor = cursor;
   nextCursor = page.next_cursor;
   $("results").replaceChildren(page.items.length ? sessionTable(page.items) : h("p", { class: "empty" },
@@ -145,17 +152,21 @@ async function loadPage(current, filters, cursor) {
 
 async function turnPage(older) {
   const current = generation;
-  const filters = filtersFromUrl();
   alertUser(null);
+  // One page turn at a time: the cursor stack must change in step with what is shown.
+  $("newer").disabled = true;
+  $("older").disabled = true;
+  const [cursor, before] = older
+    ? [nextCursor, [...pageCursors, currentCursor]]
+    : [pageCursors.at(-1) ?? "", pageCursors.slice(0, -1)];
   try {
-    if (older) {
-      pageCursors.push(currentCursor);
-      await loadPage(current, filters, nextCursor);
-    } else {
-      await loadPage(current, filters, pageCursors.pop() ?? "");
-    }
+    await loadPage(current, filtersFromUrl(), cursor, before);
   } catch (error) {
-    if (current === generation) fail(error);
+    if (current !== generation) return;
+    busy(null);
+    fail(error);
+    $("newer").disabled = pageCursors.length === 0;
+    $("older").disabled = !nextCursor;
   }
 }
 
