@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from api.auth import TokenVerifier
 from api.deps import PrincipalDep, ReaderDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES, install_error_handlers
+from api.metrics import MetricsSource, install_metrics
 from api.models import EventOut, EventsOut, HealthOut, SessionOut, SessionPageOut, VerdictOut
 from api.web import mount_web_ui
 from replay import SessionReader
@@ -146,6 +147,7 @@ def create_app(
     auth: TokenVerifier,
     *,
     extra_health_checks: Mapping[str, HealthCheck] | None = None,
+    metrics_source: MetricsSource | None = None,
     title: str = "Blackbox",
 ) -> FastAPI:
     """The API over one reader; /api/v1 requires a bearer token that ``auth`` accepts."""
@@ -177,5 +179,6 @@ def create_app(
         body = HealthOut(status="ok" if healthy else "unavailable", checks=results)
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
+    install_metrics(app, metrics_source)
     mount_web_ui(app)
     return app

@@ -180,7 +180,7 @@ def _serve(
     registry = default_registry()
     metrics = WorkerMetrics()
     verifier = TokenVerifier(public_key_pem=public_key_of(settings), audience=settings.jwt_audience)
-    api_app = create_app(SessionReader(index, store), verifier)
+    api_app = create_app(SessionReader(index, store), verifier, metrics_source=metrics.gauges)
     api = _ApiServer(api_app, settings.api_host, api_port)
     api.start(api_port)
     api_url = f"http://{settings.api_host}:{api_port}"

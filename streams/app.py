@@ -62,6 +62,18 @@ class WorkerMetrics:
     last_batch_seconds: float = 0.0
     started_at: float = field(default_factory=time.time)
 
+    def gauges(self) -> dict[str, float]:
+        return {
+            "blackbox_worker_batches_total": self.batches,
+            "blackbox_worker_messages_total": self.messages,
+            "blackbox_worker_events_total": self.events,
+            "blackbox_worker_records_total": self.records,
+            "blackbox_worker_duplicates_total": self.duplicates,
+            "blackbox_worker_dead_letters_total": self.dead_letters,
+            "blackbox_worker_archive_objects_total": self.objects,
+            "blackbox_worker_last_batch_seconds": self.last_batch_seconds,
+        }
+
     def add(self, outcome: BatchOutcome, messages: int, seconds: float) -> None:
         self.batches += 1
         self.messages += messages

@@ -135,3 +135,11 @@ def test_imported_asciicast_replays_with_the_original_output(dev_stack: dict[str
     assert resizes == [event.data for event in original.events if event.code == "r"]
     times = [time_ for time_, _, _ in replayed]
     assert times == sorted(times)
+
+
+def test_metrics_count_requests_and_sealed_events(dev_stack: dict[str, Any]) -> None:
+    _get(dev_stack, "/api/v1/sessions")
+    text = httpx.get(f"{dev_stack['api']}/metrics", timeout=30).text
+    assert 'route="/api/v1/sessions",status="200"' in text
+    events = next(line for line in text.splitlines() if line.startswith("blackbox_worker_events_total "))
+    assert float(events.split()[1]) > 0
