@@ -7,7 +7,6 @@ never for production (run Apache Kafka there).
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import logging
 import os
@@ -17,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+
+from streams.decode import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +36,6 @@ def tansu_binary() -> Path:
     if not os.access(binary, os.X_OK):
         binary.chmod(binary.stat().st_mode | 0o111)
     return binary
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: a broker whose parent died (SIGKILL, crash) stops too."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: the broker outlives a killed parent and must be stopped by hand
 
 
 def free_port() -> int:
@@ -91,7 +83,7 @@ class TansuBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
-                preexec_fn=_die_with_parent,  # noqa: PLW1509  (no threads run yet where it matters)
+                preexec_fn=die_with_parent,  # noqa: PLW1509  (no threads run yet where it matters)
             )
         finally:
             if self._log_file and not isinstance(log, int):

@@ -9,8 +9,10 @@ the index connection.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,6 +32,16 @@ class DecodedMessage:
 
     events: Events
     error: str | None = None
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (a SIGKILLed worker, a crashed
+    dev stack), so that no child outlives the process it served."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        logger.debug("no prctl here: child processes may outlive a killed parent")
 
 
 def decode_value(value: bytes | None, max_message_bytes: int) -> DecodedMessage:
@@ -62,7 +74,9 @@ class Decoder:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the worker has threads (Faust, chdb) that a fork would copy mid-flight
-            self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self._processes, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent
+            )
         return self._pool
 
     def submit(self, values: Sequence[bytes | None]) -> Future[list[DecodedMessage]]:
