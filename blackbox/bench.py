@@ -138,7 +138,7 @@ async def _count_sealed(
     return time.perf_counter()
 
 
-def _start_worker(bootstrap: str, work: Path, run: str) -> subprocess.Popen[bytes]:
+def _start_worker(bootstrap: str, work: Path, run: str, decode_processes: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
     env.update(
         {
@@ -153,6 +153,7 @@ def _start_worker(bootstrap: str, work: Path, run: str) -> subprocess.Popen[byte
             "BLACKBOX_INDEX_URL": f"chdb://{work / 'index'}",
             "BLACKBOX_DATA_DIR": str(work),
             "BLACKBOX_LOG_LEVEL": "WARNING",
+            "BLACKBOX_DECODE_PROCESSES": str(decode_processes),
         }
     )
     log = (work / "worker.log").open("ab")
@@ -165,11 +166,11 @@ def _start_worker(bootstrap: str, work: Path, run: str) -> subprocess.Popen[byte
 
 
 async def _pipeline(
-    bootstrap: str, work: Path, sessions: list[list[dict[str, Any]]], per_message: int
+    bootstrap: str, work: Path, sessions: list[list[dict[str, Any]]], per_message: int, decode_processes: int
 ) -> float:
     run = uuid.uuid4().hex[:8]
     await ensure_topics(bootstrap, PARTITIONS, (f"events-{run}", f"sealed-{run}", f"dlq-{run}"))
-    worker = _start_worker(bootstrap, work, run)
+    worker = _start_worker(bootstrap, work, run, decode_processes)
     try:
 
         def alive() -> bool:
@@ -193,7 +194,9 @@ async def _pipeline(
             worker.kill()
 
 
-async def _run(events: int, per_message: int, sessions_count: int, work: Path) -> BenchReport:
+async def _run(
+    events: int, per_message: int, sessions_count: int, work: Path, decode_processes: int
+) -> BenchReport:
     sessions = _sessions(events, sessions_count)
     total = sum(len(s) for s in sessions)
     with TansuBroker(log_file=work / "tansu.log") as broker:
@@ -204,12 +207,12 @@ async def _run(events: int, per_message: int, sessions_count: int, work: Path) -
         started = time.perf_counter()
         emit_seconds = await _emit(broker.bootstrap, "ceiling.in", sessions, per_message)
         ceiling_seconds = await ceiling - started
-        pipeline_seconds = await _pipeline(broker.bootstrap, work, sessions, per_message)
+        pipeline_seconds = await _pipeline(broker.bootstrap, work, sessions, per_message, decode_processes)
     return BenchReport(total, per_message, emit_seconds, ceiling_seconds, pipeline_seconds)
 
 
 def run_pipeline_bench(
-    events: int = 200_000, events_per_message: int = 100, sessions: int = 200
+    events: int = 200_000, events_per_message: int = 100, sessions: int = 200, decode_processes: int = 0
 ) -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="blackbox-bench-") as directory:
-        return asyncio.run(_run(events, events_per_message, sessions, Path(directory)))
+        return asyncio.run(_run(events, events_per_message, sessions, Path(directory), decode_processes))

@@ -156,7 +156,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from blackbox.bench import run_pipeline_bench  # noqa: PLC0415
 
     report = run_pipeline_bench(
-        events=args.events, events_per_message=args.events_per_message, sessions=args.sessions
+        events=args.events,
+        events_per_message=args.events_per_message,
+        sessions=args.sessions,
+        decode_processes=args.decode_processes,
     )
     print(report.render())
     return 0
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=200_000)
     bench.add_argument("--events-per-message", type=int, default=100)
     bench.add_argument("--sessions", type=int, default=200)
+    bench.add_argument("--decode-processes", type=int, default=0, help="the worker's decoder processes")
     bench.set_defaults(handler=cmd_bench)
     return parser
 

@@ -239,3 +239,24 @@ def test_idle_sessions_are_offered_once(index: Index, store: LocalWormStore) -> 
     now[0] = 200.0
     assert [state.session_id for state in sealer.idle_sessions(60)] == ["s-idle"]
     assert sealer.idle_sessions(60) == []
+
+
+def test_decoding_in_a_child_process_gives_the_same_records(index: Index, tmp_path: Path) -> None:
+    in_process = LocalWormStore(tmp_path / "a", retention=Retention("COMPLIANCE", 1))
+    batch = [*messages(3, 7), SourceMessage("events", 0, 3, b"k", b"junk")]
+    expected = pipeline(in_process, index).process(batch)
+    with ChdbIndex(tmp_path / "index", database="other") as other:
+        other.migrate()
+        sealer = pipeline(
+            LocalWormStore(tmp_path / "b", retention=Retention("COMPLIANCE", 1)), other, decode_processes=1
+        )
+        try:
+            outcome = sealer.process(batch)
+        finally:
+            sealer.close()
+    assert outcome.records == expected.records
+    assert [d.reason for d in outcome.dead_letters] == [d.reason for d in expected.dead_letters]
+    assert (
+        read_archive(LocalWormStore(tmp_path / "b", retention=Retention("COMPLIANCE", 1))).records
+        == read_archive(in_process).records
+    )
