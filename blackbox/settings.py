@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = "blackbox"
 
     data_dir: Path = Path(".blackbox")
+    # Masking: HMAC key of the blind index (findings searchable without storing values), and an
+    # optional policy file replacing the shipped default.
+    blind_index_key: SecretStr | None = None
+    masking_policy_file: Path | None = None
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -75,6 +80,8 @@ class Settings(BaseSettings):
             problems.append("BLACKBOX_REQUIRE_WORM=false: evidence could be deleted")
         if self.archive_url.startswith("file://") and self.retention_mode != "COMPLIANCE":
             problems.append("a local archive supports COMPLIANCE retention only")
+        if self.blind_index_key is None or len(self.blind_index_key.get_secret_value()) < 32:
+            problems.append("set BLACKBOX_BLIND_INDEX_KEY (at least 32 characters, e.g. 64 hex digits)")
         if self.jwt_public_key_file is None and self.jwt_jwks_url is None:
             problems.append("set BLACKBOX_JWT_PUBLIC_KEY_FILE or BLACKBOX_JWT_JWKS_URL")
         if problems:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from blackbox.settings import Settings
+from masking.engine import MaskingEngine
+from masking.event_masker import EventMasker
+from masking.policy import load_default_policy, load_policy
 from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
@@ -46,6 +51,30 @@ def open_migrated_index(settings: Settings) -> Index:
     return index
 
 
+def blind_index_key(settings: Settings) -> bytes:
+    """The configured key, or (dev only) one generated once and kept in the data directory."""
+    if settings.blind_index_key is not None:
+        return settings.blind_index_key.get_secret_value().encode()
+    if settings.environment != "dev":
+        raise ValueError("BLACKBOX_BLIND_INDEX_KEY is required outside dev")
+    path = settings.data_dir / "keys" / "blind-index.key"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
+
+
+def build_masker(settings: Settings) -> EventMasker:
+    policy = (
+        load_policy(settings.masking_policy_file) if settings.masking_policy_file else load_default_policy()
+    )
+    return EventMasker(MaskingEngine(policy, blind_index_key(settings)))
+
+
 def build_pipeline(
     settings: Settings, store: ObjectStore, index: Index, registry: SchemaRegistry | None = None
 ) -> SealPipeline:
@@ -57,7 +86,7 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    return SealPipeline(registry, SealStep(registry), store, index, config)
+    return SealPipeline(registry, SealStep(registry, masker=build_masker(settings)), store, index, config)
 
 
 def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:

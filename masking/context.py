@@ -50,48 +50,98 @@ _DATA_BLOCK = "data"  # pseudo-entities for the Kubernetes Secret blocks
 _STRING_DATA_BLOCK = "stringdata"
 
 _KEYWORDS: tuple[tuple[str, str, int], ...] = (
-    ("password", PASSWORD, _BOTH), ("passwd", PASSWORD, _BOTH), ("pwd", PASSWORD, AFTER_JOINER),
-    ("pass", PASSWORD, AFTER_JOINER), ("passphrase", PASSWORD, _BOTH), ("passcode", PASSWORD, _BOTH),
-    ("secret", SECRET, _BOTH), ("token", SECRET, _BOTH), ("api_key", SECRET, AFTER_JOINER),
-    ("apikey", SECRET, _BOTH), ("access_key", SECRET, AFTER_JOINER), ("private_key", SECRET, AFTER_JOINER),
-    ("secret_key", SECRET, AFTER_JOINER), ("signing_key", SECRET, AFTER_JOINER),
-    ("encryption_key", SECRET, AFTER_JOINER), ("master_key", SECRET, AFTER_JOINER),
-    ("authorization", SECRET, AFTER_JOINER), ("credential", SECRET, AFTER_JOINER),
-    ("credentials", SECRET, AFTER_JOINER), ("cookie", SECRET, AFTER_JOINER), ("auth", SECRET, 0),
-    ("aws_secret_access_key", AWS_SECRET_KEY, AFTER_JOINER), ("secret_access_key", AWS_SECRET_KEY, _BOTH),
+    ("password", PASSWORD, _BOTH),
+    ("passwd", PASSWORD, _BOTH),
+    ("pwd", PASSWORD, AFTER_JOINER),
+    ("pass", PASSWORD, AFTER_JOINER),
+    ("passphrase", PASSWORD, _BOTH),
+    ("passcode", PASSWORD, _BOTH),
+    ("secret", SECRET, _BOTH),
+    ("token", SECRET, _BOTH),
+    ("api_key", SECRET, AFTER_JOINER),
+    ("apikey", SECRET, _BOTH),
+    ("access_key", SECRET, AFTER_JOINER),
+    ("private_key", SECRET, AFTER_JOINER),
+    ("secret_key", SECRET, AFTER_JOINER),
+    ("signing_key", SECRET, AFTER_JOINER),
+    ("encryption_key", SECRET, AFTER_JOINER),
+    ("master_key", SECRET, AFTER_JOINER),
+    ("authorization", SECRET, AFTER_JOINER),
+    ("credential", SECRET, AFTER_JOINER),
+    ("credentials", SECRET, AFTER_JOINER),
+    ("cookie", SECRET, AFTER_JOINER),
+    ("auth", SECRET, 0),
+    ("aws_secret_access_key", AWS_SECRET_KEY, AFTER_JOINER),
+    ("secret_access_key", AWS_SECRET_KEY, _BOTH),
     ("aws_secret_key", AWS_SECRET_KEY, AFTER_JOINER),
-    ("first_name", PERSON, AFTER_JOINER), ("firstname", PERSON, _BOTH), ("last_name", PERSON, AFTER_JOINER),
-    ("lastname", PERSON, _BOTH), ("full_name", PERSON, AFTER_JOINER), ("fullname", PERSON, _BOTH),
-    ("given_name", PERSON, AFTER_JOINER), ("givenname", PERSON, _BOTH), ("family_name", PERSON, AFTER_JOINER),
-    ("familyname", PERSON, _BOTH), ("middle_name", PERSON, AFTER_JOINER), ("surname", PERSON, _BOTH),
-    ("patient_name", PERSON, AFTER_JOINER), ("customer_name", PERSON, AFTER_JOINER),
-    ("contact_name", PERSON, AFTER_JOINER), ("cardholder_name", PERSON, AFTER_JOINER),
-    ("cardholder", PERSON, AFTER_JOINER), ("person_name", PERSON, AFTER_JOINER),
-    ("employee_name", PERSON, AFTER_JOINER), ("physician", PERSON, AFTER_JOINER),
-    ("given", PERSON, 0), ("family", PERSON, 0),
-    ("dob", DATE_OF_BIRTH, AFTER_JOINER), ("date_of_birth", DATE_OF_BIRTH, AFTER_JOINER),
-    ("dateofbirth", DATE_OF_BIRTH, _BOTH), ("birth_date", DATE_OF_BIRTH, AFTER_JOINER),
-    ("birthdate", DATE_OF_BIRTH, _BOTH), ("birthday", DATE_OF_BIRTH, AFTER_JOINER), ("born", DATE_OF_BIRTH, 0),
-    ("mrn", MEDICAL_RECORD_NUMBER, _BOTH), ("medical_record_number", MEDICAL_RECORD_NUMBER, AFTER_JOINER),
-    ("medicalrecordnumber", MEDICAL_RECORD_NUMBER, _BOTH), ("medical_record_no", MEDICAL_RECORD_NUMBER, 0),
+    ("first_name", PERSON, AFTER_JOINER),
+    ("firstname", PERSON, _BOTH),
+    ("last_name", PERSON, AFTER_JOINER),
+    ("lastname", PERSON, _BOTH),
+    ("full_name", PERSON, AFTER_JOINER),
+    ("fullname", PERSON, _BOTH),
+    ("given_name", PERSON, AFTER_JOINER),
+    ("givenname", PERSON, _BOTH),
+    ("family_name", PERSON, AFTER_JOINER),
+    ("familyname", PERSON, _BOTH),
+    ("middle_name", PERSON, AFTER_JOINER),
+    ("surname", PERSON, _BOTH),
+    ("patient_name", PERSON, AFTER_JOINER),
+    ("customer_name", PERSON, AFTER_JOINER),
+    ("contact_name", PERSON, AFTER_JOINER),
+    ("cardholder_name", PERSON, AFTER_JOINER),
+    ("cardholder", PERSON, AFTER_JOINER),
+    ("person_name", PERSON, AFTER_JOINER),
+    ("employee_name", PERSON, AFTER_JOINER),
+    ("physician", PERSON, AFTER_JOINER),
+    ("given", PERSON, 0),
+    ("family", PERSON, 0),
+    ("dob", DATE_OF_BIRTH, AFTER_JOINER),
+    ("date_of_birth", DATE_OF_BIRTH, AFTER_JOINER),
+    ("dateofbirth", DATE_OF_BIRTH, _BOTH),
+    ("birth_date", DATE_OF_BIRTH, AFTER_JOINER),
+    ("birthdate", DATE_OF_BIRTH, _BOTH),
+    ("birthday", DATE_OF_BIRTH, AFTER_JOINER),
+    ("born", DATE_OF_BIRTH, 0),
+    ("mrn", MEDICAL_RECORD_NUMBER, _BOTH),
+    ("medical_record_number", MEDICAL_RECORD_NUMBER, AFTER_JOINER),
+    ("medicalrecordnumber", MEDICAL_RECORD_NUMBER, _BOTH),
+    ("medical_record_no", MEDICAL_RECORD_NUMBER, 0),
     ("medical_record", MEDICAL_RECORD_NUMBER, AFTER_JOINER),
-    ("address", ADDRESS, AFTER_JOINER), ("street", ADDRESS, AFTER_JOINER),
-    ("street_address", ADDRESS, AFTER_JOINER), ("streetaddress", ADDRESS, _BOTH),
-    ("address_line1", ADDRESS, AFTER_JOINER), ("address_line2", ADDRESS, AFTER_JOINER),
-    ("address_line_1", ADDRESS, AFTER_JOINER), ("address_line_2", ADDRESS, AFTER_JOINER),
-    ("address1", ADDRESS, AFTER_JOINER), ("address2", ADDRESS, AFTER_JOINER),
-    ("ssn", US_SSN, _BOTH), ("social_security_number", US_SSN, AFTER_JOINER),
-    ("socialsecuritynumber", US_SSN, _BOTH), ("social_security_no", US_SSN, 0),
-    ("phone", PHONE_NUMBER, _BOTH), ("phone_number", PHONE_NUMBER, AFTER_JOINER),
-    ("phonenumber", PHONE_NUMBER, _BOTH), ("mobile", PHONE_NUMBER, AFTER_JOINER),
-    ("mobile_number", PHONE_NUMBER, AFTER_JOINER), ("telephone", PHONE_NUMBER, AFTER_JOINER),
-    ("tel", PHONE_NUMBER, 0), ("fax", PHONE_NUMBER, AFTER_JOINER), ("cell_phone", PHONE_NUMBER, AFTER_JOINER),
-    ("npi", US_NPI, _BOTH), ("npi_number", US_NPI, AFTER_JOINER),
+    ("address", ADDRESS, AFTER_JOINER),
+    ("street", ADDRESS, AFTER_JOINER),
+    ("street_address", ADDRESS, AFTER_JOINER),
+    ("streetaddress", ADDRESS, _BOTH),
+    ("address_line1", ADDRESS, AFTER_JOINER),
+    ("address_line2", ADDRESS, AFTER_JOINER),
+    ("address_line_1", ADDRESS, AFTER_JOINER),
+    ("address_line_2", ADDRESS, AFTER_JOINER),
+    ("address1", ADDRESS, AFTER_JOINER),
+    ("address2", ADDRESS, AFTER_JOINER),
+    ("ssn", US_SSN, _BOTH),
+    ("social_security_number", US_SSN, AFTER_JOINER),
+    ("socialsecuritynumber", US_SSN, _BOTH),
+    ("social_security_no", US_SSN, 0),
+    ("phone", PHONE_NUMBER, _BOTH),
+    ("phone_number", PHONE_NUMBER, AFTER_JOINER),
+    ("phonenumber", PHONE_NUMBER, _BOTH),
+    ("mobile", PHONE_NUMBER, AFTER_JOINER),
+    ("mobile_number", PHONE_NUMBER, AFTER_JOINER),
+    ("telephone", PHONE_NUMBER, AFTER_JOINER),
+    ("tel", PHONE_NUMBER, 0),
+    ("fax", PHONE_NUMBER, AFTER_JOINER),
+    ("cell_phone", PHONE_NUMBER, AFTER_JOINER),
+    ("npi", US_NPI, _BOTH),
+    ("npi_number", US_NPI, AFTER_JOINER),
     ("national_provider_identifier", US_NPI, AFTER_JOINER),
-    ("card_number", CREDIT_CARD, AFTER_JOINER), ("cardnumber", CREDIT_CARD, _BOTH),
-    ("cc_number", CREDIT_CARD, AFTER_JOINER), ("credit_card", CREDIT_CARD, AFTER_JOINER),
-    ("creditcard", CREDIT_CARD, _BOTH), ("pan", CREDIT_CARD, 0),
-    ("data", _DATA_BLOCK, 0), ("stringdata", _STRING_DATA_BLOCK, 0),
+    ("card_number", CREDIT_CARD, AFTER_JOINER),
+    ("cardnumber", CREDIT_CARD, _BOTH),
+    ("cc_number", CREDIT_CARD, AFTER_JOINER),
+    ("credit_card", CREDIT_CARD, AFTER_JOINER),
+    ("creditcard", CREDIT_CARD, _BOTH),
+    ("pan", CREDIT_CARD, 0),
+    ("data", _DATA_BLOCK, 0),
+    ("stringdata", _STRING_DATA_BLOCK, 0),
 )
 
 # "ip_address" and friends are network addresses, not where a person lives.
@@ -142,9 +192,10 @@ def _trie_regex(words: list[bytes]) -> bytes:
     return emit(trie)  # type: ignore[arg-type]
 
 
-# In the reversed text: a separator, up to three quotes/blanks, then a reversed key name.
+# In the reversed text: a separator, blanks (psql pads column names), an optional quote, then a
+# reversed key name.
 _REVERSED_KEYS = re.compile(
-    rb"[=:|,\t\r\n][ \t\"']{0,3}(" + _trie_regex([k[::-1] for k in _KEY_INFO]) + rb")"
+    rb"[=:|,\t\n][ \t\r]{0,64}[\"']?(" + _trie_regex([k[::-1] for k in _KEY_INFO]) + rb")"
 )
 _PSQL_RULE = re.compile(rb"^[\s|+]*-[-+|:=\s]*$")
 _HEADER_CELL = re.compile(rb"^[A-Za-z_?][A-Za-z0-9_ .()/#?-]{0,63}$")
@@ -155,8 +206,15 @@ _SECRET_KIND = re.compile(rb"kind\"?'?\s*:\s*\"?'?secret(?:list)?\b")
 _NEXT_KEY = re.compile(rb"\s[A-Za-z_][A-Za-z0-9_.-]*(?:=|:\s)|\s{2,}|\t|\s\|")
 _AUTH_SCHEME = re.compile(rb"(?:bearer|basic|token|digest|negotiate|aws4-hmac-sha256)\s+", re.IGNORECASE)
 _BASE64 = re.compile(rb"^[A-Za-z0-9+/]+={0,2}$")
-_MRN_MARKER = re.compile(rb"mrn|medical[-_ ]?record|\"code\"\s*:\s*\"mr\"")
-_MRN_VALUE = re.compile(rb"\"?value\"?\s*[:=]\s*\"?([A-Za-z0-9][A-Za-z0-9-]{2,39})")
+_KEY_PREFIX = re.compile(rb"^\s*[A-Za-z0-9_.-]*$")
+# FHIR identifiers: the system URL (or the v2 type code "MR") says what the sibling value is.
+_IDENTIFIER_SYSTEM = re.compile(
+    rb"\"system\"\s*:\s*\"[^\"]*?(?:(mrn|medical[-_]?record)|(us-npi|/npi)|(us-ssn))[^\"]*\"|\"code\"\s*:\s*\"(mr)\""
+)
+_IDENTIFIER_VALUE = re.compile(rb"\"value\"\s*:\s*\"([^\"\\\r\n]{1,64})\"")
+
+
+_SPACED = frozenset({PERSON, ADDRESS, DATE_OF_BIRTH})
 
 
 class KeyHit(NamedTuple):
@@ -233,7 +291,7 @@ def _boundary_ok(text: bytes, start: int, flags: int, entity: str) -> bool:
             word_start = start - 1
             while word_start > 0 and (chr(text[word_start - 1]).isalnum()):
                 word_start -= 1
-            return text[word_start:start - 1].lower() not in _NOT_POSTAL
+            return text[word_start : start - 1].lower() not in _NOT_POSTAL
         return True
     if chr(before).isalnum():
         return bool(flags & AFTER_LETTERS)
@@ -282,6 +340,18 @@ def _only(value: bytes, allowed: bytes) -> bool:
     return not value.translate(None, allowed)
 
 
+@dataclass(slots=True)
+class _Pass:
+    """One scan over one text: the inputs and where results go."""
+
+    data: bytes
+    lower: bytes
+    out: list[Span]
+    checkpoints: Checkpoints | None
+    holds: list[int] | None
+    secret_doc: bool | None = None  # does the text say "kind: Secret"? computed on first need
+
+
 class ContextScanner:
     """Key-, header- and block-driven detection. Stateless; one instance is shared."""
 
@@ -322,13 +392,17 @@ class ContextScanner:
         lower: bytes,
         state: State,
         out: list[Span],
+        *,
         checkpoints: Checkpoints | None = None,
         pem_open: int = -1,
+        holds: list[int] | None = None,
     ) -> State:
         """Append contextual spans to ``out``; returns the state at the end of ``data``.
 
         ``checkpoints`` receives (line start, state) wherever the state changes or a multi-line
-        context advances a line, so a caller can resume from any line start.
+        context advances a line, so a caller can resume from any line start. ``holds`` receives
+        offsets from which the text cannot be judged until more of it arrives (a JSON string at
+        the very end: key or value?).
         """
         hits = self.hits(lower)
         if pem_open >= 0:
@@ -338,11 +412,13 @@ class ContextScanner:
             return None
         pos = 0
         hi = 0
-        secret_doc: list[bool] = []  # computed on first need
+        p = _Pass(data, lower, out, checkpoints, holds)
         while True:
             if state is not None:
-                state, pos = self._advance(state, data, lower, pos, out, checkpoints, secret_doc)
+                state, pos = self._advance(p, state, pos)
                 if state is not None:
+                    if checkpoints is not None:
+                        checkpoints.append((len(data), state))
                     return state
                 if checkpoints is not None:
                     checkpoints.append((pos, None))
@@ -357,7 +433,7 @@ class ContextScanner:
                 # The content scanner masked the open PEM body; remember that we are inside it.
                 state, pos = PemState(), hit.sep
                 continue
-            new_state, resume = self._handle(hit, data, lower, out, secret_doc)
+            new_state, resume = self._handle(p, hit)
             pos = max(pos, resume)
             if new_state is not None:
                 state = new_state
@@ -367,22 +443,23 @@ class ContextScanner:
 
     # --- single hits --------------------------------------------------------------------------
 
-    def _handle(
-        self, hit: KeyHit, data: bytes, lower: bytes, out: list[Span], secret_doc: list[bool]
-    ) -> tuple[State, int]:
+    def _handle(self, p: _Pass, hit: KeyHit) -> tuple[State, int]:
+        data, out = p.data, p.out
         sep_char = data[hit.sep]
         if sep_char in b"=:":
-            return self._key_value(hit, data, lower, out, secret_doc)
+            return self._key_value(p, hit)
         if sep_char == 0x7C:  # "|"
             line_start, line_end, _ = _line_bounds(data, hit.key_start)
-            if data.count(b"|", line_start, line_end) == 1 and data[line_start:hit.key_start].strip() == b"":
+            if data.count(b"|", line_start, line_end) == 1 and _KEY_PREFIX.match(
+                data[line_start : hit.key_start]
+            ):
                 nxt = self._next_line(data, line_end)
                 if nxt is None or not _PSQL_RULE.match(nxt):
                     # psql expanded display: "first_name | Ada"
                     s, e = _strip(data, hit.sep + 1, line_end)
                     self._emit(hit.entity, data, s, e, out)
                     return None, line_end
-        return self._header(hit, data, out)
+        return self._header(p, hit)
 
     @staticmethod
     def _next_line(data: bytes, line_end: int) -> bytes | None:
@@ -392,11 +469,10 @@ class ContextScanner:
         nxt_end = data.find(b"\n", nl + 1)
         if nxt_end < 0:
             return None  # the next line is not complete yet
-        return data[nl + 1:nxt_end].rstrip(b"\r")
+        return data[nl + 1 : nxt_end].rstrip(b"\r")
 
-    def _key_value(
-        self, hit: KeyHit, data: bytes, lower: bytes, out: list[Span], secret_doc: list[bool]
-    ) -> tuple[State, int]:
+    def _key_value(self, p: _Pass, hit: KeyHit) -> tuple[State, int]:
+        data, out = p.data, p.out
         n = len(data)
         sep = hit.sep
         if data[sep] == 0x3D and sep + 1 < n and data[sep + 1] == 0x3D:
@@ -444,8 +520,9 @@ class ContextScanner:
             self._emit(entity, data, j + 1, close, out)
             return None, close
         _, line_end, _ = _line_bounds(data, j)
-        if data[sep] == 0x3D and not self._starts_line(data, hit.key_start):
-            # Inline "key=value" (logfmt, URLs, command flags): the value is one token.
+        if data[sep] == 0x3D and (entity not in _SPACED or not self._starts_line(data, hit.key_start)):
+            # "key=value" (logfmt, URLs, command flags, env): the value is one token, except that
+            # `env` prints names and addresses unquoted, spaces and all, one per line.
             e = j
             while e < line_end and data[e] not in b" \t,;&)}]\"'":
                 e += 1
@@ -459,8 +536,11 @@ class ContextScanner:
                     j = auth.end()  # keep "Bearer" visible: the scheme says what kind of secret it was
             while e > j and data[e - 1] in b" \t,;\r":
                 e -= 1
-            if e > j and data[e - 1] in b"}]" and data.find(data[e - 1:e].replace(b"}", b"{").replace(
-                    b"]", b"["), j, e) < 0:
+            if (
+                e > j
+                and data[e - 1] in b"}]"
+                and data.find(data[e - 1 : e].replace(b"}", b"{").replace(b"]", b"["), j, e) < 0
+            ):
                 e -= 1  # the closing bracket of an enclosing JSON/flow value
             hashpos = data.find(b" #", j, e)
             if hashpos >= 0:
@@ -482,7 +562,8 @@ class ContextScanner:
 
     # --- tables -------------------------------------------------------------------------------
 
-    def _header(self, hit: KeyHit, data: bytes, out: list[Span]) -> tuple[State, int]:
+    def _header(self, p: _Pass, hit: KeyHit) -> tuple[State, int]:
+        data = p.data
         line_start, line_end, complete = _line_bounds(data, hit.key_start)
         not_header = None, hit.sep + 1
         if not complete:
@@ -516,10 +597,9 @@ class ContextScanner:
             return None
         return cells
 
-    def _table_line(
-        self, st: TableState, data: bytes, ls: int, le: int, complete: bool, out: list[Span]
-    ) -> bool:
+    def _table_line(self, p: _Pass, st: TableState, ls: int, le: int, *, complete: bool) -> bool:
         """Mask one row. False when the line is not a row of this table (the table has ended)."""
+        data, out = p.data, p.out
         line = data[ls:le]
         stripped = line.strip()
         if not st.confirmed:
@@ -533,8 +613,10 @@ class ContextScanner:
                 return False
             cells = self._split_cells_pipe(data, ls, le, st.bordered)
         elif st.delim == 0x2C:
-            cells = [(m.start(1), m.end(1)) if m.group(1) is not None else (m.start(2), m.end(2))
-                     for m in _CSV_FIELD.finditer(data, ls, le)]
+            cells = [
+                (m.start(1), m.end(1)) if m.group(1) is not None else (m.start(2), m.end(2))
+                for m in _CSV_FIELD.finditer(data, ls, le)
+            ]
         else:
             cells = [(m.start(1), m.end(1)) for m in _TSV_FIELD.finditer(data, ls, le)]
         if len(cells) != len(st.columns) and (complete or len(cells) > len(st.columns)):
@@ -556,26 +638,18 @@ class ContextScanner:
             cells.append((start, bar))
             start = bar + 1
         if bordered and len(cells) >= 2:
-            cells = cells[1:-1] if data[cells[-1][0]:cells[-1][1]].strip() == b"" else cells[1:]
+            cells = cells[1:-1] if data[cells[-1][0] : cells[-1][1]].strip() == b"" else cells[1:]
         return cells
 
     # --- multi-line states --------------------------------------------------------------------
 
-    def _advance(
-        self,
-        state: State,
-        data: bytes,
-        lower: bytes,
-        pos: int,
-        out: list[Span],
-        checkpoints: Checkpoints | None,
-        secret_doc: list[bool],
-    ) -> tuple[State, int]:
+    def _advance(self, p: _Pass, state: State, pos: int) -> tuple[State, int]:
         """Process lines from ``pos`` under ``state``; return (None, resume) when it ends, or
         (state, len(data)) when the text ends first."""
+        data, out, checkpoints, holds = p.data, p.out, p.checkpoints, p.holds
         n = len(data)
         if isinstance(state, JsonBlockState):
-            return self._json_block(state, data, lower, pos, out, checkpoints, secret_doc)
+            return self._json_block(p, state, pos)
         while pos < n:
             ls = pos
             _, le, complete = _line_bounds(data, ls)
@@ -591,10 +665,12 @@ class ContextScanner:
                         pos = next_pos
                         continue
                     return None, ls
-                if not self._table_line(state, data, ls, le, complete, out):
+                if not self._table_line(p, state, ls, le, complete=complete):
                     return None, ls
+                if not complete and holds is not None:
+                    holds.append(ls)  # a partial row: a quoted CSV field may still hide a delimiter
             elif isinstance(state, YamlBlockState):
-                state, ended = self._yaml_line(state, data, lower, ls, le, complete, out, secret_doc)
+                state, ended = self._yaml_line(p, state, ls, le)
                 if ended:
                     return None, ls
             elif isinstance(state, PemState):
@@ -607,23 +683,16 @@ class ContextScanner:
             pos = next_pos
         return state, n
 
-    def _yaml_line(
-        self,
-        st: YamlBlockState,
-        data: bytes,
-        lower: bytes,
-        ls: int,
-        le: int,
-        complete: bool,
-        out: list[Span],
-        secret_doc: list[bool],
-    ) -> tuple[YamlBlockState, bool]:
+    def _yaml_line(self, p: _Pass, st: YamlBlockState, ls: int, le: int) -> tuple[YamlBlockState, bool]:
+        data, lower, out = p.data, p.lower, p.out
         line = data[ls:le]
         content = line.lstrip(b" ")
         if not content:
             return st, False  # blank or not yet known: indentation decides nothing
         indent = len(line) - len(content)
-        if indent <= st.indent and not (content.startswith(b"- ") and indent == st.indent and st.secret_mode == 0):
+        if indent <= st.indent and not (
+            content.startswith(b"- ") and indent == st.indent and st.secret_mode == 0
+        ):
             return st, True
         if st.scalar_indent >= 0:
             if indent > st.scalar_indent:
@@ -653,33 +722,29 @@ class ContextScanner:
             value = data[s:e]
         if e <= s:
             return st, False
-        if st.secret_mode == 1 and not self._secret_value(value, lower, secret_doc):
+        if st.secret_mode == 1 and not self._secret_value(p, value):
             return st, False
         if st.secret_mode or value_ok(st.entity, value):
             out.append(Span(s, e, st.entity))
         return st, False
 
     @staticmethod
-    def _secret_value(value: bytes, lower: bytes, secret_doc: list[bool]) -> bool:
+    def _secret_value(p: _Pass, value: bytes) -> bool:
         """A Secret's ``data`` value. When the text shows ``kind: Secret`` every value counts;
         otherwise (kubectl prints ``data`` before ``kind``) a base64 shape decides, which spares a
         ConfigMap's plain settings."""
-        if not secret_doc:
-            secret_doc.append(_SECRET_KIND.search(lower) is not None)
-        if secret_doc[0]:
+        if p.secret_doc is None:
+            p.secret_doc = _SECRET_KIND.search(p.lower) is not None
+        if p.secret_doc:
             return True
-        return len(value) % 4 == 0 and (len(value) >= 8 or value.endswith(b"=")) and _BASE64.match(value) is not None
+        return (
+            len(value) % 4 == 0
+            and (len(value) >= 8 or value.endswith(b"="))
+            and _BASE64.match(value) is not None
+        )
 
-    def _json_block(
-        self,
-        st: JsonBlockState,
-        data: bytes,
-        lower: bytes,
-        pos: int,
-        out: list[Span],
-        checkpoints: Checkpoints | None,
-        secret_doc: list[bool],
-    ) -> tuple[State, int]:
+    def _json_block(self, p: _Pass, st: JsonBlockState, pos: int) -> tuple[State, int]:
+        data, lower, out, checkpoints, holds = p.data, p.lower, p.out, p.checkpoints, p.holds
         depth = st.depth
         n = len(data)
         skip_value = False
@@ -688,10 +753,14 @@ class ContextScanner:
             first = tok[0]
             if first == 0x22:  # '"'
                 e = m.end()
-                while e < n and data[e] in b" \t":
+                while e < n and data[e] in b" \t\r\n":
                     e += 1
+                if e == n and holds is not None:
+                    holds.append(m.start())  # a key if a ":" follows; that is in the next chunk
                 if e < n and data[e] == 0x3A:
-                    skip_value = st.secret_mode == 0 and lower[m.start() + 1:m.end() - 1] in _STRUCTURAL_KEYS
+                    skip_value = (
+                        st.secret_mode == 0 and lower[m.start() + 1 : m.end() - 1] in _STRUCTURAL_KEYS
+                    )
                     continue
                 if depth == 0:
                     continue
@@ -700,7 +769,7 @@ class ContextScanner:
                 value = data[s:e2]
                 if not skip_value and e2 > s:
                     if st.secret_mode == 1:
-                        if self._secret_value(value, lower, secret_doc):
+                        if self._secret_value(p, value):
                             out.append(Span(s, e2, st.entity))
                     elif st.secret_mode == 2 or value_ok(st.entity, value):
                         out.append(Span(s, e2, st.entity))
@@ -717,11 +786,14 @@ class ContextScanner:
         return JsonBlockState(st.entity, depth, st.secret_mode), n
 
 
-def mrn_identifiers(data: bytes, lower: bytes, out: list[Span]) -> None:
-    """FHIR-style identifiers whose system or type code says MRN: mask the sibling ``value``."""
-    for m in _MRN_MARKER.finditer(lower):
-        window_end = min(len(data), m.end() + 300)
-        v = _MRN_VALUE.search(data, m.end(), window_end)
-        if v is None or b"{" in data[m.end():v.start()]:
+def identifier_values(data: bytes, lower: bytes, out: list[Span]) -> None:
+    """FHIR identifiers whose system or type code says MRN, NPI or SSN: mask the sibling
+    ``value``, which carries no key of its own that would name it."""
+    for m in _IDENTIFIER_SYSTEM.finditer(lower):
+        entity = MEDICAL_RECORD_NUMBER if (m.group(1) or m.group(4)) else US_NPI if m.group(2) else US_SSN
+        v = _IDENTIFIER_VALUE.search(data, m.end(), min(len(data), m.end() + 300))
+        # The value must be in the same object: no other object opens in between.
+        if v is None or b"{" in data[m.end() : v.start()]:
             continue
-        out.append(Span(v.start(1), v.end(1), MEDICAL_RECORD_NUMBER))
+        if entity == MEDICAL_RECORD_NUMBER or value_ok(entity, v.group(1)):
+            out.append(Span(v.start(1), v.end(1), entity))

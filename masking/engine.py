@@ -17,8 +17,8 @@ import unicodedata
 from bisect import bisect_right
 from typing import TypedDict
 
-from masking.context import Checkpoints, ContextScanner, State, mrn_identifiers
-from masking.detectors import SHAPE, ContentScanner, Span, blind_index
+from masking.context import Checkpoints, ContextScanner, State, identifier_values
+from masking.detectors import SHAPE, BlindIndexer, ContentScanner, Span, blind_index
 from masking.policy import Policy, PolicySet
 
 logger = logging.getLogger(__name__)
@@ -148,9 +148,12 @@ class _Stripped:
         """The raw byte ranges that hold clean range [s, e), escapes excluded."""
         if not self._clean_starts:
             self._build()
-        out = []
         starts = self._clean_starts
         i = max(0, bisect_right(starts, s) - 1)
+        if i + 1 == len(starts) or e <= starts[i + 1]:  # the usual case: no escape inside the value
+            base = self._raw_starts[i] - starts[i]
+            return [(s + base, e + base)]
+        out = []
         while i < len(starts) and starts[i] < e:
             seg_end = starts[i + 1] if i + 1 < len(starts) else len(self.clean)
             a, b = max(s, starts[i]), min(e, seg_end)
@@ -172,12 +175,13 @@ def incomplete_escape(raw: bytes) -> int:
     if kind == 0x5B:  # CSI
         return -1 if _CSI_DONE.match(raw, k) else k
     if kind in b"]PX^_":
-        tail = raw[k + 2:]
+        tail = raw[k + 2 :]
         return -1 if (kind == 0x5D and b"\x07" in tail) else k  # ST would start a new ESC
     return -1 if _ANSI.match(raw, k) else k
 
 
 # --- the engine --------------------------------------------------------------------------------
+
 
 class MaskingEngine:
     """Detectors + a policy + the blind-index key. Thread-compatible: it keeps no per-call state."""
@@ -186,18 +190,21 @@ class MaskingEngine:
         if not isinstance(blind_index_key, bytes) or len(blind_index_key) < MIN_KEY_BYTES:
             raise ValueError(f"blind index key must be at least {MIN_KEY_BYTES} bytes")
         self.policies = policy if isinstance(policy, PolicySet) else PolicySet(default=policy)
-        self._key = blind_index_key
+        self._blind = BlindIndexer(blind_index_key)
         self._content = ContentScanner()
         self._context = ContextScanner()
 
     def __repr__(self) -> str:  # the key must not show up in logs or tracebacks
-        return f"MaskingEngine(default={self.policies.default.name!r}, policies={len(self.policies.policies)})"
+        return (
+            f"MaskingEngine(default={self.policies.default.name!r}, policies={len(self.policies.policies)})"
+        )
 
     def policy_for(self, connection: str, identity_kind: str) -> Policy:
         return self.policies.resolve(connection, identity_kind)
 
     def blind_index(self, entity: str, value: bytes) -> bytes:
-        return blind_index(self._key, entity, value)
+        """The finding's blind index of ``value`` (equal to ``masking.blind_index(key, ...)``)."""
+        return self._blind(entity, value)
 
     # --- one-shot masking ---------------------------------------------------------------------
 
@@ -214,7 +221,7 @@ class MaskingEngine:
         spans, _ = self.detect(clean, policy, extra=extra)
         if not spans:
             return data, []
-        return self._apply(data, clean, stripped, spans, field, 0, len(data))
+        return self._apply(data, stripped, spans, field=field, lo=0, hi=len(data))
 
     def mask_text(
         self, text: str, field: str, *, policy: Policy | None = None, extra: list[Span] | None = None
@@ -243,12 +250,20 @@ class MaskingEngine:
             return text, []
         start = text.find(value)
         raw = value.encode("utf-8", "surrogatepass")
-        masked = text[:start] + mask_bytes(raw).decode("utf-8", "surrogatepass") + text[start + len(value):]
-        return masked, [Finding(entity_type=entity, field=field, start=start, end=start + len(value),
-                                blind_index=self.blind_index(entity, raw))]
+        masked = text[:start] + mask_bytes(raw).decode("utf-8", "surrogatepass") + text[start + len(value) :]
+        return masked, [
+            Finding(
+                entity_type=entity,
+                field=field,
+                start=start,
+                end=start + len(value),
+                blind_index=self.blind_index(entity, raw),
+            )
+        ]
 
-    def stream(self, field: str = "body.data", *, policy: Policy | None = None,
-               max_hold: int = 8192) -> TerminalStreamMasker:
+    def stream(
+        self, field: str = "body.data", *, policy: Policy | None = None, max_hold: int = 8192
+    ) -> TerminalStreamMasker:
         return TerminalStreamMasker(self, policy=policy, field=field, max_hold=max_hold)
 
     # --- detection ----------------------------------------------------------------------------
@@ -261,16 +276,23 @@ class MaskingEngine:
         checkpoints: Checkpoints | None = None,
         *,
         extra: list[Span] | None = None,
+        holds: list[int] | None = None,
     ) -> tuple[list[Span], State]:
         """Spans to mask in ``clean`` (escape-free bytes), merged, filtered by the policy."""
         lower = clean.lower()
         spans: list[Span] = list(extra) if extra else []
         pem_open = self._content.scan(clean, lower, clean.translate(SHAPE), spans)
-        end_state = self._context.scan(clean, lower, state, spans, checkpoints, pem_open)
-        if b"mrn" in lower or b'"mr"' in lower:
-            mrn_identifiers(clean, lower, spans)
+        end_state = self._context.scan(
+            clean, lower, state, spans, checkpoints=checkpoints, pem_open=pem_open, holds=holds
+        )
+        if b'"system"' in lower:
+            identifier_values(clean, lower, spans)
         for custom in policy.custom:
-            spans.extend(Span(m.start(), m.end(), custom.name) for m in custom.pattern.finditer(clean) if m.end() > m.start())
+            spans.extend(
+                Span(m.start(), m.end(), custom.name)
+                for m in custom.pattern.finditer(clean)
+                if m.end() > m.start()
+            )
         if not spans:
             return spans, end_state
         return self._select(clean, spans, policy), end_state
@@ -292,56 +314,56 @@ class MaskingEngine:
                 continue
             merged.append(span)
         if policy.allow_values or policy.allow_patterns:
-            merged = [s for s in merged if not policy.allows(clean[s.start:s.end].decode("utf-8", "replace"))]
+            merged = [
+                s for s in merged if not policy.allows(clean[s.start : s.end].decode("utf-8", "replace"))
+            ]
         return merged
 
     def _apply(
-        self,
-        raw: bytes,
-        clean: bytes,
-        stripped: _Stripped | None,
-        spans: list[Span],
-        field: str,
-        lo: int,
-        hi: int,
-        report_from: int | None = None,
+        self, raw: bytes, stripped: _Stripped | None, spans: list[Span], *, field: str, lo: int, hi: int
     ) -> tuple[bytes, list[Finding]]:
-        """Mask raw[lo:hi] with ``spans`` (clean offsets). Findings are relative to ``lo`` and only
-        for spans starting at or after ``report_from`` (raw offset; default ``lo``)."""
-        report_from = lo if report_from is None else report_from
+        """Mask raw[lo:hi] with ``spans`` (offsets into the escape-free text). Findings are relative
+        to ``lo``, for spans that start in [lo, hi): a span that started before ``lo`` was reported
+        with the bytes emitted before."""
+        if stripped is None:
+            clean, clean_lo, clean_hi = raw, lo, hi
+        else:
+            clean, clean_lo, clean_hi = stripped.clean, stripped.to_clean(lo), stripped.to_clean(hi)
         out = bytearray(raw[lo:hi])
         findings: list[Finding] = []
-        for span in spans:
+        blind = self._blind
+        for start, end, entity in spans:
+            # The stream re-detects its left context and its held tail; skip those spans cheaply.
+            if end <= clean_lo or start >= clean_hi:
+                continue
             if stripped is None:
-                ranges = [(span.start, span.end)]
-                raw_start = span.start
+                ranges = [(start, end)]
             else:
-                ranges = stripped.raw_ranges(span.start, span.end)
+                ranges = stripped.raw_ranges(start, end)
                 if not ranges:
                     continue
-                raw_start = ranges[0][0]
-            touched = False
             for a, b in ranges:
                 a2, b2 = max(a, lo), min(b, hi)
                 if b2 > a2:
-                    out[a2 - lo:b2 - lo] = mask_bytes(raw[a2:b2])
-                    touched = True
-            if touched and report_from <= raw_start < hi:
-                raw_end = min(ranges[-1][1], hi)
-                findings.append(Finding(
-                    entity_type=span.entity,
-                    field=field,
-                    start=raw_start - lo,
-                    end=raw_end - lo,
-                    blind_index=self.blind_index(span.entity, clean[span.start:span.end]),
-                ))
+                    out[a2 - lo : b2 - lo] = mask_bytes(raw[a2:b2])
+            raw_start = ranges[0][0]
+            if raw_start >= lo:
+                findings.append(
+                    {
+                        "entity_type": entity,
+                        "field": field,
+                        "start": raw_start - lo,
+                        "end": min(ranges[-1][1], hi) - lo,
+                        "blind_index": blind(entity, clean[start:end]),
+                    }
+                )
         return bytes(out), findings
 
 
 def _to_char_offsets(data: bytes, findings: list[Finding]) -> None:
     for finding in findings:
-        finding["start"] = len(data[:finding["start"]].decode("utf-8", "surrogatepass"))
-        finding["end"] = len(data[:finding["end"]].decode("utf-8", "surrogatepass"))
+        finding["start"] = len(data[: finding["start"]].decode("utf-8", "surrogatepass"))
+        finding["end"] = len(data[: finding["end"]].decode("utf-8", "surrogatepass"))
 
 
 # --- streaming ---------------------------------------------------------------------------------
@@ -349,6 +371,9 @@ def _to_char_offsets(data: bytes, findings: list[Finding]) -> None:
 # What may be the beginning of a value the next chunk completes: the last token (bytes up to the
 # last delimiter), plus digit groups before it ("4111 1111 11", "+44 20 79", "DE89 3704 00").
 _TOKEN_MAP = bytes(0 if chr(c) in " \t\r\n\x0b\x0c\"'<>[]{}|,;" else 1 for c in range(256))
+# Lines before the current one kept as left context: a FHIR identifier's "system" is on the line
+# before its "value", a psql header two lines above its first row.
+_CONTEXT_LINES = 3
 _GROUP_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ()+")
 _DIGITS = frozenset(b"0123456789")
 
@@ -396,7 +421,7 @@ class TerminalStreamMasker:
 
     def current_line(self) -> bytes:
         """Escape-free text of the line being written (emitted part and held tail)."""
-        line = self._buf[self._buf.rfind(b"\n") + 1:]
+        line = self._buf[self._buf.rfind(b"\n") + 1 :]
         return _Stripped(line).clean if b"\x1b" in line else line
 
     def feed(self, chunk: bytes) -> tuple[bytes, list[Finding]]:
@@ -420,32 +445,35 @@ class TerminalStreamMasker:
         self._state = None
 
     def _process(self, raw: bytes, *, final: bool) -> tuple[bytes, list[Finding]]:
-        stripped = _Stripped(raw) if b"\x1b" in raw else None
-        clean = stripped.clean if stripped is not None else raw
+        # An escape sequence cut off at the end is neither text nor a complete sequence yet: look
+        # only at what comes before it, and hold it.
+        cut = -1 if final else incomplete_escape(raw)
+        body = raw if cut < 0 else raw[:cut]
+        stripped = _Stripped(body) if b"\x1b" in body else None
+        clean = stripped.clean if stripped is not None else body
         checkpoints: Checkpoints = []
-        spans, _ = self._engine.detect(clean, self._policy, self._state, checkpoints)
+        holds: list[int] = []
+        spans, _ = self._engine.detect(clean, self._policy, self._state, checkpoints, holds=holds)
         emitted = self._emitted
 
         # 1. Where to stop emitting (clean offset).
         if final:
             stop = len(clean)
         else:
-            stop = self._tail_start(clean)
+            stop = min(self._tail_start(clean), *holds) if holds else self._tail_start(clean)
             trailing = len(clean.rstrip(b" \t"))
-            for span in spans:
-                if span.end >= trailing and span.start < stop:
+            for span in reversed(spans):
+                # A value touching the end may still grow; a value the stop point cuts is held whole,
+                # so that each value is emitted, and reported, in one piece.
+                if span.start < stop and (span.end >= trailing or span.end > stop):
                     stop = span.start
         stop_raw = stripped.to_raw(stop) if stripped is not None else stop
-        if not final:
-            cut = incomplete_escape(raw)
-            if cut >= 0:
-                stop_raw = min(stop_raw, cut)
-            if len(raw) - stop_raw > self._max_hold:
-                stop_raw = _utf8_boundary(raw, len(raw) - self._max_hold)
-        stop_raw = max(stop_raw, emitted)
+        if not final and len(raw) - stop_raw > self._max_hold:
+            stop_raw = _utf8_boundary(body, len(raw) - self._max_hold)
+        stop_raw = min(max(stop_raw, emitted), len(body))
 
         # 2. Mask and emit raw[emitted:stop_raw]; spans already reported are masked, not re-reported.
-        out, findings = self._engine._apply(raw, clean, stripped, spans, self._field, emitted, stop_raw)
+        out, findings = self._engine._apply(raw, stripped, spans, field=self._field, lo=emitted, hi=stop_raw)
 
         # 3. Resume from the start of the line holding the stop point, with the state there.
         if final:
@@ -454,6 +482,14 @@ class TerminalStreamMasker:
         resume = clean.rfind(b"\n", 0, stop_clean) + 1
         if stop_clean - resume > self._max_context:
             resume = _utf8_boundary(clean, stop_clean - self._max_context)
+        else:
+            for _ in range(_CONTEXT_LINES):
+                if resume == 0:
+                    break
+                previous = clean.rfind(b"\n", 0, resume - 1) + 1
+                if stop_clean - previous > self._max_context:
+                    break
+                resume = previous
         self._state = _state_at(checkpoints, resume, self._state)
         resume_raw = stripped.to_raw(resume) if stripped is not None else resume
         resume_raw = min(resume_raw, stop_raw)
@@ -473,10 +509,16 @@ class TerminalStreamMasker:
             group = sep
             while group > base and clean[group - 1] in _GROUP_CHARS and sep - group <= 6:
                 group -= 1
-            if group == sep or sep - group > 6 or not (
-                clean[group] in _DIGITS or clean[group] in b"+(" or clean[group:group + 4].isalnum()
+            if (
+                group == sep
+                or sep - group > 6
+                or not (
+                    clean[group] in _DIGITS or clean[group] in b"+(" or clean[group : group + 4].isalnum()
+                )
             ):
                 break
+            if group > 0 and clean[group - 1] not in b" \t\r\n\"'=:,;|[({<>":
+                break  # "…:7334 p" — the group is the end of a longer token, not a number of its own
             start = group
         return start
 

@@ -43,13 +43,24 @@ _SECRET_PROMPT = re.compile(
     rb"(?i)(?:password|passphrase|passcode|pin|token|secret|otp|verification code)[^\n]{0,60}[:?]\s*\Z"
 )
 _SECRET_FLAGS = frozenset(
-    {"--password", "--passwd", "--pass", "--token", "--secret", "--api-key", "--apikey", "--access-token",
-     "--client-secret", "--secret-key", "--auth-token", "--bearer-token", "--private-key-passphrase"}
+    {
+        "--password",
+        "--passwd",
+        "--pass",
+        "--token",
+        "--secret",
+        "--api-key",
+        "--apikey",
+        "--access-token",
+        "--client-secret",
+        "--secret-key",
+        "--auth-token",
+        "--bearer-token",
+        "--private-key-passphrase",
+    }
 )
 _MYSQL_LIKE = frozenset({"mysql", "mysqldump", "mysqladmin", "mariadb", "mariadb-dump"})
-_INSERT = re.compile(
-    rb"(?is)\binsert\s+into\s+[\w.\"`]+\s*\(([^)]*)\)\s*values\s*"
-)
+_INSERT = re.compile(rb"(?is)\binsert\s+into\s+[\w.\"`]+\s*\(([^)]*)\)\s*values\s*")
 _SQL_TUPLE_ITEM = re.compile(rb"'((?:[^']|'')*)'|(\$\d+|\?|%s|:\w+)|([^,()\s]+)")
 _PARAM_COMPARE = re.compile(rb"(?i)([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|\blike\b|\bilike\b)\s*\$(\d+)")
 
@@ -159,8 +170,10 @@ class EventMasker:
     def _input(self, session: _Session, data: bytes) -> tuple[bytes, list[Finding]]:
         """Keystrokes. After a password prompt (echo off), hold them until Enter and mask them as
         one PASSWORD; otherwise mask them as a stream like output."""
-        if not session.secret_entry and session.input.held == 0 and _SECRET_PROMPT.search(
-            session.output.current_line()
+        if (
+            not session.secret_entry
+            and session.input.held == 0
+            and _SECRET_PROMPT.search(session.output.current_line())
         ):
             session.secret_entry = True
         if not session.secret_entry:
@@ -174,15 +187,24 @@ class EventMasker:
         session.secret_entry = False
         findings: list[Finding] = []
         if secret:
-            findings.append(Finding(entity_type=PASSWORD, field="body.data", start=0, end=len(secret),
-                                    blind_index=self._engine.blind_index(PASSWORD, secret)))
+            findings.append(
+                Finding(
+                    entity_type=PASSWORD,
+                    field="body.data",
+                    start=0,
+                    end=len(secret),
+                    blind_index=self._engine.blind_index(PASSWORD, secret),
+                )
+            )
         rest, more = session.input.feed(data[end:])
         for f in more:
             f["start"] += len(secret)
             f["end"] += len(secret)
         return mask_bytes(secret) + rest, findings + more
 
-    def _session_end(self, event: dict[str, Any], fields: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+    def _session_end(
+        self, event: dict[str, Any], fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[Finding]]:
         session = self._sessions.pop(event["session_id"], None)
         if session is None:
             return event, []
@@ -236,7 +258,9 @@ class EventMasker:
                 new_fields = {**(new_fields or fields), "error": masked_error}
         return new_fields
 
-    def _query(self, fields: dict[str, Any], policy: Policy, findings: list[Finding]) -> dict[str, Any] | None:
+    def _query(
+        self, fields: dict[str, Any], policy: Policy, findings: list[Finding]
+    ) -> dict[str, Any] | None:
         statement: str = fields["statement"]
         raw = statement.encode("utf-8", "surrogatepass")
         literals, param_entities = _sql_context(raw)
@@ -310,7 +334,9 @@ class EventMasker:
                 new_fields = {**(new_fields or fields), name: new_headers}
         return new_fields
 
-    def _command(self, fields: dict[str, Any], policy: Policy, findings: list[Finding]) -> dict[str, Any] | None:
+    def _command(
+        self, fields: dict[str, Any], policy: Policy, findings: list[Finding]
+    ) -> dict[str, Any] | None:
         argv: list[str] = fields.get("argv") or []
         program = argv[0].rsplit("/", 1)[-1] if argv else ""
         new_argv: list[str] | None = None
@@ -375,7 +401,7 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
         if not any(columns):
             continue
         pos = m.end()
-        while pos < len(statement) and statement[pos:pos + 1] == b"(":
+        while pos < len(statement) and statement[pos : pos + 1] == b"(":
             close = _tuple_end(statement, pos)
             items = list(_SQL_TUPLE_ITEM.finditer(statement, pos + 1, close))
             for item, entity in zip(items, columns, strict=False):
@@ -386,7 +412,7 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
                 elif item.group(2) is not None and item.group(2).startswith(b"$"):
                     params[int(item.group(2)[1:])] = entity
             pos = close + 1
-            while pos < len(statement) and statement[pos:pos + 1] in (b",", b" ", b"\n", b"\t", b"\r"):
+            while pos < len(statement) and statement[pos : pos + 1] in (b",", b" ", b"\n", b"\t", b"\r"):
                 pos += 1
     return spans, params
 

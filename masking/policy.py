@@ -150,7 +150,9 @@ def _parse_one(raw: Any, base: Policy, label: str, *, is_default: bool) -> Polic
 
     custom = base.custom if "custom" not in raw else _parse_custom(raw["custom"], label)
     custom_names = {c.name for c in custom}
-    entities = base.entities if "entities" not in raw else _parse_entities(raw["entities"], label, custom_names)
+    entities = (
+        base.entities if "entities" not in raw else _parse_entities(raw["entities"], label, custom_names)
+    )
     entities = entities | custom_names
     if "disable" in raw:
         entities = entities - _parse_entities(raw["disable"], f"{label}: disable", custom_names)
@@ -183,7 +185,9 @@ def _parse_match(raw: Any, label: str) -> tuple[tuple[str, ...], frozenset[str]]
     if unknown:
         raise PolicyError(f"{label}: unknown match keys {sorted(map(str, unknown))}")
     connections = tuple(_string_list(raw.get("connections", []), f"{label}: match.connections"))
-    kinds = frozenset(k.upper() for k in _string_list(raw.get("identity_kinds", []), f"{label}: match.identity_kinds"))
+    kinds = frozenset(
+        k.upper() for k in _string_list(raw.get("identity_kinds", []), f"{label}: match.identity_kinds")
+    )
     bad = kinds - IDENTITY_KINDS
     if bad:
         raise PolicyError(f"{label}: unknown identity kinds {sorted(bad)} (known: {sorted(IDENTITY_KINDS)})")

@@ -10,6 +10,7 @@ equal the recorded output exactly. Invalid bytes become U+FFFD (asciicast holds 
 
 from __future__ import annotations
 
+import base64
 import codecs
 import json
 import logging
@@ -24,6 +25,9 @@ SESSION_START = _NS + "SessionStart"
 TERMINAL_OUTPUT = _NS + "TerminalOutput"
 TERMINAL_INPUT = _NS + "TerminalInput"
 TERMINAL_RESIZE = _NS + "TerminalResize"
+SESSION_END = _NS + "SessionEnd"
+# Set by the masker on SessionEnd: terminal output it held back, masked (masking/event_masker.py).
+OUTPUT_TAIL_ATTRIBUTE = "terminal_output_tail_b64"
 
 DEFAULT_WIDTH = 80
 DEFAULT_HEIGHT = 24
@@ -103,6 +107,12 @@ def _events(items: Iterable[Any]) -> Iterable[_Event]:
         else:
             event = value
         body_type, body = event["body"]
+        tail = (event.get("attributes") or {}).get(OUTPUT_TAIL_ATTRIBUTE)
+        if body_type == SESSION_END and tail:
+            # Output the masker held back (it could have been the start of a secret) until the
+            # session ended; it belongs on screen just before the end.
+            data = base64.b64decode(tail)
+            yield _Event(int(event["seq"]), int(event["event_time"]), TERMINAL_OUTPUT, {"data": data})
         yield _Event(int(event["seq"]), int(event["event_time"]), body_type, body)
 
 

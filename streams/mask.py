@@ -1,20 +1,30 @@
-"""The masking slot of the seal step.
+"""The masking slot of the seal step: what the seal step needs from a masker.
 
-Masking (issue "Masking and risk scoring") replaces personal, health and secret values before a
-record is chained; until it lands, events pass through unchanged and no findings are listed.
+The engine lives in the `masking` package (`masking.event_masker.EventMasker` implements this
+protocol); `NoMasking` passes events through, for tests of the chain alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 
 class Masker(Protocol):
-    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The event with sensitive values replaced, and one finding per replaced value."""
+    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
+        """The event with sensitive values replaced, and one finding per replaced value.
+
+        Returns the very same object when nothing was replaced."""
+        ...
+
+    def end_session(self, session_id: str) -> bytes:
+        """Forget the session's stream state (its chain was sealed)."""
         ...
 
 
 class NoMasking:
-    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
         return event, []
+
+    def end_session(self, session_id: str) -> bytes:
+        return b""

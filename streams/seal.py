@@ -272,6 +272,7 @@ class SealStep:
         return "sealed"
 
     def _seal(self, state: SessionState, reason: str, records: list[SealedRecord]) -> None:
+        self._masker.end_session(state.session_id)
         seal = {
             "reason": reason,
             "record_count": state.next_index,
