@@ -152,6 +152,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mask(args: argparse.Namespace) -> int:
+    """stdin → masked stdout as a stream, with the worker's engine and policy; nothing else on stdout."""
+    from blackbox.settings import Settings  # noqa: PLC0415
+    from blackbox.wiring import blind_index_key  # noqa: PLC0415
+    from masking.engine import MaskingEngine  # noqa: PLC0415
+    from masking.policy import load_default_policy, load_policy  # noqa: PLC0415
+
+    policy_file = args.policy
+    settings = Settings(environment="dev", data_dir=args.data_dir)
+    policy = load_policy(policy_file) if policy_file else load_default_policy()
+    engine = MaskingEngine(policy, blind_index_key(settings))
+    stream = engine.stream(policy=policy.resolve(args.connection, args.identity_kind))
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    findings = 0
+    while chunk := source.read1(64 * 1024):
+        masked, found = stream.feed(chunk)
+        findings += len(found)
+        sink.write(masked)
+        sink.flush()
+    masked, found = stream.flush()
+    findings += len(found)
+    sink.write(masked)
+    sink.flush()
+    logger.info("masked %d value(s)", findings)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from blackbox.bench import run_pipeline_bench  # noqa: PLC0415
 
@@ -218,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=1, help="sessions of each kind")
     _add_stack_target(demo)
     demo.set_defaults(handler=cmd_demo)
+
+    mask = commands.add_parser("mask", help="mask stdin to stdout as a stream (same engine as the worker)")
+    mask.add_argument("--policy", type=Path, help="masking policy YAML (default: the shipped policy)")
+    mask.add_argument("--connection", default="*", help="connection name the policy is resolved for")
+    mask.add_argument("--identity-kind", default="UNKNOWN")
+    mask.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where the dev blind-index key lives"
+    )
+    mask.set_defaults(handler=cmd_mask)
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench.add_argument("which", choices=["pipeline"])

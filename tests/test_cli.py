@@ -1,0 +1,62 @@
+"""The command line as a user meets it: exit codes, and nothing but the result on stdout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SECRETS = ["jane.roe@example.org", "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE"]
+
+
+def run(*args: str, stdin: bytes = b"", tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "blackbox.cli", *args, "--data-dir", str(tmp_path)],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_mask_streams_stdin_to_stdout_and_prints_nothing_else(tmp_path: Path) -> None:
+    text = (
+        "$ psql -c 'select * from customers'\n"
+        f" 1 | {SECRETS[0]} | {SECRETS[1]}\n"
+        f"export AWS_ACCESS_KEY_ID={SECRETS[2]}\n"
+        "build 2024.11.3 finished in 12s\n"
+    ).encode()
+    result = run("mask", stdin=text, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout) == len(text)  # masks keep the length
+    out = result.stdout.decode()
+    for secret in SECRETS:
+        assert secret not in out
+    assert "build 2024.11.3 finished in 12s" in out
+    assert out.splitlines()[0] == "$ psql -c 'select * from customers'"
+
+
+def test_token_without_a_dev_stack_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("token", tmp_path=tmp_path / "nothing-here")
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert b"no dev keys" in result.stderr
+
+
+def test_import_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run(
+        "import",
+        str(tmp_path / "missing.cast"),
+        "--identity",
+        "x",
+        "--target",
+        "y",
+        "--bootstrap",
+        "127.0.0.1:1",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 2
+    assert b"missing.cast" in result.stderr
