@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -62,7 +64,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = Settings()
     if args.create_topics:
-        topics = (settings.events_topic, settings.sealed_topic, settings.dlq_topic)
+        topics = (settings.events_topic, settings.sealed_topic, settings.dlq_topic, settings.alerts_topic)
         asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, topics))
     store = open_archive(settings)
     index = open_migrated_index(settings)
@@ -164,7 +166,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     policy = load_policy(policy_file) if policy_file else load_default_policy()
     engine = MaskingEngine(policy, blind_index_key(settings))
     stream = engine.stream(policy=policy.resolve(args.connection, args.identity_kind))
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    source, sink = cast(io.BufferedReader, sys.stdin.buffer), sys.stdout.buffer
     findings = 0
     while chunk := source.read1(64 * 1024):
         masked, found = stream.feed(chunk)

@@ -156,7 +156,9 @@ def _run_with_broker(
     )
     asyncio.run(
         ensure_topics(
-            broker.bootstrap, partitions, (settings.events_topic, settings.sealed_topic, settings.dlq_topic)
+            broker.bootstrap,
+            partitions,
+            (settings.events_topic, settings.sealed_topic, settings.dlq_topic, settings.alerts_topic),
         )
     )
     store = open_archive(settings)

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     events_topic: str = "blackbox.events"
     sealed_topic: str = "blackbox.sealed"
     dlq_topic: str = "blackbox.dlq"
+    alerts_topic: str = "blackbox.alerts"
     kafka_session_timeout_seconds: float = Field(30.0, gt=0)
     # Partition of the archive key space: a recreated events topic restarts its offsets at 0,
     # so it must get a new epoch or its objects would collide with the old topic's.

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from blackbox.settings import Settings
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
 from masking.policy import load_default_policy, load_policy
+from risk.policy import default_policy
+from risk.scorer import StatefulScorer
 from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
@@ -75,6 +79,19 @@ def build_masker(settings: Settings) -> EventMasker:
     return EventMasker(MaskingEngine(policy, blind_index_key(settings)))
 
 
+class IdentityRiskScorer:
+    """The risk engine behind the seal step's Scorer protocol, identity states in memory."""
+
+    def __init__(self) -> None:
+        self._scorer = StatefulScorer(default_policy())
+
+    def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        return self._scorer.score(event, [dict(finding) for finding in findings])
+
+    def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
+        return self._scorer.scorer.is_alert(event, risk)
+
+
 def build_pipeline(
     settings: Settings, store: ObjectStore, index: Index, registry: SchemaRegistry | None = None
 ) -> SealPipeline:
@@ -86,7 +103,8 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    return SealPipeline(registry, SealStep(registry, masker=build_masker(settings)), store, index, config)
+    step = SealStep(registry, masker=build_masker(settings), scorer=IdentityRiskScorer())
+    return SealPipeline(registry, step, store, index, config)
 
 
 def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:
@@ -97,6 +115,7 @@ def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:
         events_topic=settings.events_topic,
         sealed_topic=settings.sealed_topic,
         dlq_topic=settings.dlq_topic,
+        alerts_topic=settings.alerts_topic,
         partitions=settings.topic_partitions,
         batch_max_messages=settings.batch_max_messages,
         batch_within_seconds=settings.batch_within_seconds,

@@ -37,6 +37,7 @@ class WorkerConfig:
     events_topic: str = "blackbox.events"
     sealed_topic: str = "blackbox.sealed"
     dlq_topic: str = "blackbox.dlq"
+    alerts_topic: str = "blackbox.alerts"
     partitions: int = 4
     batch_max_messages: int = 1000
     batch_within_seconds: float = 0.5
@@ -144,6 +145,9 @@ def build_app(
     dlq = app.topic(
         config.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
     )
+    alerts = app.topic(
+        config.alerts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
+    )
 
     def run_locked(function: Callable[..., Any], *args: Any) -> Any:
         with pipeline_lock:
@@ -167,6 +171,8 @@ def build_app(
             pending.append(
                 await dlq.send(key=letter.key, value=letter.value, headers=letter.headers(), force=True)
             )
+        for session_id, alert in outcome.alerts:
+            pending.append(await alerts.send(key=session_id.encode(), value=alert, force=True))
         for partition, message in outcome.sealed_batches:
             pending.append(
                 await sealed.send(key=str(partition).encode(), value=message, partition=partition, force=True)

@@ -15,6 +15,7 @@ A replay therefore never writes a record twice and never forks a chain.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections import deque
@@ -82,6 +83,8 @@ class DeadLetter:
 @dataclass
 class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # (session id, JSON alert) for blackbox.alerts, published with the sealed batches
+    alerts: list[tuple[str, bytes]] = field(default_factory=list)
     # (source partition, SealedBatch message) to publish on blackbox.sealed
     sealed_batches: list[tuple[int, bytes]] = field(default_factory=list)
     records: int = 0
@@ -522,6 +525,9 @@ class SealPipeline:
             return
         self.cache.stage(result.state, result.records)
         batch.records.setdefault(session_id, []).extend((record, message.offset) for record in result.records)
+        for record in result.records:
+            if record.value["risk"] is not None and self._seal.is_alert(record.value):
+                outcome.alerts.append((session_id, _alert(record)))
         outcome.records += len(result.records)
 
     def _known_digest(self, session_id: str, seq: int) -> bytes | None:
@@ -855,6 +861,31 @@ class _EventRows:
 
     def table(self) -> pa.Table:
         return pa.Table.from_pydict(self.columns, schema=_EVENTS_SCHEMA)
+
+
+def _alert(record: SealedRecord) -> bytes:
+    """An alert as JSON: what, who, where, and how to find the evidence (never masked values:
+    the record's event is already masked, and only its summary travels)."""
+    value = record.value
+    event = value["event"]
+    body_type, summary = summarize(event)
+    return json.dumps(
+        {
+            "session_id": value["session_id"],
+            "index": value["index"],
+            "record_hash": record.hash.hex(),
+            "event_id": event["event_id"],
+            "event_time_us": event["event_time"],
+            "principal": event["identity"]["principal"],
+            "identity_kind": event["identity"]["kind"],
+            "target": event["target"]["name"],
+            "body_type": body_type,
+            "summary": summary,
+            "score": value["risk"]["score"],
+            "reasons": value["risk"]["reasons"],
+        },
+        sort_keys=True,
+    ).encode()
 
 
 def _session_row(state: SessionState) -> dict[str, Any]:

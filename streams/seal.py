@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -270,6 +270,11 @@ class SealStep:
         if kind == "EVENT" and body_type == SESSION_END:
             self._seal(current, event["body"][1]["reason"] or "closed", records)
         return "sealed"
+
+    def is_alert(self, record: Mapping[str, Any]) -> bool:
+        """Whether a sealed record's risk reaches its identity kind's alert threshold."""
+        event = record.get("event")
+        return event is not None and self._scorer.is_alert(event, record.get("risk"))
 
     def _seal(self, state: SessionState, reason: str, records: list[SealedRecord]) -> None:
         self._masker.end_session(state.session_id)

@@ -3,6 +3,7 @@ durability order, recovery after a crash at each step, DLQ routing and its rate 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, ObjectStoreUnavailable, Retention
 from streams.pipeline import DlqLimitExceeded, DlqRateLimiter, PipelineConfig, SealPipeline, SourceMessage
 from streams.seal import SealStep
-from tests.eventdata import end, make_event
+from tests.eventdata import body, end, make_event
 from tests.stack import read_archive
 
 pytestmark = pytest.mark.clickhouse
@@ -260,3 +261,45 @@ def test_decoding_in_a_child_process_gives_the_same_records(index: Index, tmp_pa
         read_archive(LocalWormStore(tmp_path / "b", retention=Retention("COMPLIANCE", 1))).records
         == read_archive(in_process).records
     )
+
+
+def test_risky_events_are_scored_and_raised_as_alerts(index: Index, store: LocalWormStore) -> None:
+    from blackbox.wiring import IdentityRiskScorer  # noqa: PLC0415
+
+    sid = "s-risky"
+    events = [
+        make_event(
+            sid,
+            0,
+            body("Query", statement="SELECT id FROM orders WHERE id = 7", parameters=[], database=None),
+        ),
+        make_event(sid, 1, body("Query", statement="DROP TABLE customers", parameters=[], database=None)),
+        make_event(sid, 2, end()),
+    ]
+    sealer = SealPipeline(
+        REGISTRY, SealStep(REGISTRY, scorer=IdentityRiskScorer()), store, index, PipelineConfig()
+    )
+    outcome = sealer.process(
+        [
+            SourceMessage(
+                "events",
+                0,
+                0,
+                sid.encode(),
+                REGISTRY.encode(BATCH_SCHEMA, {"session_id": sid, "events": events}),
+            )
+        ]
+    )
+    records = read_archive(store).by_session()[sid]
+    scores = [value["risk"]["score"] if value["risk"] else None for _, value in records]
+    assert scores[0] is not None
+    assert scores[1] is not None
+    assert scores[1] > scores[0]
+    assert any(reason["rule_id"].startswith("sql.") for reason in records[1][1]["risk"]["reasons"])
+    alerts = [json.loads(alert) for _, alert in outcome.alerts]
+    assert [alert["index"] for alert in alerts] == [1]
+    assert alerts[0]["summary"] == "DROP TABLE customers"
+    session = index.query(
+        "SELECT max_risk, total_risk FROM sessions FINAL WHERE session_id = {s:String}", {"s": sid}
+    )
+    assert session.to_pylist()[0]["max_risk"] == scores[1]
