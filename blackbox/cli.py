@@ -181,6 +181,19 @@ def cmd_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Events as Avro-JSON lines on stdin → one JSON line per event with its score and reasons."""
+    from blackbox.settings import Settings  # noqa: PLC0415
+    from blackbox.wiring import build_masker  # noqa: PLC0415
+    from risk.cli import main as score_main  # noqa: PLC0415
+    from risk.policy import load_policy  # noqa: PLC0415
+
+    settings = Settings(environment="dev", data_dir=args.data_dir)
+    policy = load_policy(args.policy) if args.policy else None
+    # Scored as in the worker: masked first, so that masking findings feed the bulk-PII signal.
+    return score_main(sys.stdin, sys.stdout, stderr=sys.stderr, policy=policy, masker=build_masker(settings))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from blackbox.bench import run_pipeline_bench  # noqa: PLC0415
 
@@ -256,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where the dev blind-index key lives"
     )
     mask.set_defaults(handler=cmd_mask)
+
+    score = commands.add_parser("score", help="score events given as Avro-JSON lines on stdin")
+    score.add_argument("--policy", type=Path, help="risk policy YAML merged over the shipped defaults")
+    score.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev blind-index key location")
+    score.set_defaults(handler=cmd_score)
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench.add_argument("which", choices=["pipeline"])

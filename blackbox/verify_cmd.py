@@ -1,7 +1,7 @@
 """`blackbox verify`: offline verification of an archive with nothing but the ledger's public key.
 
     blackbox verify ARCHIVE_URI --public-key FILE [--session ID | --proof FILE]
-                    [--since-checkpoint FILE] [--save-checkpoint FILE]
+                    [--since-checkpoint FILE] [--save-checkpoint FILE] [--jobs N] [--deep]
 
 ARCHIVE_URI is a directory, ``file://DIR`` or ``s3://BUCKET[/PREFIX]`` (credentials from the
 usual AWS sources; ``--s3-endpoint`` for MinIO or a local emulator). With ``--proof`` the archive
@@ -58,6 +58,9 @@ def add_verify_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, a local emulator)")
     parser.add_argument(
         "--deep", action="store_true", help="also decode every record with Avro (slow; whole archive only)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="verify this many shards at once, in processes (default 1)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(handler=run_verify)
@@ -143,7 +146,15 @@ def run_verify(
             progress.done()
             print(session.summary(), file=out)
             return EXIT_OK
-        report = audit_archive(store, public_key, kept_checkpoint=kept, progress=progress, deep=args.deep)
+        report = audit_archive(
+            store,
+            public_key,
+            kept_checkpoint=kept,
+            progress=progress,
+            deep=args.deep,
+            jobs=max(1, args.jobs),
+            reopen=lambda: open_archive_uri(args.archive, args.s3_endpoint),  # an S3 client per process
+        )
         progress.done()
         print(report.summary(), file=out)
         if args.save_checkpoint is not None and report.root is not None:

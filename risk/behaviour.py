@@ -8,8 +8,11 @@ order gives the same hits and the same state.
 Sizes (rows, bytes, request rates) are heavy-tailed, so their history is an exponentially
 weighted mean and variance of ``log1p(value)``: "k sigma above" then means "a large factor above
 what this identity usually does", and a floor on the standard deviation keeps a perfectly
-regular history from flagging small wobbles. A graded signal uses half its policy weight at
-``sigma`` and all of it at twice that.
+regular history from flagging small wobbles. Once warm, a value enters the history clipped to
+two standard deviations around the mean (a Huber-style update), so a burst or a run of dumps
+cannot make itself look normal while it lasts, and a run of empty answers cannot widen the
+history until nothing stands out; a lasting change of habit still moves the mean, slowly.
+A graded signal uses half its policy weight at ``sigma`` and all of it at ``full_sigma``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ STATE_VERSION = 1
 US_PER_MINUTE = 60_000_000
 # The hour histogram is halved when it holds more sessions than this, so habits can change.
 HOURS_CAP = 500.0
+# Values enter the history clipped this many standard deviations around the mean.
+CLIP_SIGMAS = 2.0
 # What counts as a request for burst detection: terminal output and keystrokes are not.
 _REQUESTS = {QUERY, KUBERNETES_API_CALL, HTTP_EXCHANGE, COMMAND}
 
@@ -49,7 +54,10 @@ class Ewma:
     var: float = 0.0
     n: int = 0
 
-    def update(self, value: float, alpha: float) -> None:
+    def update(self, value: float, alpha: float, clip: tuple[float, float] | None = None) -> None:
+        """Fold in ``value``, first clipped into ``clip`` (low, high) when given."""
+        if clip is not None:
+            value = min(max(value, clip[0]), clip[1])
         # Until 1/alpha observations are in, a plain running mean: the first value is no anchor.
         weight = max(alpha, 1.0 / (self.n + 1))
         diff = value - self.mean
@@ -60,6 +68,13 @@ class Ewma:
 
     def sigmas(self, value: float, min_std: float) -> float:
         return (value - self.mean) / max(math.sqrt(self.var), min_std)
+
+    def clip(self, params: BehaviourParams, warm: int) -> tuple[float, float] | None:
+        """Bounds for the next update (mean ± 2 std); None while fewer than ``warm`` are in."""
+        if self.n < warm:
+            return None
+        spread = CLIP_SIGMAS * max(math.sqrt(self.var), params.min_std)
+        return self.mean - spread, self.mean + spread
 
 
 @dataclass(slots=True)
@@ -237,35 +252,36 @@ def _session_mark(
     state: IdentityState, event: Mapping[str, Any], params: BehaviourParams, hour: int
 ) -> SessionMark:
     session_id = str(event["session_id"])
-    mark = state.sessions.get(session_id)
-    if mark is not None and mark.hour >= 0:
+    mark = state.sessions.pop(session_id, None)
+    # Re-inserted on every event: the dict is in least-recently-active order for eviction.
+    mark = state.sessions[session_id] = mark if mark is not None else SessionMark()
+    if mark.hour >= 0:
         return mark
-    if mark is None:
-        mark = state.sessions[session_id] = SessionMark()
     # A session is counted once: the histogram is of sessions, so a chatty one weighs no more.
     target = str(event["target"]["name"])
     mark.new_target = state.events >= params.first_target_after and target not in state.targets
     state.targets.pop(target, None)
     state.targets[target] = None
-    while len(state.targets) > params.max_targets:
+    while len(state.targets) > max(1, params.max_targets):
         del state.targets[next(iter(state.targets))]
     if sum(state.hours) >= HOURS_CAP:
         state.hours = [h / 2 for h in state.hours]
     state.hours[hour] += 1.0
     mark.hour = hour
-    while len(state.sessions) > params.max_sessions:
+    while len(state.sessions) > max(1, params.max_sessions):
         oldest_id = next(iter(state.sessions))
         _close(state, state.sessions.pop(oldest_id), params)
     return mark
 
 
 def _unusual_hour(state: IdentityState, mark: SessionMark, hour: int, params: BehaviourParams) -> Hit | None:
-    own = [1.0 if mark.hour == h else 0.0 for h in range(24)]  # this session must not vouch for itself
-    history = [max(0.0, count - mine) for count, mine in zip(state.hours, own, strict=True)]
-    total = sum(history)
+    # This session is in the histogram already and must not vouch for itself.
+    total = sum(state.hours) - 1.0
     if total < params.hours_warmup:
         return None
-    near = history[(hour - 1) % 24] + history[hour] + history[(hour + 1) % 24]
+    near = state.hours[(hour - 1) % 24] + state.hours[hour] + state.hours[(hour + 1) % 24]
+    if (mark.hour - hour) % 24 in (0, 1, 23):
+        near = max(0.0, near - 1.0)
     share = near / total
     if share >= params.unusual_hour_share:
         return None
@@ -280,7 +296,10 @@ def _burst(state: IdentityState, time_us: int, params: BehaviourParams) -> Hit |
     if state.minute < 0:
         state.minute = minute
     elif minute > state.minute:
-        _rate(state).update(math.log1p(state.minute_count), params.alpha)
+        history = _rate(state)
+        history.update(
+            math.log1p(state.minute_count), params.alpha, history.clip(params, params.burst_warmup)
+        )
         state.prev_minute_count = state.minute_count if minute == state.minute + 1 else 0
         state.minute, state.minute_count = minute, 0
     # An event older than the current minute (clock skew between gateways) counts in the current one.
@@ -326,7 +345,7 @@ def _spike(state: IdentityState, params: BehaviourParams, channel: str, value: i
                     scale=_scale(sigmas, params),
                 )
             )
-    history.update(logged, params.alpha)
+    history.update(logged, params.alpha, history.clip(params, params.warmup))
     return hits
 
 
@@ -334,13 +353,18 @@ def _session_output(state: IdentityState, mark: SessionMark, params: BehaviourPa
     """A terminal session's output so far against this identity's past sessions' totals.
 
     Output arrives in small chunks, so a dump shows only in the running total. It is reported
-    when it passes sigma and again when it passes twice that (full weight), not on every chunk.
+    when it passes sigma and again when it passes full_sigma (full weight), not on every chunk.
     """
     history = state.channels.get("bytes.session")
-    if mark.out_level >= 2 or history is None or history.n < params.warmup or mark.out_bytes < params.min_bytes:
+    if (
+        mark.out_level >= 2
+        or history is None
+        or history.n < params.warmup
+        or mark.out_bytes < params.min_bytes
+    ):
         return None
     sigmas = history.sigmas(math.log1p(mark.out_bytes), params.min_std)
-    level = 2 if sigmas >= 2 * params.sigma else 1 if sigmas >= params.sigma else 0
+    level = 2 if sigmas >= params.full_sigma else 1 if sigmas >= params.sigma else 0
     if level <= mark.out_level:
         return None
     mark.out_level = level
@@ -354,7 +378,8 @@ def _session_output(state: IdentityState, mark: SessionMark, params: BehaviourPa
 
 def _close(state: IdentityState, mark: SessionMark, params: BehaviourParams) -> None:
     if not mark.ended and mark.out_bytes > 0:
-        state.channels.setdefault("bytes.session", Ewma()).update(math.log1p(mark.out_bytes), params.alpha)
+        history = state.channels.setdefault("bytes.session", Ewma())
+        history.update(math.log1p(mark.out_bytes), params.alpha, history.clip(params, params.warmup))
     mark.ended = True
 
 
@@ -384,4 +409,8 @@ def _bulk_findings(
 
 
 def _scale(sigmas: float, params: BehaviourParams) -> float:
-    return min(1.0, sigmas / (2.0 * params.sigma)) if params.sigma > 0 else 1.0
+    """0.5 at ``sigma``, rising linearly to 1.0 at ``full_sigma``."""
+    span = params.full_sigma - params.sigma
+    if span <= 0:
+        return 1.0
+    return min(1.0, 0.5 + 0.5 * (sigmas - params.sigma) / span)

@@ -35,6 +35,7 @@ class BehaviourParams:
 
     warmup: int = 20
     sigma: float = 4.0
+    full_sigma: float = 6.0
     alpha: float = 0.05
     min_std: float = 0.5
     min_rows: int = 1000

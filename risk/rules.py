@@ -9,6 +9,7 @@ first, so ``grep -rn "curl | sh" docs/`` does not look like ``curl | sh``. Token
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import shlex
@@ -23,6 +24,8 @@ from risk.model import Hit
 
 # Longer command lines are cut: the patterns are linear, but a pasted megabyte is not a command.
 MAX_LINE = 16_384
+# `sh -c '...'` scripts are looked into this many levels deep.
+MAX_NESTING = 3
 # Terminal input kept per session while waiting for Enter.
 MAX_PENDING = 4_096
 # Kubernetes request bodies above this are only pattern-matched, not parsed.
@@ -96,16 +99,17 @@ def pod_features(body: str | None) -> list[str]:
         return []
     document: Any = None
     if len(body) <= MAX_BODY_PARSE:
+        # Both parsers recurse: a body nested thousands deep is a RecursionError, not a crash.
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 document = (
                     yaml.load(body, Loader=yaml.CSafeLoader)
                     if yaml.__with_libyaml__
                     else yaml.safe_load(body)
                 )
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 document = None
     if not isinstance(document, dict | list):
         return [label for pattern, label in _POD_TEXT_PATTERNS if pattern.search(body)]
@@ -117,8 +121,8 @@ def pod_features(body: str | None) -> list[str]:
             found[key] = None
         elif key == "hostPath" and isinstance(value, dict):
             found["hostPath volume"] = None
-        elif key == "capabilities" and isinstance(value, dict):
-            for cap in value.get("add") or []:
+        elif key == "capabilities" and isinstance(value, dict) and isinstance(value.get("add"), list):
+            for cap in value["add"]:
                 if isinstance(cap, str) and cap.upper().removeprefix("CAP_") in _DANGEROUS_CAPS:
                     found[f"capability {cap.upper()}"] = None
     return list(found)
@@ -144,6 +148,7 @@ def _walk(document: Any) -> Iterator[tuple[str, Any]]:
 
 # --- HTTP ---------------------------------------------------------------------------------------
 
+# Not "bulk" or "_bulk": those are usually bulk *write* APIs (Elasticsearch), not exports.
 _EXPORT_SEGMENTS = {
     "export",
     "exports",
@@ -152,12 +157,8 @@ _EXPORT_SEGMENTS = {
     "dumps",
     "backup",
     "backups",
-    "bulk",
-    "_bulk",
     "download-all",
     "_all_docs",
-    "snapshot",
-    "snapshots",
 }
 _ADMIN_SEGMENTS = {
     "admin",
@@ -280,20 +281,61 @@ _DECODE = (
 
 @dataclass(frozen=True)
 class _Pattern:
+    """Parts that must match in this order, with no ``stop`` character between one and the next.
+
+    Written as one regex, "A[^stop]*B" backtracks quadratically on a line full of A's without a
+    B (a 16 kB line of "exec exec ..." took seconds); matched part by part it is linear.
+    """
+
     rule_id: str
     message: str
-    regex: re.Pattern[str]
+    parts: tuple[re.Pattern[str], ...]
+    stop: re.Pattern[str]
+
+    def search(self, text: str) -> bool:
+        if len(self.parts) == 1:
+            return self.parts[0].search(text) is not None
+        stops = [m.start() for m in self.stop.finditer(text)]
+        # Per later part: (position searched from, leftmost match at or after it). The leftmost
+        # match from any later position up to that match's start is the same one, so each
+        # stretch of text is scanned once.
+        cache: list[tuple[int, re.Match[str] | None]] = [(len(text) + 1, None)] * len(self.parts)
+        for first in self.parts[0].finditer(text):
+            position = first.end()
+            for index in range(1, len(self.parts)):
+                searched_from, found = cache[index]
+                reusable = searched_from <= position and (found is None or position <= found.start())
+                if not reusable:
+                    found = self.parts[index].search(text, position)
+                    cache[index] = (position, found)
+                if found is None:
+                    return False  # no match anywhere further right either
+                next_stop = bisect.bisect_left(stops, position)
+                limit = stops[next_stop] if next_stop < len(stops) else len(text)
+                if found.start() > limit:
+                    break
+                position = found.end()
+            else:
+                return True
+        return False
 
 
-def _p(rule_id: str, message: str, pattern: str, flags: int = 0) -> _Pattern:
-    return _Pattern(rule_id, message, re.compile(pattern, flags))
+def _p(rule_id: str, message: str, *parts: str, stop: str = "\n", flags: int = 0) -> _Pattern:
+    return _Pattern(
+        rule_id,
+        message,
+        tuple(re.compile(part, flags) for part in parts),
+        re.compile("[" + re.escape(stop if "\n" in stop else stop + "\n") + "]"),
+    )
 
 
 _SHELL_PATTERNS = (
     _p(
         "shell.download_exec",
         "pipes a download into a shell or interpreter",
-        rf"\b(?:curl|wget|fetch)\b[^\n|]*\|\s*{_INTERPRETER}",
+        r"\b(?:curl|wget|fetch)\b",
+        rf"\|\s*{_INTERPRETER}",
+        stop="|",
     ),
     _p(
         "shell.download_exec",
@@ -303,37 +345,50 @@ _SHELL_PATTERNS = (
     _p(
         "shell.download_exec",
         "downloads a file, makes it executable and runs it",
-        r"\b(?:curl|wget)\b[^\n;|]*(?:&&|;)\s*chmod\s+\+?[0-7]*x",
+        r"\b(?:curl|wget)\b",
+        r"(?:&&|;)\s*chmod\s+\+?[0-7]*x",
+        stop=";|",
     ),
     _p(
         "shell.download_exec",
         "downloads and runs a PowerShell script",
-        r"\b(?:iex|invoke-expression)\b[^\n]*\b(?:iwr|irm|invoke-webrequest|invoke-restmethod|downloadstring)\b",
-        re.IGNORECASE,
+        r"\b(?:iex|invoke-expression)\b",
+        r"\b(?:iwr|irm|invoke-webrequest|invoke-restmethod|downloadstring)\b",
+        flags=re.IGNORECASE,
     ),
     _p(
         "shell.base64_exec",
         "pipes base64- or hex-decoded content into a shell or interpreter",
-        rf"{_DECODE}[^\n;&]*\|\s*{_INTERPRETER}",
+        _DECODE,
+        rf"\|\s*{_INTERPRETER}",
+        stop=";&",
     ),
     _p(
         "shell.base64_exec",
         "evaluates base64-decoded content",
-        rf"\b(?:eval|exec|(?:ba|z)?sh\s+-c)\s+[\"']?(?:\$\(|`)[^\n]*{_DECODE}",
+        r"\b(?:eval|exec|(?:ba|z)?sh\s+-c)\s+[\"']?(?:\$\(|`)",
+        _DECODE,
     ),
     _p(
         "shell.base64_exec",
         "executes base64-decoded code in an interpreter",
-        r"\b(?:b64decode|base64_decode|decode64|atob|frombase64string)\b[^\n]*\b(?:exec|eval|system|popen|spawn|"
-        r"invoke-expression|iex)\b|\b(?:exec|eval|system|popen|iex)\b[^\n]*\b(?:b64decode|base64_decode|decode64|"
-        r"atob|frombase64string)\b",
-        re.IGNORECASE,
+        r"\b(?:b64decode|base64_decode|decode64|atob|frombase64string)\b",
+        r"\b(?:exec|eval|system|popen|spawn|invoke-expression|iex)\b",
+        flags=re.IGNORECASE,
+    ),
+    _p(
+        "shell.base64_exec",
+        "executes base64-decoded code in an interpreter",
+        r"\b(?:exec|eval|system|popen|iex)\b",
+        r"\b(?:b64decode|base64_decode|decode64|atob|frombase64string)\b",
+        flags=re.IGNORECASE,
     ),
     _p(
         "shell.base64_exec",
         "runs an encoded PowerShell command",
-        r"\b(?:powershell|pwsh)(?:\.exe)?\b[^\n]*\s-(?:e|ec|enc|encodedcommand)\s+[A-Za-z0-9+/=]{16,}",
-        re.IGNORECASE,
+        r"\b(?:powershell|pwsh)(?:\.exe)?\b",
+        r"\s-(?:e|ec|enc|encodedcommand)\s+[A-Za-z0-9+/=]{16,}",
+        flags=re.IGNORECASE,
     ),
     _p(
         "shell.history_tampering",
@@ -349,8 +404,14 @@ _SHELL_PATTERNS = (
     _p(
         "shell.history_tampering",
         "deletes or truncates a history file",
-        r"\b(?:rm|shred|unlink|truncate)\b[^\n;|&]*\.(?:bash|zsh|sh|ash|psql|mysql|sqlite|python|node_repl|rediscli)"
-        r"_?history\b|(?:^|[\s;&|])>\s*\S*\.(?:bash|zsh|sh|psql|mysql)_history\b|\bln\s+-\w*\s+/dev/null\s+\S*_history\b",
+        r"\b(?:rm|shred|unlink|truncate)\b",
+        r"\.(?:bash|zsh|sh|ash|psql|mysql|sqlite|python|node_repl|rediscli)_?history\b",
+        stop=";|&",
+    ),
+    _p(
+        "shell.history_tampering",
+        "deletes or truncates a history file",
+        r"(?:^|[\s;&|])>\s*\S*\.(?:bash|zsh|sh|psql|mysql)_history\b|\bln\s+-\w*\s+/dev/null\s+\S*_history\b",
     ),
     _p(
         "shell.audit_tampering",
@@ -361,9 +422,17 @@ _SHELL_PATTERNS = (
     _p(
         "shell.audit_tampering",
         "deletes or truncates system logs",
-        r"\b(?:rm|shred|unlink|truncate)\b[^\n;|&]*/var/log/(?:audit|auth\.log|secure|wtmp|btmp|lastlog|syslog|messages)|"
-        r"(?:^|[\s;&|])>\s*/var/log/(?:audit/|auth\.log|secure|wtmp|btmp|lastlog|syslog|messages)|"
-        r"\bjournalctl\b[^\n]*--(?:vacuum|rotate)",
+        r"\b(?:rm|shred|unlink|truncate)\b",
+        r"/var/log/(?:audit|auth\.log|secure|wtmp|btmp|lastlog|syslog|messages)",
+        stop=";|&",
+    ),
+    _p(
+        "shell.audit_tampering",
+        "deletes or truncates system logs",
+        r"(?:^|[\s;&|])>\s*/var/log/(?:audit/|auth\.log|secure|wtmp|btmp|lastlog|syslog|messages)",
+    ),
+    _p(
+        "shell.audit_tampering", "deletes or truncates system logs", r"\bjournalctl\b", r"--(?:vacuum|rotate)"
     ),
     _p(
         "shell.audit_tampering",
@@ -379,22 +448,50 @@ _SHELL_PATTERNS = (
     _p(
         "shell.reverse_shell",
         "hands a shell to netcat",
-        r"\b(?:nc|ncat|netcat)\b[^\n;|&]*\s-\w*[ec]\s+\S*(?:sh|bash|cmd|powershell)\b|"
-        r"\b(?:nc|ncat|netcat|telnet)\b[^\n;&]*\|\s*(?:/bin/)?(?:ba)?sh\b|"
-        r"\bmkfifo\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl\s+s_client)\b",
+        r"\b(?:nc|ncat|netcat)\b",
+        r"\s-\w*[ec]\s+\S*(?:sh|bash|cmd|powershell)\b",
+        stop=";|&",
+    ),
+    _p(
+        "shell.reverse_shell",
+        "hands a shell to netcat",
+        r"\b(?:nc|ncat|netcat|telnet)\b",
+        r"\|\s*(?:/bin/)?(?:ba)?sh\b",
+        stop=";&",
+    ),
+    _p(
+        "shell.reverse_shell",
+        "hands a shell to netcat",
+        r"\bmkfifo\b",
+        r"\b(?:nc|ncat|netcat|telnet|openssl\s+s_client)\b",
     ),
     _p(
         "shell.reverse_shell",
         "connects a shell to a socket with socat",
-        r"\bsocat\b[^\n]*\b(?:exec|system):|\bsocat\b[^\n]*\bpty\b[^\n]*\btcp\d?(?:-connect)?:",
-        re.IGNORECASE,
+        r"\bsocat\b",
+        r"\b(?:exec|system):",
+        flags=re.IGNORECASE,
+    ),
+    _p(
+        "shell.reverse_shell",
+        "connects a shell to a socket with socat",
+        r"\bsocat\b",
+        r"\bpty\b",
+        r"\btcp\d?(?:-connect)?:",
+        flags=re.IGNORECASE,
     ),
     _p(
         "shell.reverse_shell",
         "spawns an interactive shell from an interpreter one-liner",
-        r"\bpython[\d.]*\s+-c\s+[^\n]*\bpty\.spawn\(|"
-        r"\b(?:python[\d.]*|perl|ruby|php|node)\s+-\w*\s+[^\n]*\b(?:socket|fsockopen|TCPSocket|net\.Socket)\b"
-        r"[^\n]*\b(?:connect|fsockopen|TCPSocket|exec|spawn|dup2|subprocess)\b",
+        r"\bpython[\d.]*\s+-c\s+",
+        r"\bpty\.spawn\(",
+    ),
+    _p(
+        "shell.reverse_shell",
+        "spawns an interactive shell from an interpreter one-liner",
+        r"\b(?:python[\d.]*|perl|ruby|php|node)\s+-\w*\s+",
+        r"\b(?:socket|fsockopen|TCPSocket|net\.Socket)\b",
+        r"\b(?:connect|fsockopen|TCPSocket|exec|spawn|dup2|subprocess)\b",
     ),
 )
 
@@ -575,27 +672,27 @@ def shell_hits(line: str, depth: int = 0) -> list[Hit]:
     line = line[:MAX_LINE]
     segments = _split(line)
     words = [_words(text) for text, _ in segments]
-    pattern_text = "".join(
-        (_neutralised(w) if _command(w)[0] in _TEXT_ONLY else text) + separator
-        for (text, separator), w in zip(segments, words, strict=True)
-    )
+    pattern_text = _pattern_text(segments, words)
     hits: list[Hit] = []
     fired: set[str] = set()
     for pattern in _SHELL_PATTERNS:
-        if pattern.rule_id not in fired and pattern.regex.search(pattern_text):
+        if pattern.rule_id not in fired and pattern.search(pattern_text):
             hits.append(Hit(pattern.rule_id, pattern.message))
             fired.add(pattern.rule_id)
-    for w in words:
-        name, args = _command(w)
+    for segment_words in words:
+        name, args = _command(segment_words)
         if not name:
             continue
         hits.extend(_credential_read(name, args))
         hits.extend(_exfil(name, args))
         hits.extend(_kubectl(name, args))
-        if name in _SHELLS and "-c" in args and depth < 2:
+        if name in _SHELLS and "-c" in args and depth < MAX_NESTING:
             script = args[args.index("-c") + 1] if args.index("-c") + 1 < len(args) else ""
             hits.extend(shell_hits(script, depth + 1))
-    return list({hit.rule_id: hit for hit in reversed(hits)}.values())[::-1]
+    first_per_rule: dict[str, Hit] = {}
+    for hit in hits:
+        first_per_rule.setdefault(hit.rule_id, hit)
+    return list(first_per_rule.values())
 
 
 def command_line(argv: list[str]) -> str:
@@ -604,7 +701,10 @@ def command_line(argv: list[str]) -> str:
 
 
 def _split(line: str) -> list[tuple[str, str]]:
-    """(simple command, following operator) pairs: split on unquoted ; | & and newlines."""
+    """(simple command, following operator) pairs: split on unquoted ; | & and newlines.
+
+    Comments are dropped.
+    """
     segments: list[tuple[str, str]] = []
     start, index, quote = 0, 0, ""
     length = len(line)
@@ -619,6 +719,14 @@ def _split(line: str) -> list[tuple[str, str]]:
             index += 1
         elif char in "'\"":
             quote = char
+        elif char == "#" and (index == start or line[index - 1] in " \t;|&("):
+            # A comment runs to the end of the line; what it says is never run.
+            newline = line.find("\n", index)
+            segments.append((line[start:index], ""))
+            if newline < 0:
+                return segments
+            start, index = newline + 1, newline + 1
+            continue
         elif char in ";|&\n":
             end = index
             while index + 1 < length and line[index + 1] in "|&" and char != "\n":
@@ -628,6 +736,27 @@ def _split(line: str) -> list[tuple[str, str]]:
         index += 1
     segments.append((line[start:], ""))
     return segments
+
+
+def _pattern_text(segments: list[tuple[str, str]], words: list[list[str]], depth: int = 0) -> str:
+    """The line as the patterns see it: text-only commands lose their text, ``sh -c`` scripts
+    are seen through the same lens."""
+    parts: list[str] = []
+    for (text, separator), segment_words in zip(segments, words, strict=True):
+        name, args = _command(segment_words)
+        if name in _TEXT_ONLY:
+            parts.append(_neutralised(segment_words))
+        elif name in _SHELLS and "-c" in args and args.index("-c") + 1 < len(args) and depth < MAX_NESTING:
+            script = args[args.index("-c") + 1]
+            inner = _split(script[:MAX_LINE])
+            prefix = segment_words[: len(segment_words) - len(args) + args.index("-c") + 1]
+            parts.append(
+                " ".join(prefix) + " " + _pattern_text(inner, [_words(t) for t, _ in inner], depth + 1)
+            )
+        else:
+            parts.append(text)
+        parts.append(separator)
+    return "".join(parts)
 
 
 def _neutralised(words: list[str]) -> str:
