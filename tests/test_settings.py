@@ -15,6 +15,11 @@ def test_production_requires_a_token_key() -> None:
         Settings(environment="production")
 
 
+def test_production_requires_a_blind_index_key(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="BLIND_INDEX_KEY"):
+        Settings(environment="production", jwt_public_key_file=tmp_path / "key.pem")
+
+
 def test_production_refuses_to_run_without_worm(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="REQUIRE_WORM=false"):
         Settings(environment="production", require_worm=False, jwt_public_key_file=tmp_path / "key.pem")
@@ -24,6 +29,7 @@ def test_settings_come_from_blackbox_variables(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("BLACKBOX_KAFKA_BOOTSTRAP", "kafka-1:9092")
     monkeypatch.setenv("BLACKBOX_JWT_JWKS_URL", "https://idp.example/jwks")
     monkeypatch.setenv("BLACKBOX_S3_SECRET_ACCESS_KEY", "not-printed")
+    monkeypatch.setenv("BLACKBOX_BLIND_INDEX_KEY", "0123456789abcdef" * 4)
     settings = Settings()
     assert settings.kafka_bootstrap == "kafka-1:9092"
     assert "not-printed" not in repr(settings)
