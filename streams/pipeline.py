@@ -437,6 +437,9 @@ class SealPipeline:
         self._durable_upto: dict[int, int] = {}  # partition → last offset known to be archived
         self._dlq_limiter = DlqRateLimiter(config.dlq_limit, config.dlq_window_seconds, clock)
         self._decoder = Decoder(config.max_message_bytes, config.decode_processes)
+        # Announcements recovery queues for the next outcome (see _announce_again).
+        self._announcements: list[tuple[int, bytes]] = []
+        self._alerts_again: list[tuple[str, bytes]] = []
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -478,6 +481,9 @@ class SealPipeline:
         )
         self._dlq_limiter.record(len(outcome.dead_letters))
         self.cache.commit(self._clock())
+        outcome.sealed_batches[:0] = self._announcements
+        outcome.alerts[:0] = self._alerts_again
+        self._announcements, self._alerts_again = [], []
         return outcome
 
     def _process_partition(
@@ -688,6 +694,9 @@ class SealPipeline:
         )
         for key in unindexed:
             durable_upto = max(durable_upto, self._reindex(key))
+        newest = unindexed[-1] if unindexed else last_key
+        if newest:
+            self._announce_again(newest)
         self._durable_upto[partition] = durable_upto
         self.cache.forget_partition(partition)
         self._load_open_sessions(partition)
@@ -697,6 +706,38 @@ class SealPipeline:
             durable_upto,
             len(unindexed),
         )
+
+    def _announce_again(self, key: str) -> None:
+        """Queue the sealed batch and alerts of the partition's newest object once more.
+
+        A crash between making a batch durable and publishing its announcement loses the
+        announcement, and the replayed batch is skipped as already archived. Only the newest
+        object of a partition can be in that state (batches are published before the next
+        one starts), so it is announced again; consumers key on the object, at least once.
+        """
+        partition, first_offset, last_offset = parse_object_key(key)
+        data = self._retry("read an archive object", lambda: self._store.get(key))
+        blocks = list(iter_blocks(data))
+        placed = _PlacedObject(
+            key,
+            partition,
+            first_offset,
+            last_offset,
+            blocks[0][0].offset if blocks else len(data),
+            len(data),
+            tuple(location for location, _ in blocks),
+        )
+        hashes = [
+            (block[0].value["session_id"], block[0].value["index"], [record_hash(r.raw) for r in block])
+            for _, block in blocks
+        ]
+        self._announcements.extend((partition, message) for message in self._sealed_messages(placed, hashes))
+        for _, block in blocks:
+            for record in block:
+                value = record.value
+                if value["risk"] is not None and self._seal.is_alert(value):
+                    sealed = SealedRecord(record.raw, record_hash(record.raw), value)
+                    self._alerts_again.append((value["session_id"], _alert(sealed)))
 
     def _reindex(self, key: str) -> int:
         """Index an archive object from its own bytes (it was written, its rows were not)."""

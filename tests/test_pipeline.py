@@ -303,3 +303,16 @@ def test_risky_events_are_scored_and_raised_as_alerts(index: Index, store: Local
         "SELECT max_risk, total_risk FROM sessions FINAL WHERE session_id = {s:String}", {"s": sid}
     )
     assert session.to_pylist()[0]["max_risk"] == scores[1]
+
+
+def test_announcements_lost_in_a_crash_are_sent_again(index: Index, store: LocalWormStore) -> None:
+    batch = messages(3, 4)
+    first = pipeline(store, index).process(batch)
+    announced = {REGISTRY.decode(message).value["object_key"] for _, message in first.sealed_batches}
+    # the process dies after the batch is durable but before its announcement is published:
+    restarted = pipeline(store, index)
+    replay = restarted.process(batch)
+    assert replay.skipped_messages == len(batch)
+    again = {REGISTRY.decode(message).value["object_key"] for _, message in replay.sealed_batches}
+    assert again == announced
+    assert restarted.process(batch).sealed_batches == []  # once per recovery, not per batch
