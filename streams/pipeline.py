@@ -37,6 +37,8 @@ from streams.seal import SealedRecord, SealStep, SessionState, replay_state
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# One index row's source: (record hash, the record's value, the source offset it came from).
+IndexRow = tuple[bytes, dict[str, Any], int]
 
 DIGEST_WINDOW = 4096  # recent seq → digest kept per session; older duplicates ask the index
 DECODE_CHUNK = 250  # messages per decode job: enough to amortise the hand-off, small enough to overlap
@@ -567,7 +569,7 @@ class SealPipeline:
             # deterministic: the object already holds these records.
             logger.warning("archive object %s already existed; treating it as this batch's", key)
         rows_by_session = {
-            sid: [(record.raw, record.value, offset) for record, offset in batch.records[sid]]
+            sid: [(record.hash, record.value, offset) for record, offset in batch.records[sid]]
             for sid in sessions
         }
         states = {sid: self.cache.staged()[sid] for sid in sessions}
@@ -628,7 +630,7 @@ class SealPipeline:
     def _index_object(
         self,
         placed: _PlacedObject,
-        rows_by_session: dict[str, list[tuple[bytes, dict[str, Any], int]]],
+        rows_by_session: dict[str, list[IndexRow]],
         states: dict[str, SessionState],
     ) -> None:
         """Insert the index rows for one archive object; the archive_objects row goes last,
@@ -747,10 +749,12 @@ class SealPipeline:
         session_ids = [block[0].value["session_id"] for _, block in blocks]
         self._load_states(partition, set(session_ids))
         states: dict[str, SessionState] = {}
-        rows_by_session: dict[str, list[tuple[bytes, dict[str, Any], int]]] = {}
+        rows_by_session: dict[str, list[IndexRow]] = {}
         for session_id, (_, block) in zip(session_ids, blocks, strict=True):
             states[session_id] = self._state_after_block(partition, session_id, block)
-            rows_by_session[session_id] = [(record.raw, record.value, first_offset) for record in block]
+            rows_by_session[session_id] = [
+                (record_hash(record.raw), record.value, first_offset) for record in block
+            ]
         header_length = blocks[0][0].offset if blocks else len(data)
         placed = _PlacedObject(
             key,
@@ -857,9 +861,7 @@ class _EventRows:
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {field.name: [] for field in _EVENTS_SCHEMA}
 
-    def add_block(
-        self, rows: list[tuple[bytes, dict[str, Any], int]], state: SessionState, key: str, partition: int
-    ) -> None:
+    def add_block(self, rows: list[IndexRow], state: SessionState, key: str, partition: int) -> None:
         c = self.columns
         count = len(rows)
         c["session_id"].extend([state.session_id] * count)
@@ -882,7 +884,7 @@ class _EventRows:
         risks = c["risk_score"].append
         finding_counts = c["finding_count"].append
         offsets = c["kafka_offset"].append
-        for raw, value, offset in rows:
+        for digest, value, offset in rows:
             event = value["event"]
             body_type, summary = summarize(event)
             risk = value["risk"]
@@ -893,7 +895,7 @@ class _EventRows:
             event_times(event["event_time"] if event else state.last_event_at_us)
             body_types(body_type)
             summaries(summary)
-            record_hashes(record_hash(raw))
+            record_hashes(digest)
             prev_hashes(value["prev_hash"])
             digests(value["event_digest"] or b"")
             risks(risk["score"] if risk else 0)
