@@ -12,16 +12,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import TokenVerifier
 from api.deps import PrincipalDep, ReaderDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES, install_error_handlers
+from api.ledger_routes import LedgerSessionVerdictOut, ledger_verdict, with_ledger
+from api.ledger_routes import router as ledger_router
 from api.metrics import MetricsSource, install_metrics
 from api.models import EventOut, EventsOut, HealthOut, SessionOut, SessionPageOut, VerdictOut
 from api.web import mount_web_ui
 from replay import SessionReader
+from replay.proofs import ProofService
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +139,16 @@ def session_asciicast(
     )
 
 
-@router.get("/sessions/{session_id}/verify", response_model=VerdictOut, responses=SESSION_RESPONSES)
-def verify_session(session_id: SessionId, reader: ReaderDep, caller: PrincipalDep) -> VerdictOut:
+@router.get(
+    "/sessions/{session_id}/verify", response_model=LedgerSessionVerdictOut, responses=SESSION_RESPONSES
+)
+def verify_session(
+    session_id: SessionId, request: Request, reader: ReaderDep, caller: PrincipalDep
+) -> LedgerSessionVerdictOut:
+    """The session's chain checks and, with the ledger on, each record's inclusion proof under a
+    signed checkpoint; ``valid`` only when both hold."""
     logger.info("%s verifies session %s", caller.subject, session_id)
-    return VerdictOut.of(reader.verify(session_id))
+    return with_ledger(VerdictOut.of(reader.verify(session_id)), ledger_verdict(request, session_id))
 
 
 def create_app(
@@ -148,9 +157,11 @@ def create_app(
     *,
     extra_health_checks: Mapping[str, HealthCheck] | None = None,
     metrics_source: MetricsSource | None = None,
+    proofs: ProofService | None = None,
     title: str = "Blackbox",
 ) -> FastAPI:
-    """The API over one reader; /api/v1 requires a bearer token that ``auth`` accepts."""
+    """The API over one reader; /api/v1 requires a bearer token that ``auth`` accepts. With
+    ``proofs`` (the ledger), the checkpoint and proof routes are served too."""
     app = FastAPI(
         title=title,
         summary="Audit log and replay of machine-identity sessions",
@@ -163,6 +174,9 @@ def create_app(
     checks = dict(extra_health_checks or {})
     install_error_handlers(app)
     app.include_router(router)
+    if proofs is not None:
+        app.state.proofs = proofs
+        app.include_router(ledger_router)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
     def healthz() -> JSONResponse:

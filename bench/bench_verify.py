@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import random
@@ -28,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -223,31 +223,6 @@ def raw_baselines(store: LocalWormStore, runs: int) -> tuple[float, float, int]:
     return _best(runs, per_record), _best(runs, same_hashing), len(records)
 
 
-# The seal worker with the ledger attached, as `blackbox dev` runs it (settings from BLACKBOX_*).
-LATENCY_WORKER = textwrap.dedent(
-    """
-    import sys
-    from blackbox.settings import Settings
-    from blackbox.wiring import build_pipeline, open_archive, open_migrated_index, worker_config
-    from schemas import default_registry
-    from streams.app import build_app, run_worker
-    from streams.ledger_agent import attach_ledger, ledger_signer
-
-    settings = Settings()
-    store = open_archive(settings)
-    index = open_migrated_index(settings)
-    registry = default_registry()
-    pipeline = build_pipeline(settings, store, index, registry)
-    app = build_app(worker_config(settings, settings.data_dir), pipeline, registry)
-    signer = ledger_signer(settings.data_dir / "ledger.key", "bench.blackbox", create=True)
-    attach_ledger(app, sealed_topic=settings.sealed_topic, store=store, signer=signer,
-                  log_name="bench.blackbox", epoch=settings.source_epoch,
-                  checkpoint_interval_seconds=float(sys.argv[1]))
-    run_worker(app, loglevel="WARNING")
-    """
-)
-
-
 class CheckpointWatcher(threading.Thread):
     """Polls every shard's latest checkpoint and notes when each size was first seen."""
 
@@ -304,60 +279,74 @@ async def emit_steadily(bootstrap: str, topic: str, events: int, rate: float) ->
     return sent + sessions
 
 
-def measure_latency(base: Path, events: int, rate: float, interval: float) -> None:
-    from blackbox.broker import TansuBroker, free_port  # noqa: PLC0415
-    from blackbox.topics import ensure_topics  # noqa: PLC0415
+def _start_dev_stack(base: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`blackbox dev --no-demo` as a user starts it; returns the process and its broker address."""
+    from blackbox.broker import free_port  # noqa: PLC0415
 
-    broker = TansuBroker(free_port(), log_file=base / "tansu.log").start()
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        topics = ("blackbox.events", "blackbox.sealed", "blackbox.dlq")
-        asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS, topics))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
-        env.update(
-            {
-                "BLACKBOX_ENVIRONMENT": "dev",
-                "BLACKBOX_KAFKA_BOOTSTRAP": broker.bootstrap,
-                "BLACKBOX_TOPIC_PARTITIONS": str(PARTITIONS),
-                "BLACKBOX_ARCHIVE_URL": f"file://{base / 'archive'}",
-                "BLACKBOX_INDEX_URL": f"chdb://{base / 'index'}",
-                "BLACKBOX_DATA_DIR": str(base / "data"),
-                "BLACKBOX_SOURCE_EPOCH": "lat",
-                "BLACKBOX_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-            }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    command = [sys.executable, "-m", "blackbox.cli", "dev", "--no-demo", "--data-dir", str(base)]
+    with (base / "dev.log").open("ab") as log:
+        stack = subprocess.Popen(
+            [*command, "--port", str(free_port()), "--partitions", str(PARTITIONS)],
+            env=env,
+            stdout=log,
+            stderr=log,
         )
-        with (base / "worker.log").open("ab") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-c", LATENCY_WORKER, str(interval)], env=env, stdout=log, stderr=log
-            )
-        key_file = base / "data" / "ledger.key"
-        deadline = time.monotonic() + 60
-        while not key_file.exists():
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise RuntimeError(f"worker did not start; see {base / 'worker.log'}")
-            time.sleep(0.1)
-        time.sleep(8)  # the consumer group settles before the clock starts
-        signer = Ed25519FileSigner.load(key_file)
+    deadline = time.monotonic() + 90
+    while not (base / "stack.json").exists():
+        if time.monotonic() > deadline or stack.poll() is not None:
+            raise RuntimeError(f"the dev stack did not start; see {base / 'dev.log'}")
+        time.sleep(0.1)
+    return stack, str(json.loads((base / "stack.json").read_text())["bootstrap"])
+
+
+def _warm_up(bootstrap: str, store: LocalWormStore) -> str:
+    """One session through the stack before the clock starts (the consumer group settles); returns
+    the epoch the dev stack archives under."""
+    from ingest.emitter import Emitter  # noqa: PLC0415
+
+    async def emit() -> None:
+        async with Emitter(bootstrap, "blackbox.events") as emitter:
+            await emitter.emit_many([_event("warm-up", 0, b"$ true\r\n"), _event("warm-up", 1, None)])
+
+    asyncio.run(emit())
+    deadline = time.monotonic() + 120
+    while not (keys := [key for key in store.list_keys("") if key.endswith(".avro")]):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the warm-up session was not archived in 120 s")
+        time.sleep(0.1)
+    return keys[0].split("/", 1)[0]
+
+
+def measure_latency(base: Path, events: int, rate: float) -> None:
+    """Emission → covered by a signed checkpoint, in the dev stack (`blackbox dev`) as shipped:
+    masking, scoring, chaining, archive, index and the ledger agent, default intervals."""
+    stack, bootstrap = _start_dev_stack(base)
+    try:
         store = LocalWormStore(base / "archive", retention=None)
-        origins = [shard_origin(signer.name, log_key_id(signer), "lat", p) for p in range(PARTITIONS)]
+        epoch = _warm_up(bootstrap, store)
+        signer = Ed25519FileSigner.load(base / "keys" / "ledger.key")
+        origins = [shard_origin(signer.name, log_key_id(signer), epoch, p) for p in range(PARTITIONS)]
         watcher = CheckpointWatcher(store, origins)
         watcher.start()
-        records = asyncio.run(emit_steadily(broker.bootstrap, "blackbox.events", events, rate))
+        warm_up_records = 3  # two events and the SEAL
+        records = asyncio.run(emit_steadily(bootstrap, "blackbox.events", events, rate))
+        expected = warm_up_records + records + records // 51  # + a SEAL record per session
         deadline = time.monotonic() + 120
-        while watcher.total() < records + records // 51:  # + a SEAL record per session
+        while watcher.total() < expected:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {watcher.total()} of {records} records covered; see the worker log")
+                raise RuntimeError(f"only {watcher.total()} of {expected} records covered; see dev.log")
             time.sleep(0.2)
         watcher.stopping.set()
         latencies: list[float] = []
         for partition, origin in enumerate(origins):
-            leaf = 0
-            for key in store.list_keys(f"lat/p{partition:05d}/"):
+            leaf = 0  # leaves are the archive's records in key order: the ledger's own order
+            for key in store.list_keys(f"{epoch}/p{partition:05d}/"):
                 for _, block in iter_blocks(store.get(key)):
                     for record in block:
                         event = record.value["event"]
                         covered = watcher.covered_at(origin, leaf)
-                        if event is not None and covered is not None:
+                        if event is not None and covered is not None and event["session_id"] != "warm-up":
                             latencies.append(covered - int(event["event_time"]) / 1e6)
                         leaf += 1
         latencies.sort()
@@ -366,21 +355,19 @@ def measure_latency(base: Path, events: int, rate: float, interval: float) -> No
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
         print(
-            f"latency from emission to a signed checkpoint, {len(latencies):,} events at {rate:.0f}/s "
-            f"(worker batch window 0.5 s, checkpoint interval {interval:g} s, polled every 50 ms):"
+            f"latency from emission to a signed checkpoint in `blackbox dev`, {len(latencies):,} events"
+            f" at {rate:.0f}/s (default batch window and checkpoint interval; polled every 50 ms):"
         )
         print(
             f"  p50 {pct(0.50):.2f}s  p90 {pct(0.90):.2f}s  p99 {pct(0.99):.2f}s  max {latencies[-1]:.2f}s"
             "  targets p50 <= 2 s, p99 <= 10 s"
         )
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        broker.stop()
+        stack.send_signal(signal.SIGINT)
+        try:
+            stack.wait(60)
+        except subprocess.TimeoutExpired:
+            stack.kill()
 
 
 def main() -> None:
@@ -393,13 +380,12 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=4000, help="--latency: events to emit")
     parser.add_argument("--rate", type=float, default=200.0, help="--latency: events per second")
-    parser.add_argument("--checkpoint-interval", type=float, default=1.0, help="--latency: the agent's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.latency:
         base = Path(tempfile.mkdtemp(prefix="bench-latency-"))
         try:
-            measure_latency(base, args.events, args.rate, args.checkpoint_interval)
+            measure_latency(base, args.events, args.rate)
         finally:
             shutil.rmtree(base, ignore_errors=True)
         return

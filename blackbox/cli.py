@@ -13,6 +13,9 @@ from typing import cast
 
 from pydantic import ValidationError
 
+from blackbox.settings import ConfigurationError
+from blackbox.verify_cmd import add_verify_parser
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".blackbox")
@@ -58,7 +61,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from blackbox.settings import Settings  # noqa: PLC0415
     from blackbox.topics import ensure_topics  # noqa: PLC0415
-    from blackbox.wiring import build_pipeline, open_archive, open_migrated_index, worker_config  # noqa: PLC0415
+    from blackbox.wiring import (  # noqa: PLC0415
+        attach_ledger_from_settings,
+        build_pipeline,
+        open_archive,
+        open_migrated_index,
+        worker_config,
+    )
     from schemas import default_registry  # noqa: PLC0415
     from streams.app import build_app, run_worker  # noqa: PLC0415
 
@@ -71,6 +80,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     registry = default_registry()
     pipeline = build_pipeline(settings, store, index, registry)
     app = build_app(worker_config(settings, settings.data_dir), pipeline, registry)
+    attach_ledger_from_settings(app, settings, store)
     try:
         run_worker(app, loglevel=settings.log_level)
     finally:
@@ -85,7 +95,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.app import create_app  # noqa: PLC0415
     from api.auth import TokenVerifier  # noqa: PLC0415
     from blackbox.settings import Settings  # noqa: PLC0415
-    from blackbox.wiring import open_archive, open_migrated_index  # noqa: PLC0415
+    from blackbox.wiring import open_archive, open_migrated_index, open_proofs  # noqa: PLC0415
     from replay.reader import SessionReader  # noqa: PLC0415
 
     settings = Settings()
@@ -97,7 +107,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         audience=settings.jwt_audience,
     )
     index = open_migrated_index(settings)
-    app = create_app(SessionReader(index, open_archive(settings)), verifier)
+    store = open_archive(settings)
+    app = create_app(SessionReader(index, store), verifier, proofs=open_proofs(settings, index, store))
     try:
         uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port)
     finally:
@@ -275,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev blind-index key location")
     score.set_defaults(handler=cmd_score)
 
+    add_verify_parser(commands)
+
     bench = commands.add_parser("bench", help="benchmarks")
     bench.add_argument("which", choices=["pipeline"])
     bench.add_argument("--events", type=int, default=200_000)
@@ -299,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValidationError as exc:
         print(f"blackbox: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:
+        print(f"blackbox: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

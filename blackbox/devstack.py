@@ -26,7 +26,15 @@ from api.auth import TokenVerifier, load_or_create_dev_keys, mint_token
 from blackbox.broker import TansuBroker, free_port, wait_for_port
 from blackbox.settings import Settings
 from blackbox.topics import ensure_topics
-from blackbox.wiring import build_pipeline, open_archive, open_migrated_index, worker_config
+from blackbox.wiring import (
+    attach_ledger_from_settings,
+    build_pipeline,
+    ledger_public_key_path,
+    open_archive,
+    open_migrated_index,
+    open_proofs,
+    worker_config,
+)
 from replay.reader import SessionReader
 from schemas import default_registry
 from storage.index import Index
@@ -179,17 +187,8 @@ def _serve(
     api_port: int,
     demo: bool,
 ) -> None:
-    registry = default_registry()
-    metrics = WorkerMetrics()
-    verifier = TokenVerifier(public_key_pem=public_key_of(settings), audience=settings.jwt_audience)
-    api_app = create_app(SessionReader(index, store), verifier, metrics_source=metrics.gauges)
-    api = _ApiServer(api_app, settings.api_host, api_port)
-    api.start(api_port)
     api_url = f"http://{settings.api_host}:{api_port}"
-    (data_dir / STACK_FILE).write_text(
-        json.dumps({"bootstrap": broker.bootstrap, "api_url": api_url, "pid": os.getpid()})
-    )
-    token = dev_token(data_dir)
+    public_ledger_key = ledger_public_key_path(settings) if settings.ledger_enabled else None
 
     async def announce() -> None:
         if demo:
@@ -197,21 +196,48 @@ def _serve(
 
             sessions = await emit_demo(broker.bootstrap, topic=settings.events_topic)
             logger.info("emitted %d demo sessions", len(sessions))
+        verify = (
+            f"Verify offline: blackbox verify {settings.archive_url} --public-key {public_ledger_key}\n"
+            if public_ledger_key and settings.archive_url.startswith("file://")
+            else ""
+        )
         print(
             f"\nBlackbox dev stack is up.\n"
             f"  API:     {api_url}/api/v1/sessions\n"
             f"  Broker:  {broker.bootstrap}\n"
             f"  Archive: {store.describe()}\n"
-            f"  Token:   {token}\n\n"
+            f"  Ledger:  {public_ledger_key or 'disabled'}\n"
+            f"  Token:   {dev_token(data_dir)}\n\n"
             f'Try: curl -H "Authorization: Bearer $(blackbox token --data-dir {data_dir})" '
-            f"{api_url}/api/v1/sessions\nStop with Ctrl-C.\n",
+            f"{api_url}/api/v1/sessions\n{verify}Stop with Ctrl-C.\n",
             flush=True,
         )
 
+    registry = default_registry()
+    metrics = WorkerMetrics()
     pipeline = build_pipeline(settings, store, index, registry)
     app = build_app(
         worker_config(settings, data_dir), pipeline, registry, metrics=metrics, on_started=announce
     )
+    # The ledger before the API: it makes the dev signing key whose public half the API proves with.
+    ledger = attach_ledger_from_settings(app, settings, store)
+
+    def gauges() -> dict[str, float]:
+        return {**metrics.gauges(), **(ledger.gauges() if ledger else {})}
+
+    verifier = TokenVerifier(public_key_pem=public_key_of(settings), audience=settings.jwt_audience)
+    api_app = create_app(
+        SessionReader(index, store),
+        verifier,
+        metrics_source=gauges,
+        proofs=open_proofs(settings, index, store),
+    )
+    api = _ApiServer(api_app, settings.api_host, api_port)
+    api.start(api_port)
+    (data_dir / STACK_FILE).write_text(
+        json.dumps({"bootstrap": broker.bootstrap, "api_url": api_url, "pid": os.getpid()})
+    )
+
     try:
         run_worker(app, loglevel=settings.log_level)
     except SystemExit as exit_:

@@ -9,8 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(ValueError):
+    """What the settings name is missing or unusable (a key file, a URL); the message says what to
+    set. Raised while wiring a process, reported by the CLI without a traceback."""
 
 
 class Settings(BaseSettings):
@@ -70,7 +75,27 @@ class Settings(BaseSettings):
     blind_index_key: SecretStr | None = None
     masking_policy_file: Path | None = None
 
+    # Ledger: every sealed record a leaf of its shard's Merkle log, signed checkpoints in the
+    # archive. The key is provisioned by operators (dev creates one); rotating it means a new
+    # log name, so that the new key starts a new origin.
+    ledger_enabled: bool = True
+    ledger_log_name: str = Field(
+        "blackbox.local", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
+    )
+    ledger_key_file: Path | None = None
+    ledger_public_key_file: Path | None = None
+    ledger_checkpoint_interval_seconds: float = Field(1.0, gt=0)
+    ledger_idle_checkpoint_seconds: float = Field(60.0, gt=0)
+
     log_level: str = "INFO"
+
+    @field_validator("source_epoch")
+    @classmethod
+    def _epoch_is_not_a_ledger_name(cls, epoch: str) -> str:
+        # Archive keys start with the epoch; these two would collide with the ledger's own keys.
+        if epoch in ("root", "ledger") or set(epoch) == {"."}:
+            raise ValueError(f"source_epoch {epoch!r} is reserved")
+        return epoch
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -85,6 +110,11 @@ class Settings(BaseSettings):
             problems.append("set BLACKBOX_BLIND_INDEX_KEY (at least 32 characters, e.g. 64 hex digits)")
         if self.jwt_public_key_file is None and self.jwt_jwks_url is None:
             problems.append("set BLACKBOX_JWT_PUBLIC_KEY_FILE or BLACKBOX_JWT_JWKS_URL")
+        if self.ledger_enabled and self.ledger_key_file is None and self.ledger_public_key_file is None:
+            problems.append(
+                "set BLACKBOX_LEDGER_KEY_FILE (worker) or BLACKBOX_LEDGER_PUBLIC_KEY_FILE (API),"
+                " or BLACKBOX_LEDGER_ENABLED=false"
+            )
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self

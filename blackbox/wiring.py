@@ -10,16 +10,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from blackbox.settings import Settings
+import faust
+
+from blackbox.settings import ConfigurationError, Settings
+from ledger.signer import InvalidKey, Verifier
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
 from masking.policy import load_default_policy, load_policy
+from replay.proofs import ProofService
 from risk.policy import default_policy
 from risk.scorer import StatefulScorer
 from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from streams.app import WorkerConfig
+from streams.ledger_agent import LedgerService, attach_ledger, ledger_signer, public_key_file
 from streams.pipeline import PipelineConfig, SealPipeline
 from streams.seal import SealStep
 
@@ -44,7 +49,9 @@ def open_archive(settings: Settings) -> ObjectStore:
             retention=retention,
             require_worm=settings.require_worm,
         )
-    raise ValueError(f"archive_url must be file://DIR or s3://BUCKET[/PREFIX], not {settings.archive_url!r}")
+    raise ConfigurationError(
+        f"archive_url must be file://DIR or s3://BUCKET[/PREFIX], not {settings.archive_url!r}"
+    )
 
 
 def open_migrated_index(settings: Settings) -> Index:
@@ -60,7 +67,7 @@ def blind_index_key(settings: Settings) -> bytes:
     if settings.blind_index_key is not None:
         return settings.blind_index_key.get_secret_value().encode()
     if settings.environment != "dev":
-        raise ValueError("BLACKBOX_BLIND_INDEX_KEY is required outside dev")
+        raise ConfigurationError("BLACKBOX_BLIND_INDEX_KEY is required outside dev")
     path = settings.data_dir / "keys" / "blind-index.key"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -124,3 +131,61 @@ def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:
         idle_timeout_seconds=settings.idle_timeout_seconds,
         idle_check_seconds=settings.idle_check_seconds,
     )
+
+
+def ledger_key_path(settings: Settings) -> Path:
+    """The ledger's signing key: the configured file, or (dev only) one kept in the data dir."""
+    if settings.ledger_key_file is not None:
+        return settings.ledger_key_file
+    if settings.environment != "dev":
+        raise ConfigurationError("BLACKBOX_LEDGER_KEY_FILE is required outside dev")
+    return settings.data_dir / "keys" / "ledger.key"
+
+
+def ledger_public_key_path(settings: Settings) -> Path:
+    """What the API and auditors verify with: the configured public key, else the signer's."""
+    if settings.ledger_public_key_file is not None:
+        return settings.ledger_public_key_file
+    return public_key_file(ledger_key_path(settings))
+
+
+def attach_ledger_from_settings(
+    app: faust.App, settings: Settings, store: ObjectStore
+) -> LedgerService | None:
+    """The ledger agent on the worker's app, or None when the ledger is switched off."""
+    if not settings.ledger_enabled:
+        logger.warning("the ledger is disabled: archived records are not covered by signed checkpoints")
+        return None
+    try:
+        signer = ledger_signer(
+            ledger_key_path(settings), settings.ledger_log_name, create=settings.environment == "dev"
+        )
+    except InvalidKey as exc:
+        raise ConfigurationError(f"ledger key: {exc}") from exc
+    return attach_ledger(
+        app,
+        sealed_topic=settings.sealed_topic,
+        store=store,
+        signer=signer,
+        log_name=settings.ledger_log_name,
+        epoch=settings.source_epoch,
+        checkpoint_interval_seconds=settings.ledger_checkpoint_interval_seconds,
+        idle_checkpoint_seconds=settings.ledger_idle_checkpoint_seconds,
+    )
+
+
+def open_proofs(settings: Settings, index: Index, store: ObjectStore) -> ProofService | None:
+    """Inclusion proofs for the API, or None when the ledger is off. The API holds only the
+    public key: it proves what the worker signed and can sign nothing itself."""
+    if not settings.ledger_enabled:
+        return None
+    path = ledger_public_key_path(settings)
+    if not path.exists():
+        raise ConfigurationError(
+            f"no ledger public key at {path}: start the worker first or set BLACKBOX_LEDGER_PUBLIC_KEY_FILE"
+        )
+    try:
+        public_key = Verifier.load(path, settings.ledger_log_name)
+    except InvalidKey as exc:
+        raise ConfigurationError(f"ledger public key: {exc}") from exc
+    return ProofService(index, store, public_key)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ledger.signer import Ed25519FileSigner
+
 SECRETS = ["jane.roe@example.org", "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE"]
 
 
@@ -60,3 +62,43 @@ def test_import_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"missing.cast" in result.stderr
+
+
+def test_an_api_without_the_ledger_public_key_is_a_clear_error(tmp_path: Path) -> None:
+    """Production API with the ledger on and a key file that is not there: exit 2, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    env.update(
+        {
+            "BLACKBOX_ENVIRONMENT": "production",
+            "BLACKBOX_JWT_JWKS_URL": "https://idp.example/jwks",
+            "BLACKBOX_BLIND_INDEX_KEY": "0123456789abcdef" * 4,
+            "BLACKBOX_LEDGER_PUBLIC_KEY_FILE": str(tmp_path / "missing.pub"),
+            "BLACKBOX_ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
+            "BLACKBOX_INDEX_URL": f"chdb://{tmp_path / 'index'}",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "blackbox.cli", "api", "--port", "0"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert b"no ledger public key at" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_verify_of_a_missing_archive_exits_2(tmp_path: Path) -> None:
+    key = tmp_path / "ledger.pub"
+    key.write_text(Ed25519FileSigner.generate(tmp_path / "ledger.key", "blackbox.local").vkey + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "blackbox.cli", "verify", str(tmp_path / "nowhere"), "--public-key", str(key)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert b"no archive directory at" in result.stderr
+    assert b"Traceback" not in result.stderr

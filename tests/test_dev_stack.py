@@ -3,6 +3,7 @@ HTTP. An asciicast imported through the SDK comes back from the API with the sam
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -143,3 +144,91 @@ def test_metrics_count_requests_and_sealed_events(dev_stack: dict[str, Any]) -> 
     assert 'route="/api/v1/sessions",status="200"' in text
     events = next(line for line in text.splitlines() if line.startswith("blackbox_worker_events_total "))
     assert float(events.split()[1]) > 0
+
+
+def _demo_session_ids(stack: dict[str, Any]) -> list[str]:
+    _wait_for_demo(stack)
+    return [item["session_id"] for item in _get(stack, "/api/v1/sessions").json()["items"]]
+
+
+def _wait_for_demo(stack: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        items = _get(stack, "/api/v1/sessions").json()["items"]
+        if sum(item["sealed"] for item in items) >= 4:
+            return
+        assert time.monotonic() < deadline, items
+        time.sleep(0.5)
+
+
+def _wait_included(stack: dict[str, Any], session_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The session's verdict once a signed checkpoint covers every record (about a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        verdict: dict[str, Any] = _get(stack, f"/api/v1/sessions/{session_id}/verify").json()
+        ledger = verdict["ledger"]
+        assert ledger is not None, "the dev stack runs with the ledger on"
+        if ledger["pending"] == 0 and ledger["included"] == verdict["record_count"]:
+            return verdict
+        assert time.monotonic() < deadline, verdict
+        time.sleep(0.5)
+
+
+def test_every_demo_record_is_proven_under_a_signed_checkpoint(dev_stack: dict[str, Any]) -> None:
+    for session_id in _demo_session_ids(dev_stack):
+        verdict = _wait_included(dev_stack, session_id)
+        assert verdict["valid"], verdict
+        assert all(
+            record["status"] == "included" and record["proof"] for record in verdict["ledger"]["records"]
+        )
+
+    latest = _get(dev_stack, "/api/v1/checkpoints/latest").json()
+    assert latest["shards"]
+    assert all(shard["size"] > 0 for shard in latest["shards"])
+    assert all(shard["note"].startswith(shard["origin"] + "\n") for shard in latest["shards"])
+
+    metrics = httpx.get(f"{dev_stack['api']}/metrics", timeout=30).text
+    checkpoints = next(
+        line for line in metrics.splitlines() if line.startswith("blackbox_ledger_checkpoints_total ")
+    )
+    assert float(checkpoints.split()[1]) > 0
+
+
+def _verify(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blackbox.cli", "verify", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_dev_archive_and_a_proof_file_verify_offline_with_the_public_key(
+    dev_stack: dict[str, Any], tmp_path: Path
+) -> None:
+    session_id = _demo_session_ids(dev_stack)[0]
+    _wait_included(dev_stack, session_id)
+    public_key = dev_stack["data_dir"] / "keys" / "ledger.key.pub"
+    archive = dev_stack["data_dir"] / "archive"
+
+    whole = _verify(str(archive), "--public-key", str(public_key))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    one = _verify(str(archive), "--public-key", str(public_key), "--session", session_id)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert session_id in one.stdout
+
+    response = _get(dev_stack, f"/api/v1/sessions/{session_id}/records/0/proof")
+    assert response.status_code == 200, response.text
+    proof = tmp_path / "record-0.tlog-proof"
+    proof.write_text(response.text)
+    alone = _verify("--proof", str(proof), "--public-key", str(public_key))
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+
+    header, extra, rest = response.text.split("\n", 2)
+    record = bytearray(base64.b64decode(extra.removeprefix("extra ")))
+    record[-1] ^= 0x01  # one bit of the record the auditor was handed
+    proof.write_text(f"{header}\nextra {base64.b64encode(record).decode()}\n{rest}")
+    edited = _verify("--proof", str(proof), "--public-key", str(public_key))
+    assert edited.returncode == 1, edited.stdout + edited.stderr
+    assert edited.stdout.startswith("FAILED")

@@ -30,6 +30,7 @@ def test_settings_come_from_blackbox_variables(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("BLACKBOX_JWT_JWKS_URL", "https://idp.example/jwks")
     monkeypatch.setenv("BLACKBOX_S3_SECRET_ACCESS_KEY", "not-printed")
     monkeypatch.setenv("BLACKBOX_BLIND_INDEX_KEY", "0123456789abcdef" * 4)
+    monkeypatch.setenv("BLACKBOX_LEDGER_KEY_FILE", str(tmp_path / "ledger.key"))
     settings = Settings()
     assert settings.kafka_bootstrap == "kafka-1:9092"
     assert "not-printed" not in repr(settings)
@@ -37,3 +38,26 @@ def test_settings_come_from_blackbox_variables(monkeypatch: pytest.MonkeyPatch, 
 
 def test_dev_allows_the_embedded_defaults() -> None:
     assert Settings(environment="dev", require_worm=False).require_worm is False
+
+
+def test_production_requires_a_ledger_key_unless_the_ledger_is_off(tmp_path: Path) -> None:
+    safe = {
+        "environment": "production",
+        "jwt_public_key_file": tmp_path / "key.pem",
+        "blind_index_key": "0123456789abcdef" * 4,
+    }
+    with pytest.raises(ValidationError, match="BLACKBOX_LEDGER_KEY_FILE"):
+        Settings(**safe)
+    assert Settings(**safe, ledger_public_key_file=tmp_path / "ledger.pub").ledger_enabled
+    assert not Settings(**safe, ledger_enabled=False).ledger_enabled
+
+
+@pytest.mark.parametrize("epoch", ["root", "ledger", "..", "a/b"])
+def test_an_epoch_that_would_collide_with_ledger_keys_is_refused(epoch: str) -> None:
+    with pytest.raises(ValidationError, match="source_epoch"):
+        Settings(environment="dev", source_epoch=epoch)
+
+
+def test_a_ledger_log_name_must_be_path_segments() -> None:
+    with pytest.raises(ValidationError, match="ledger_log_name"):
+        Settings(environment="dev", ledger_log_name="a//b")

@@ -1,13 +1,11 @@
-"""The ledger agent in the real seal worker process: emitter → Tansu → worker (SIGKILLed mid-run
-and restarted) → archive and ledger. Every checkpoint verifies, and the tree equals the tree an
-uninterrupted ledger builds over the same archive."""
+"""The ledger agent in the real seal worker (`blackbox worker`, where the ledger is on by default):
+emitter → Tansu → worker (SIGKILLed mid-run and restarted) → archive and ledger. Every checkpoint
+verifies, and the tree equals the tree an uninterrupted ledger builds over the same archive."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,23 +24,6 @@ from tests.stack import Topics, WorkerProcess, wait_for_sealed
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
 
 PARTITIONS = 4
-
-
-class LedgerWorker(WorkerProcess):
-    """The seal worker with the ledger agent attached (tests/ledger_service/worker_main.py)."""
-
-    def start(self) -> LedgerWorker:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "worker.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.ledger_service.worker_main"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        return self
 
 
 async def emit(bootstrap: str, topic: str, sessions: list[list[Any]]) -> None:
@@ -66,14 +47,14 @@ def test_a_killed_worker_leaves_a_verifiable_ledger_that_resumes_to_the_same_tre
 ) -> None:
     topics = Topics.fresh(kafka_bootstrap, partitions=PARTITIONS)
     archive = tmp_path / "archive"
-    worker = LedgerWorker(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}")
+    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}")
     sessions = [list(events) for events in generate_load(40, 150, seed=11)]
     expected = sum(len(events) + 1 for events in sessions)  # each session ends: one SEAL record more
     worker.start()
     try:
         asyncio.run(emit(kafka_bootstrap, topics.events, sessions[:20]))
         store = LocalWormStore(archive, retention=Retention("COMPLIANCE", 1))
-        key = tmp_path / "data" / "ledger" / "ledger.key"
+        key = tmp_path / "data" / "keys" / "ledger.key"  # made by the dev worker
         deadline = time.monotonic() + 120
         while not key.exists() or not any(covered(store, Ed25519FileSigner.load(key), "e1").values()):
             assert time.monotonic() < deadline, worker.log()[-3000:]
