@@ -61,15 +61,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from blackbox.settings import Settings  # noqa: PLC0415
     from blackbox.topics import ensure_topics  # noqa: PLC0415
-    from blackbox.wiring import (  # noqa: PLC0415
-        attach_ledger_from_settings,
-        build_pipeline,
-        open_archive,
-        open_migrated_index,
-        worker_config,
-    )
-    from schemas import default_registry  # noqa: PLC0415
-    from streams.app import build_app, run_worker  # noqa: PLC0415
+    from blackbox.wiring import build_worker, open_archive, open_migrated_index  # noqa: PLC0415
+    from streams.app import run_worker  # noqa: PLC0415
 
     settings = Settings()
     if args.create_topics:
@@ -77,14 +70,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.topic_partitions, topics))
     store = open_archive(settings)
     index = open_migrated_index(settings)
-    registry = default_registry()
-    pipeline = build_pipeline(settings, store, index, registry)
-    app = build_app(worker_config(settings, settings.data_dir), pipeline, registry)
-    attach_ledger_from_settings(app, settings, store)
+    worker = build_worker(settings, store, index)
     try:
-        run_worker(app, loglevel=settings.log_level)
+        run_worker(worker.app, loglevel=settings.log_level)
     finally:
-        pipeline.close()
+        worker.pipeline.close()
         index.close()
     return 0
 

@@ -27,19 +27,16 @@ from blackbox.broker import TansuBroker, free_port, wait_for_port
 from blackbox.settings import Settings
 from blackbox.topics import ensure_topics
 from blackbox.wiring import (
-    attach_ledger_from_settings,
-    build_pipeline,
+    build_worker,
     ledger_public_key_path,
     open_archive,
     open_migrated_index,
     open_proofs,
-    worker_config,
 )
 from replay.reader import SessionReader
-from schemas import default_registry
 from storage.index import Index
 from storage.objectstore import ObjectStore
-from streams.app import WorkerMetrics, build_app, run_worker
+from streams.app import run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -213,23 +210,13 @@ def _serve(
             flush=True,
         )
 
-    registry = default_registry()
-    metrics = WorkerMetrics()
-    pipeline = build_pipeline(settings, store, index, registry)
-    app = build_app(
-        worker_config(settings, data_dir), pipeline, registry, metrics=metrics, on_started=announce
-    )
-    # The ledger before the API: it makes the dev signing key whose public half the API proves with.
-    ledger = attach_ledger_from_settings(app, settings, store)
-
-    def gauges() -> dict[str, float]:
-        return {**metrics.gauges(), **(ledger.gauges() if ledger else {})}
-
+    # The worker before the API: its ledger makes the dev signing key the API proves with.
+    worker = build_worker(settings, store, index, data_dir=data_dir, on_started=announce)
     verifier = TokenVerifier(public_key_pem=public_key_of(settings), audience=settings.jwt_audience)
     api_app = create_app(
         SessionReader(index, store),
         verifier,
-        metrics_source=gauges,
+        metrics_source=worker.gauges,
         proofs=open_proofs(settings, index, store),
     )
     api = _ApiServer(api_app, settings.api_host, api_port)
@@ -239,12 +226,12 @@ def _serve(
     )
 
     try:
-        run_worker(app, loglevel=settings.log_level)
+        run_worker(worker.app, loglevel=settings.log_level)
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
     finally:
-        pipeline.close()
+        worker.pipeline.close()
         api.stop()
 
 

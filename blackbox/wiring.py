@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from risk.scorer import StatefulScorer
 from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
-from streams.app import WorkerConfig
+from streams.app import WorkerConfig, WorkerMetrics, build_app
 from streams.ledger_agent import LedgerService, attach_ledger, ledger_signer, public_key_file
 from streams.pipeline import PipelineConfig, SealPipeline
 from streams.seal import SealStep
@@ -87,7 +88,8 @@ def build_masker(settings: Settings) -> EventMasker:
 
 
 class IdentityRiskScorer:
-    """The risk engine behind the seal step's Scorer protocol, identity states in memory."""
+    """The risk engine behind the seal step's Scorer protocol; identity states cached in memory
+    and, in the worker, kept in a Faust table (`streams.behaviour_table.PersistentScorerState`)."""
 
     def __init__(self) -> None:
         self._scorer = StatefulScorer(default_policy())
@@ -98,9 +100,23 @@ class IdentityRiskScorer:
     def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
         return self._scorer.scorer.is_alert(event, risk)
 
+    def use_loader(self, loader: Callable[[str], Mapping[str, Any] | None]) -> None:
+        self._scorer.use_loader(loader)
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        return self._scorer.take_changes()
+
+    def adopt(self, key: str, stored: Mapping[str, Any]) -> None:
+        self._scorer.adopt(key, stored)
+
 
 def build_pipeline(
-    settings: Settings, store: ObjectStore, index: Index, registry: SchemaRegistry | None = None
+    settings: Settings,
+    store: ObjectStore,
+    index: Index,
+    registry: SchemaRegistry | None = None,
+    *,
+    scorer: IdentityRiskScorer | None = None,
 ) -> SealPipeline:
     registry = registry or default_registry()
     config = PipelineConfig(
@@ -110,8 +126,45 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    step = SealStep(registry, masker=build_masker(settings), scorer=IdentityRiskScorer())
+    step = SealStep(registry, masker=build_masker(settings), scorer=scorer or IdentityRiskScorer())
     return SealPipeline(registry, step, store, index, config)
+
+
+@dataclass
+class Worker:
+    """A seal worker ready to run: its Faust app, the pipeline to close, its gauges."""
+
+    app: faust.App
+    pipeline: SealPipeline
+    metrics: WorkerMetrics
+    ledger: LedgerService | None
+
+    def gauges(self) -> dict[str, float]:
+        return {**self.metrics.gauges(), **(self.ledger.gauges() if self.ledger else {})}
+
+
+def build_worker(
+    settings: Settings,
+    store: ObjectStore,
+    index: Index,
+    *,
+    data_dir: Path | None = None,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+) -> Worker:
+    """The seal agent, the behaviour table and the ledger agent on one app, as settings say."""
+    registry = default_registry()
+    scorer = IdentityRiskScorer()
+    pipeline = build_pipeline(settings, store, index, registry, scorer=scorer)
+    metrics = WorkerMetrics()
+    app = build_app(
+        worker_config(settings, data_dir or settings.data_dir),
+        pipeline,
+        registry,
+        metrics=metrics,
+        on_started=on_started,
+        behaviour=scorer if settings.persist_behaviour else None,
+    )
+    return Worker(app, pipeline, metrics, attach_ledger_from_settings(app, settings, store))
 
 
 def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:

@@ -10,15 +10,17 @@ scores 70, two of 0.5 score 75, a rule of weight 1.0 alone scores 100. A rule fi
 one event counts once. Allow-listed rules and rules of weight 0 contribute nothing and are not
 listed among the reasons; reasons are ordered by contribution, then rule id.
 
-`RiskScorer.score` is the pure step (state in, state out) for a Faust agent holding identity
-states in a table keyed by `identity_key`; `StatefulScorer` is the adapter that keeps them in
-memory and implements the seal step's ``score(event, findings)`` protocol.
+`RiskScorer.score` is the pure step (state in, state out); `StatefulScorer` is the adapter that
+caches identity states in memory, loads and hands back changed ones for durable storage (the
+worker keeps them in a Faust table keyed by `identity_key`), and implements the seal step's
+``score(event, findings)`` protocol.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,11 @@ from risk.model import (
 from risk.policy import US_PER_HOUR, KindPolicy, Policy, default_policy
 from risk.rules import command_line, http_hits, kubernetes_hits, shell_hits
 from risk.sql import analyze, dialect_for, sql_hits
+
+logger = logging.getLogger(__name__)
+
+# Reads an identity's stored state (`IdentityState.to_dict` form) by `identity_key`, or None.
+StateLoader = Callable[[str], Mapping[str, Any] | None]
 
 
 def combine(weights: Iterable[float]) -> int:
@@ -128,27 +135,78 @@ def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict
 class StatefulScorer:
     """The non-Faust adapter: identity states in memory, ``score(event, findings)`` for the seal step.
 
-    States live as long as the process (the least recently seen identities beyond
-    ``max_identities`` are forgotten), so after a restart behaviour signals warm up again; the
-    worker keeps them in a Faust table via `RiskScorer.score` instead. Feeding the same event
-    twice counts it twice, which the seal step avoids by scoring only events it chains.
+    Memory is a cache of at most ``max_identities`` states (least recently seen forgotten). With a
+    ``loader``, an identity missing from memory is read from durable storage (the worker's Faust
+    table) instead of starting afresh, and `take_changes` hands back what changed since the last
+    call for the caller to store. `adopt` takes another worker's newer state of an identity.
+    Feeding the same event twice counts it twice, which the seal step avoids by scoring only the
+    events it chains.
     """
 
-    def __init__(self, policy: Policy | None = None, max_identities: int = 100_000) -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        max_identities: int = 100_000,
+        *,
+        loader: StateLoader | None = None,
+    ) -> None:
         self.scorer = RiskScorer(policy)
         self.max_identities = max_identities
+        self.loader = loader
         self._states: OrderedDict[str, IdentityState] = OrderedDict()
+        self._changed: set[str] = set()
+        self._evicted: dict[str, dict[str, Any]] = {}
+        # Filled from the event loop, drained by the scoring thread: deque appends are atomic.
+        self._adopted: deque[tuple[str, Mapping[str, Any]]] = deque()
 
     def score(self, event: dict[str, Any], findings: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self._adopted:
+            self._take_adopted()
         key = identity_key(event)
         state = self._states.pop(key, None)
         if state is None:
-            state = IdentityState()
+            state = self._load(key)
         risk = self.scorer.score_owned(event, list(findings), state)
         self._states[key] = state
+        self._changed.add(key)
         if len(self._states) > self.max_identities:
-            self._states.popitem(last=False)
+            forgotten, forgotten_state = self._states.popitem(last=False)
+            if forgotten in self._changed:  # still to be stored: keep its last form until then
+                self._evicted[forgotten] = forgotten_state.to_dict()
+                self._changed.discard(forgotten)
         return risk
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        """Identities scored since the last call, each with its state in plain form."""
+        changes = self._evicted
+        changes.update((key, self._states[key].to_dict()) for key in self._changed)
+        self._changed.clear()
+        self._evicted = {}
+        return changes
+
+    def use_loader(self, loader: StateLoader) -> None:
+        self.loader = loader
+
+    def adopt(self, key: str, stored: Mapping[str, Any]) -> None:
+        """Another worker stored a state of ``key``: it replaces the one cached here, unless this
+        one has changes not yet taken (stored later, they win: last writer wins). An identity not
+        in memory needs nothing: it is loaded when next seen. Thread-safe."""
+        if key in self._states:
+            self._adopted.append((key, stored))
+
+    def _take_adopted(self) -> None:
+        while self._adopted:
+            key, stored = self._adopted.popleft()
+            if key in self._changed or key in self._evicted:
+                continue
+            state = _state_from(key, stored)
+            if state is not None:
+                self._states.pop(key, None)
+                self._states[key] = state
+
+    def _load(self, key: str) -> IdentityState:
+        stored = self.loader(key) if self.loader is not None else None
+        return (_state_from(key, stored) if stored is not None else None) or IdentityState()
 
     def state(self, key: str) -> IdentityState | None:
         return self._states.get(key)
@@ -159,6 +217,15 @@ class StatefulScorer:
 
     def restore(self, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
         self._states = OrderedDict((key, IdentityState.from_dict(value)) for key, value in snapshot.items())
+
+
+def _state_from(key: str, stored: Mapping[str, Any]) -> IdentityState | None:
+    try:
+        return IdentityState.from_dict(stored)
+    except ValueError as exc:
+        # An old or damaged state costs only the identity's history, never the event.
+        logger.warning("identity %s: stored behaviour state unusable (%s); starting afresh", key, exc)
+        return None
 
 
 @dataclass(frozen=True)

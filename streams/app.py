@@ -20,6 +20,7 @@ from typing import Any, cast
 import faust
 
 from schemas import EVENT_SCHEMA, SchemaRegistry
+from streams.behaviour_table import BehaviourTable, PersistentScorerState
 from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
 from streams.seal import IDLE_TIMEOUT, SessionState
 
@@ -111,7 +112,10 @@ def build_app(
     *,
     metrics: WorkerMetrics | None = None,
     on_started: Callable[[], Awaitable[None]] | None = None,
+    behaviour: PersistentScorerState | None = None,
 ) -> faust.App:
+    """The seal agent and the idle timer on a new app. With ``behaviour`` (the scorer), identity
+    states are kept in a global Faust table (`streams.behaviour_table`)."""
     metrics = metrics if metrics is not None else WorkerMetrics()
     # Thread handoff: the pipeline runs in worker threads, one call at a time.
     pipeline_lock = threading.Lock()
@@ -149,9 +153,16 @@ def build_app(
         config.alerts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
     )
 
+    behaviour_table = BehaviourTable(app, behaviour) if behaviour is not None else None
+
     def run_locked(function: Callable[..., Any], *args: Any) -> Any:
         with pipeline_lock:
             return function(*args)
+
+    def process(messages: list[SourceMessage]) -> tuple[BatchOutcome, dict[str, dict[str, Any]]]:
+        with pipeline_lock:
+            outcome = pipeline.process(messages)
+            return outcome, behaviour.take_changes() if behaviour is not None else {}
 
     async def publish(outcome: BatchOutcome) -> None:
         pending = []
@@ -186,13 +197,22 @@ def build_app(
             started = time.perf_counter()
             messages = [_source_message(event) for event in batch]
             try:
-                outcome = await asyncio.to_thread(run_locked, pipeline.process, messages)
+                outcome, behaviour_changes = await asyncio.to_thread(process, messages)
+                if behaviour_table is not None:
+                    behaviour_table.save(behaviour_changes)
+                await publish(outcome)
             except DlqLimitExceeded as exc:
                 logger.critical("%s", exc)
                 # Unacknowledged, this batch is replayed after the operator has looked.
                 await app.crash(exc)
                 return
-            await publish(outcome)
+            except Exception as exc:
+                # A bug, not bad input (that goes to the DLQ) nor an outage (retried inside):
+                # stop the worker so that it is restarted and the batch replayed, instead of
+                # leaving a process that looks alive and seals nothing.
+                logger.critical("the seal agent failed; stopping the worker", exc_info=True)
+                await app.crash(exc)
+                return
             for event in batch:
                 await stream.ack(event)
             metrics.add(outcome, len(messages), time.perf_counter() - started)
