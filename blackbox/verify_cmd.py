@@ -14,6 +14,7 @@ first failure is printed with its location), 2 the archive, key or a file could 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,10 @@ def add_verify_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--deep", action="store_true", help="also decode every record with Avro (slow; whole archive only)"
     )
     parser.add_argument(
-        "--jobs", type=int, default=1, help="verify this many shards at once, in processes (default 1)"
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="verify this many shards at once, in processes (default: one per CPU)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(handler=run_verify)
