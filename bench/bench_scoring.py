@@ -1,8 +1,8 @@
 """Risk scoring throughput on the labeled corpus (risk.corpus).
 
-Reports events per second for the scorer alone, cold (empty SQL parse cache, no identity
-history) and warm (parse cache filled, as in a long-running worker; identity history reset),
-and for `blackbox score` end to end (Avro JSON decoding included). Run:
+Reports events per second for the scorer alone, cold (empty SQL parse and shell command-line
+caches, no identity history) and warm (caches filled, as in a long-running worker; identity
+history reset), and for `blackbox score` end to end (Avro JSON decoding included). Run:
 
     .venv/bin/python bench/bench_scoring.py [--repeat N] [--json]
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import fastavro
 
-from risk import cli, sql
+from risk import cli, rules, sql
 from risk.corpus import Example, corpus
 from risk.scorer import StatefulScorer
 from schemas import EVENT_SCHEMA, default_registry
@@ -37,6 +37,7 @@ def bench(repeat: int) -> dict[str, Any]:
     events = len(examples)
     statements = sum(1 for e in examples if e.event["body"][0].endswith(".Query"))
     sql.clear_cache()
+    rules.clear_cache()
     cold = score_all(examples)
     warm = min(score_all(examples) for _ in range(repeat))
 

@@ -15,6 +15,7 @@ import re
 import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,6 +29,10 @@ MAX_LINE = 16_384
 MAX_NESTING = 3
 # Terminal input kept per session while waiting for Enter.
 MAX_PENDING = 4_096
+# Command lines repeat (agents, CI jobs and people run the same few commands over and over)
+# and their hits depend on the line alone, so they are cached; longer lines are not kept.
+MAX_CACHED_LINE = 1_024
+LINE_CACHE_SIZE = 4_096
 # Kubernetes request bodies above this are only pattern-matched, not parsed.
 MAX_BODY_PARSE = 1_048_576
 
@@ -295,6 +300,9 @@ class _Pattern:
     def search(self, text: str) -> bool:
         if len(self.parts) == 1:
             return self.parts[0].search(text) is not None
+        # Most lines lack the first part: they need not pay for the stops and the cache below.
+        if self.parts[0].search(text) is None:
+            return False
         stops = [m.start() for m in self.stop.finditer(text)]
         # Per later part: (position searched from, leftmost match at or after it). The leftmost
         # match from any later position up to that match's start is the same one, so each
@@ -669,6 +677,23 @@ _KUBECTL_VALUE_OPTIONS = {
 
 def shell_hits(line: str, depth: int = 0) -> list[Hit]:
     """Rules on one command line (typed, or a Command's argv joined as a shell would quote it)."""
+    if depth == 0 and len(line) <= MAX_CACHED_LINE:
+        return list(_shell_hits_cached(line))
+    return _shell_hits(line, depth)
+
+
+@lru_cache(maxsize=LINE_CACHE_SIZE)
+def _shell_hits_cached(line: str) -> tuple[Hit, ...]:
+    # A tuple, copied into a new list per call: callers extend what they are given.
+    return tuple(_shell_hits(line, 0))
+
+
+def clear_cache() -> None:
+    """Empty the command-line cache (benchmarks measure a cold start with it)."""
+    _shell_hits_cached.cache_clear()
+
+
+def _shell_hits(line: str, depth: int) -> list[Hit]:
     line = line[:MAX_LINE]
     segments = _split(line)
     words = [_words(text) for text, _ in segments]
@@ -688,7 +713,7 @@ def shell_hits(line: str, depth: int = 0) -> list[Hit]:
         hits.extend(_kubectl(name, args))
         if name in _SHELLS and "-c" in args and depth < MAX_NESTING:
             script = args[args.index("-c") + 1] if args.index("-c") + 1 < len(args) else ""
-            hits.extend(shell_hits(script, depth + 1))
+            hits.extend(_shell_hits(script, depth + 1))
     first_per_rule: dict[str, Hit] = {}
     for hit in hits:
         first_per_rule.setdefault(hit.rule_id, hit)
@@ -705,6 +730,8 @@ def _split(line: str) -> list[tuple[str, str]]:
 
     Comments are dropped.
     """
+    if _SPLIT_SPECIAL.search(line) is None:
+        return [(line, "")]
     segments: list[tuple[str, str]] = []
     start, index, quote = 0, 0, ""
     length = len(line)
@@ -770,7 +797,17 @@ def _neutralised(words: list[str]) -> str:
     return " ".join(kept)
 
 
+# Characters shlex treats specially (quotes, escape, comment); a text without them splits on
+# shlex's whitespace alone, far cheaper than running its tokenizer.
+_SHLEX_SPECIAL = re.compile(r"[\\'\"#]")
+_SHLEX_WORD = re.compile(r"[^ \t\r\n]+")
+# Characters `_split` acts on; a line without them is one simple command.
+_SPLIT_SPECIAL = re.compile(r"[\\'\"#;|&\n]")
+
+
 def _words(text: str) -> list[str]:
+    if _SHLEX_SPECIAL.search(text) is None:
+        return _SHLEX_WORD.findall(text)
     try:
         return shlex.split(text, comments=True)
     except ValueError:  # an unterminated quote: a typed line need not be valid shell

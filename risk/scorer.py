@@ -114,6 +114,8 @@ class RiskScorer:
 
 
 def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict[str, Any]:
+    if not hits:  # most events: nothing to weigh, and nothing of the event needs reading
+        return {"score": 0, "reasons": []}
     principal = str(event["identity"]["principal"])
     target = str(event["target"]["name"])
     hour = (int(event["event_time"]) // US_PER_HOUR) % 24
