@@ -44,6 +44,7 @@ class BenchReport:
     emit_seconds: float
     ceiling_seconds: float
     pipeline_seconds: float
+    seal_only: bool = False
 
     @property
     def ceiling_rate(self) -> float:
@@ -55,8 +56,10 @@ class BenchReport:
 
     def render(self) -> str:
         ratio = self.pipeline_rate / self.ceiling_rate
+        worker = "seal only (no masking, no scoring)" if self.seal_only else "mask, score, chain, ledger"
         return (
             f"events: {self.events} in messages of {self.events_per_message} ({PARTITIONS} partitions)\n"
+            f"worker: {worker}\n"
             f"emit only (SDK → broker):               {self.events / self.emit_seconds:>10,.0f} events/s\n"
             f"ceiling (consume → decode → produce):   {self.ceiling_rate:>10,.0f} events/s\n"
             f"pipeline (emit → sealed, archived, indexed): {self.pipeline_rate:>7,.0f} events/s\n"
@@ -138,7 +141,9 @@ async def _count_sealed(
     return time.perf_counter()
 
 
-def _start_worker(bootstrap: str, work: Path, run: str, decode_processes: int) -> subprocess.Popen[bytes]:
+def _start_worker(
+    bootstrap: str, work: Path, run: str, decode_processes: int, seal_only: bool
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
     env.update(
         {
@@ -154,6 +159,8 @@ def _start_worker(bootstrap: str, work: Path, run: str, decode_processes: int) -
             "BLACKBOX_DATA_DIR": str(work),
             "BLACKBOX_LOG_LEVEL": "WARNING",
             "BLACKBOX_DECODE_PROCESSES": str(decode_processes),
+            "BLACKBOX_MASKING_ENABLED": str(not seal_only).lower(),
+            "BLACKBOX_SCORING_ENABLED": str(not seal_only).lower(),
         }
     )
     log = (work / "worker.log").open("ab")
@@ -166,11 +173,17 @@ def _start_worker(bootstrap: str, work: Path, run: str, decode_processes: int) -
 
 
 async def _pipeline(
-    bootstrap: str, work: Path, sessions: list[list[dict[str, Any]]], per_message: int, decode_processes: int
+    bootstrap: str,
+    work: Path,
+    sessions: list[list[dict[str, Any]]],
+    per_message: int,
+    *,
+    decode_processes: int,
+    seal_only: bool,
 ) -> float:
     run = uuid.uuid4().hex[:8]
     await ensure_topics(bootstrap, PARTITIONS, (f"events-{run}", f"sealed-{run}", f"dlq-{run}"))
-    worker = _start_worker(bootstrap, work, run, decode_processes)
+    worker = _start_worker(bootstrap, work, run, decode_processes, seal_only)
     try:
 
         def alive() -> bool:
@@ -195,7 +208,7 @@ async def _pipeline(
 
 
 async def _run(
-    events: int, per_message: int, sessions_count: int, work: Path, decode_processes: int
+    events: int, per_message: int, sessions_count: int, work: Path, *, decode_processes: int, seal_only: bool
 ) -> BenchReport:
     sessions = _sessions(events, sessions_count)
     total = sum(len(s) for s in sessions)
@@ -207,12 +220,33 @@ async def _run(
         started = time.perf_counter()
         emit_seconds = await _emit(broker.bootstrap, "ceiling.in", sessions, per_message)
         ceiling_seconds = await ceiling - started
-        pipeline_seconds = await _pipeline(broker.bootstrap, work, sessions, per_message, decode_processes)
-    return BenchReport(total, per_message, emit_seconds, ceiling_seconds, pipeline_seconds)
+        pipeline_seconds = await _pipeline(
+            broker.bootstrap,
+            work,
+            sessions,
+            per_message,
+            decode_processes=decode_processes,
+            seal_only=seal_only,
+        )
+    return BenchReport(total, per_message, emit_seconds, ceiling_seconds, pipeline_seconds, seal_only)
 
 
 def run_pipeline_bench(
-    events: int = 200_000, events_per_message: int = 100, sessions: int = 200, decode_processes: int = 0
+    events: int = 200_000,
+    events_per_message: int = 100,
+    sessions: int = 200,
+    decode_processes: int = 0,
+    seal_only: bool = False,
 ) -> BenchReport:
+    """``seal_only``: the worker without masking and scoring (the foundation's seal path)."""
     with tempfile.TemporaryDirectory(prefix="blackbox-bench-") as directory:
-        return asyncio.run(_run(events, events_per_message, sessions, Path(directory), decode_processes))
+        return asyncio.run(
+            _run(
+                events,
+                events_per_message,
+                sessions,
+                Path(directory),
+                decode_processes=decode_processes,
+                seal_only=seal_only,
+            )
+        )

@@ -203,6 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         events_per_message=args.events_per_message,
         sessions=args.sessions,
         decode_processes=args.decode_processes,
+        seal_only=args.seal_only,
     )
     print(report.render())
     return 0
@@ -284,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events-per-message", type=int, default=100)
     bench.add_argument("--sessions", type=int, default=200)
     bench.add_argument("--decode-processes", type=int, default=0, help="the worker's decoder processes")
+    bench.add_argument(
+        "--seal-only", action="store_true", help="the worker without masking and scoring (the bare seal path)"
+    )
     bench.set_defaults(handler=cmd_bench)
     return parser
 

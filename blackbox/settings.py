@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # optional policy file replacing the shipped default.
     blind_index_key: SecretStr | None = None
     masking_policy_file: Path | None = None
+    # Off only to measure the bare seal path (`blackbox bench pipeline --seal-only`); production
+    # refuses to run without masking.
+    masking_enabled: bool = True
+    scoring_enabled: bool = True
 
     # Ledger: every sealed record a leaf of its shard's Merkle log, signed checkpoints in the
     # archive. The key is provisioned by operators (dev creates one); rotating it means a new
@@ -113,6 +117,10 @@ class Settings(BaseSettings):
             problems.append("set BLACKBOX_BLIND_INDEX_KEY (at least 32 characters, e.g. 64 hex digits)")
         if self.jwt_public_key_file is None and self.jwt_jwks_url is None:
             problems.append("set BLACKBOX_JWT_PUBLIC_KEY_FILE or BLACKBOX_JWT_JWKS_URL")
+        if not self.masking_enabled:
+            problems.append(
+                "BLACKBOX_MASKING_ENABLED=false: personal and secret data would be stored in clear"
+            )
         if self.ledger_enabled and self.ledger_key_file is None and self.ledger_public_key_file is None:
             problems.append(
                 "set BLACKBOX_LEDGER_KEY_FILE (worker) or BLACKBOX_LEDGER_PUBLIC_KEY_FILE (API),"

@@ -126,7 +126,12 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    step = SealStep(registry, masker=build_masker(settings), scorer=scorer or IdentityRiskScorer())
+    if not settings.scoring_enabled:
+        scorer = None
+    elif scorer is None:
+        scorer = IdentityRiskScorer()
+    masker = build_masker(settings) if settings.masking_enabled else None
+    step = SealStep(registry, masker=masker, scorer=scorer)
     return SealPipeline(registry, step, store, index, config)
 
 
@@ -162,7 +167,7 @@ def build_worker(
         registry,
         metrics=metrics,
         on_started=on_started,
-        behaviour=scorer if settings.persist_behaviour else None,
+        behaviour=scorer if settings.persist_behaviour and settings.scoring_enabled else None,
     )
     return Worker(app, pipeline, metrics, attach_ledger_from_settings(app, settings, store))
 

@@ -61,3 +61,8 @@ def test_an_epoch_that_would_collide_with_ledger_keys_is_refused(epoch: str) -> 
 def test_a_ledger_log_name_must_be_path_segments() -> None:
     with pytest.raises(ValidationError, match="ledger_log_name"):
         Settings(environment="dev", ledger_log_name="a//b")
+
+
+def test_production_refuses_to_store_unmasked_data(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="MASKING_ENABLED=false"):
+        Settings(environment="production", masking_enabled=False, jwt_public_key_file=tmp_path / "key.pem")
