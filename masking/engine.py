@@ -15,6 +15,8 @@ import logging
 import re
 import unicodedata
 from bisect import bisect_right
+from itertools import accumulate
+from operator import itemgetter
 from typing import TypedDict
 
 from masking.context import Checkpoints, ContextScanner, State, identifier_values
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Finding", "MaskingEngine", "TerminalStreamMasker", "blind_index", "mask_bytes"]
 
 MIN_KEY_BYTES = 16
+_START = itemgetter(0)
+_END = itemgetter(1)
 
 
 class Finding(TypedDict):
@@ -82,43 +86,31 @@ def mask_bytes(segment: bytes) -> bytes:
 _ANSI = re.compile(
     rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|[ -/]*[0-~])"
 )
+_ANSI_SPLIT = re.compile(b"(" + _ANSI.pattern + b")")
 _CSI_DONE = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
 class _Stripped:
     """Text with escape sequences removed, and the map from its offsets back to the raw bytes.
 
-    The clean text comes from one ``re.sub`` (C speed); the offset map is built only when a span
-    must be mapped, except near the end of the text, which the stream masker asks about on every
-    chunk and which needs only the position of the last escape sequence.
+    One ``re.split`` (C speed) gives the text segments and the escapes between them; the clean
+    text is the segments joined, and running sums of the part lengths (also in C) give where each
+    segment starts in both. Segments may be empty (adjacent escapes): a lookup lands on the last
+    segment starting at or before an offset, which is then the non-empty one.
     """
 
     __slots__ = ("_clean_starts", "_raw_starts", "clean", "raw", "tail_clean", "tail_raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.clean = _ANSI.sub(b"", raw)
-        self._clean_starts: list[int] = []
-        self._raw_starts: list[int] = []
-        k = raw.rfind(b"\x1b")
-        last = _ANSI.match(raw, k) if k >= 0 else None
-        last_end = last.end() if last is not None else len(raw)
-        # From (tail_clean, tail_raw) on, clean and raw run in step.
-        self.tail_raw = last_end
-        self.tail_clean = len(self.clean) - (len(raw) - last_end)
-
-    def _build(self) -> None:
-        pos = 0
-        size = 0
-        for m in _ANSI.finditer(self.raw):
-            if m.start() > pos:
-                self._clean_starts.append(size)
-                self._raw_starts.append(pos)
-                size += m.start() - pos
-            pos = m.end()
-        if pos < len(self.raw):
-            self._clean_starts.append(size)
-            self._raw_starts.append(pos)
+        parts = _ANSI_SPLIT.split(raw)  # text, escape, text, ..., escape, text
+        texts = parts[::2]
+        self.clean = b"".join(texts)
+        self._raw_starts = list(accumulate(map(len, parts), initial=0))[::2]
+        self._clean_starts = list(accumulate(map(len, texts), initial=0))[:-1]
+        # From (tail_clean, tail_raw), the start of the last segment, clean and raw run in step.
+        self.tail_raw = self._raw_starts[-1]
+        self.tail_clean = self._clean_starts[-1]
 
     def to_raw(self, p: int) -> int:
         """Raw offset of clean offset ``p`` (the end of the text maps to the end of the raw)."""
@@ -126,8 +118,6 @@ class _Stripped:
             return len(self.raw)
         if p >= self.tail_clean:
             return self.tail_raw + (p - self.tail_clean)
-        if not self._clean_starts:
-            self._build()
         i = bisect_right(self._clean_starts, p) - 1
         return self._raw_starts[i] + (p - self._clean_starts[i])
 
@@ -135,8 +125,6 @@ class _Stripped:
         """Clean offset of the first clean byte at or after raw offset ``r``."""
         if r >= self.tail_raw:
             return self.tail_clean + (r - self.tail_raw)
-        if not self._clean_starts:
-            self._build()
         starts = self._raw_starts
         i = bisect_right(starts, r) - 1
         if i < 0:
@@ -146,8 +134,6 @@ class _Stripped:
 
     def raw_ranges(self, s: int, e: int) -> list[tuple[int, int]]:
         """The raw byte ranges that hold clean range [s, e), escapes excluded."""
-        if not self._clean_starts:
-            self._build()
         starts = self._clean_starts
         i = max(0, bisect_right(starts, s) - 1)
         if i + 1 == len(starts) or e <= starts[i + 1]:  # the usual case: no escape inside the value
@@ -299,10 +285,13 @@ class MaskingEngine:
 
     @staticmethod
     def _select(clean: bytes, spans: list[Span], policy: Policy) -> list[Span]:
-        spans.sort(key=lambda s: (s.start, -s.end))
+        # By start, the longer first; two stable sorts on plain fields run without a Python key.
+        spans.sort(key=_END, reverse=True)
+        spans.sort(key=_START)
         merged: list[Span] = []
+        entities = policy.entities
         for span in spans:
-            if span.entity not in policy.entities:
+            if span.entity not in entities:
                 continue
             if merged and span.start < merged[-1].end:
                 last = merged[-1]
@@ -325,6 +314,8 @@ class MaskingEngine:
         """Mask raw[lo:hi] with ``spans`` (offsets into the escape-free text). Findings are relative
         to ``lo``, for spans that start in [lo, hi): a span that started before ``lo`` was reported
         with the bytes emitted before."""
+        if not spans:
+            return raw[lo:hi], []
         if stripped is None:
             clean, clean_lo, clean_hi = raw, lo, hi
         else:
@@ -332,6 +323,9 @@ class MaskingEngine:
         out = bytearray(raw[lo:hi])
         findings: list[Finding] = []
         blind = self._blind
+        # Output often repeats a value (the same user on every log line): index it once per call.
+        # The cache is local to the call, so no value is kept in memory beyond it.
+        digests: dict[tuple[str, bytes], bytes] = {}
         for start, end, entity in spans:
             # The stream re-detects its left context and its held tail; skip those spans cheaply.
             if end <= clean_lo or start >= clean_hi:
@@ -343,18 +337,26 @@ class MaskingEngine:
                 if not ranges:
                     continue
             for a, b in ranges:
-                a2, b2 = max(a, lo), min(b, hi)
+                a2 = a if a > lo else lo
+                b2 = b if b < hi else hi
                 if b2 > a2:
-                    out[a2 - lo : b2 - lo] = mask_bytes(raw[a2:b2])
+                    segment = raw[a2:b2]
+                    out[a2 - lo : b2 - lo] = (
+                        segment.translate(_ASCII_MASK) if segment.isascii() else mask_bytes(segment)
+                    )
             raw_start = ranges[0][0]
             if raw_start >= lo:
+                value = (entity, clean[start:end])
+                digest = digests.get(value)
+                if digest is None:
+                    digest = digests[value] = blind(*value)
                 findings.append(
                     {
                         "entity_type": entity,
                         "field": field,
                         "start": raw_start - lo,
                         "end": min(ranges[-1][1], hi) - lo,
-                        "blind_index": blind(entity, clean[start:end]),
+                        "blind_index": digest,
                     }
                 )
         return bytes(out), findings
@@ -374,6 +376,7 @@ _TOKEN_MAP = bytes(0 if chr(c) in " \t\r\n\x0b\x0c\"'<>[]{}|,;" else 1 for c in 
 # Lines before the current one kept as left context: a FHIR identifier's "system" is on the line
 # before its "value", a psql header two lines above its first row.
 _CONTEXT_LINES = 3
+_TAIL_PROBE = 256
 _GROUP_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ()+")
 _DIGITS = frozenset(b"0123456789")
 
@@ -499,8 +502,12 @@ class TerminalStreamMasker:
 
     def _tail_start(self, clean: bytes) -> int:
         base = max(0, len(clean) - self._max_hold)
-        window = clean[base:].translate(_TOKEN_MAP)
-        start = base + window.rfind(b"\x00") + 1
+        # The last token is short: look for its delimiter in the last bytes before translating
+        # the whole window.
+        near = max(base, len(clean) - _TAIL_PROBE)
+        start = near + clean[near:].translate(_TOKEN_MAP).rfind(b"\x00") + 1
+        if start == near and near > base:
+            start = base + clean[base:near].translate(_TOKEN_MAP).rfind(b"\x00") + 1
         # Digit groups before the last token may be the start of a spaced card, phone or IBAN.
         for _ in range(8):
             sep = start - 1

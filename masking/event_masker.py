@@ -392,10 +392,12 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
     ``$n`` parameter compared to or inserted into such a column."""
     spans: list[Span] = []
     params: dict[int, str] = {}
-    for m in _PARAM_COMPARE.finditer(statement):
-        entity = entity_for_key(m.group(1).rsplit(b".", 1)[-1].strip(b'"'))
-        if entity is not None:
-            params[int(m.group(2))] = entity
+    # Neither pattern has a literal to skip to, so they are tried at every byte; most statements
+    # lack the "$" or the "insert ... (" they need, which memchr and one search rule out first.
+    if b"$" in statement:
+        _param_compares(statement, params)
+    if b"(" not in statement or b"insert" not in statement.lower():
+        return spans, params
     for m in _INSERT.finditer(statement):
         columns = [entity_for_key(c.strip().strip(b'"`')) for c in m.group(1).split(b",")]
         if not any(columns):
@@ -415,6 +417,13 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
             while pos < len(statement) and statement[pos : pos + 1] in (b",", b" ", b"\n", b"\t", b"\r"):
                 pos += 1
     return spans, params
+
+
+def _param_compares(statement: bytes, params: dict[int, str]) -> None:
+    for m in _PARAM_COMPARE.finditer(statement):
+        entity = entity_for_key(m.group(1).rsplit(b".", 1)[-1].strip(b'"'))
+        if entity is not None:
+            params[int(m.group(2))] = entity
 
 
 def _tuple_end(statement: bytes, start: int) -> int:

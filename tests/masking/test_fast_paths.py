@@ -1,0 +1,130 @@
+"""Shortcuts taken for speed give the same answers as the plain forms they replace."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from masking.context import (
+    _CSV_FIELD,
+    _KEY_INFO,
+    _KEY_TAIL,
+    _SEPARATORS_AS_EQUALS,
+    _csv_cells,
+    _reversed_key_matches,
+)
+from masking.corpus import generate, terminal_bytes
+from masking.detectors import _SHORT_TEXT, SHAPE, ContentScanner, Span
+from masking.engine import _ANSI, _Stripped
+
+# What the reversed key scan was before separators were rewritten as "=": one class of all six.
+_ONE_CLASS = re.compile(rb"[=:|,\t\n]" + _KEY_TAIL)
+
+
+def _key_matches_plain(lower: bytes) -> list[tuple[int, int, int, int]]:
+    return [(m.start(), m.end(), m.start(1), m.end(1)) for m in _ONE_CLASS.finditer(lower[::-1])]
+
+
+def _key_matches_fast(lower: bytes) -> list[tuple[int, int, int, int]]:
+    rev = bytearray(lower.translate(_SEPARATORS_AS_EQUALS))
+    rev.reverse()
+    return [(m.start(), m.end(), m.start(1), m.end(1)) for m in _reversed_key_matches(rev)]
+
+
+def test_reversed_key_scan_with_tabs_and_blanks() -> None:
+    rng = random.Random(1)
+    keys = list(_KEY_INFO)
+    pieces = [b"\t", b" ", b"\t\t", b"\r", b"'", b'"', b":", b"=", b"|", b",", b"\n", b"x", b"_", b"-"]
+    for _ in range(3000):
+        parts = [
+            rng.choice(keys) if rng.random() < 0.5 else rng.choice(pieces) * rng.randrange(1, 4)
+            for _ in range(rng.randrange(1, 12))
+        ]
+        text = b"".join(parts)
+        assert _key_matches_fast(text) == _key_matches_plain(text), text
+
+
+def test_reversed_key_scan_on_terminal_output() -> None:
+    data = terminal_bytes(7, 200_000, sensitive_share=0.5).lower()
+    data = data.replace(b"  ", b"\t ")  # terminal output here has no tabs; give it some
+    for i in range(0, len(data), 4096):
+        chunk = data[i : i + 4096]
+        assert _key_matches_fast(chunk) == _key_matches_plain(chunk)
+
+
+def test_csv_cells_match_the_field_regex() -> None:
+    rng = random.Random(2)
+    alphabet = b'ab1 ,\t,,  x-"\r\xc3\xa9;|'
+    for _ in range(20000):
+        line = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 25)))
+        line = line.replace(b"\r", b"") if rng.random() < 0.7 else line
+        line = line.replace(b'"', b"") if rng.random() < 0.7 else line
+        before = rng.choice([b"", b"name,ssn\n"])
+        data = before + line + rng.choice([b"", b"\n", b"\r\n"])
+        ls, le = len(before), len(before) + len(line)
+        plain = [
+            (m.start(1), m.end(1)) if m.group(1) is not None else (m.start(2), m.end(2))
+            for m in _CSV_FIELD.finditer(data, ls, le)
+        ]
+        assert _csv_cells(data, ls, le, line) == plain, data
+
+
+def _offset_maps(raw: bytes) -> tuple[bytes, list[int]]:
+    """Clean text and, for each clean byte, its raw offset: the map built the slow way."""
+    clean = bytearray()
+    to_raw: list[int] = []
+    pos = 0
+    for m in _ANSI.finditer(raw):
+        clean += raw[pos : m.start()]
+        to_raw.extend(range(pos, m.start()))
+        pos = m.end()
+    clean += raw[pos:]
+    to_raw.extend(range(pos, len(raw)))
+    return bytes(clean), to_raw
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stripped_offsets(seed: int) -> None:
+    rng = random.Random(seed)
+    escapes = [b"\x1b[0m", b"\x1b[01;32m", b"\x1b]0;title\x07", b"\x1b(B", b"\x1b"]
+    for _ in range(300):
+        raw = b"".join(
+            rng.choice(escapes)
+            if rng.random() < 0.3
+            else bytes([rng.choice(b"ab c\n")]) * rng.randrange(1, 4)
+            for _ in range(rng.randrange(0, 15))
+        )
+        stripped = _Stripped(raw)
+        clean, to_raw = _offset_maps(raw)
+        assert stripped.clean == clean
+        for p in range(len(clean)):
+            assert stripped.to_raw(p) == to_raw[p]
+            # Escapes end exactly before the clean byte they precede.
+            assert stripped.to_clean(to_raw[p]) == p
+        assert stripped.to_raw(len(clean)) == len(raw)
+        for r in range(len(raw) + 1):
+            expected = next((p for p, at in enumerate(to_raw) if at >= r), len(clean))
+            assert stripped.to_clean(r) == expected
+        for s in range(len(clean)):
+            for e in range(s + 1, len(clean) + 1):
+                covered = [i for r in stripped.raw_ranges(s, e) for i in range(*r)]
+                assert covered == to_raw[s:e]
+
+
+def _scan(data: bytes) -> list[Span]:
+    out: list[Span] = []
+    ContentScanner().scan(data, data.lower(), data.translate(SHAPE), out)
+    return out
+
+
+def test_short_texts_find_what_long_texts_find() -> None:
+    """Below ``_SHORT_TEXT`` bytes the scanner tests for each pattern's literal first; padded past
+    that length, the same text must give the same spans."""
+    for doc in generate(11, 300):
+        text = doc.text.encode("utf-8", "surrogatepass")
+        if len(text) > _SHORT_TEXT or b"PRIVATE KEY" in text:
+            continue  # an unterminated key body runs to the end of the text, padding included
+        padded = text + b"\n" + b" " * (_SHORT_TEXT + 1)
+        assert _scan(text) == _scan(padded)
