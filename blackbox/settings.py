@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     idle_check_seconds: float = Field(5.0, gt=0)
     dlq_limit: int = Field(1000, ge=1, description="dead letters allowed per dlq_window_seconds")
     dlq_window_seconds: float = Field(60.0, gt=0)
-    # Keep the risk scorer's per-identity behaviour state in a Faust table (else memory only,
+    # Keep the risk scorer's per-identity behaviour state in the index (else memory only,
     # and every identity's baseline warms up again after a restart).
     persist_behaviour: bool = True
 

@@ -89,7 +89,7 @@ def build_masker(settings: Settings) -> EventMasker:
 
 class IdentityRiskScorer:
     """The risk engine behind the seal step's Scorer protocol; identity states cached in memory
-    and, in the worker, kept in a Faust table (`streams.behaviour_table.PersistentScorerState`)."""
+    and, in the worker, kept in the index (`streams.behaviour_store.PersistentScorerState`)."""
 
     def __init__(self) -> None:
         self._scorer = StatefulScorer(default_policy())
@@ -105,9 +105,6 @@ class IdentityRiskScorer:
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
         return self._scorer.take_changes()
-
-    def adopt(self, key: str, stored: Mapping[str, Any]) -> None:
-        self._scorer.adopt(key, stored)
 
 
 def build_pipeline(

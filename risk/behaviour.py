@@ -120,7 +120,7 @@ class IdentityState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible form (for a Faust table or a file)."""
+        """Plain JSON-compatible form (for the index's identity_behaviour table or a file)."""
         return {
             "version": STATE_VERSION,
             "events": self.events,

@@ -12,14 +12,14 @@ listed among the reasons; reasons are ordered by contribution, then rule id.
 
 `RiskScorer.score` is the pure step (state in, state out); `StatefulScorer` is the adapter that
 caches identity states in memory, loads and hands back changed ones for durable storage (the
-worker keeps them in a Faust table keyed by `identity_key`), and implements the seal step's
+worker keeps them in the index, keyed by `identity_key`), and implements the seal step's
 ``score(event, findings)`` protocol.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,11 +138,10 @@ class StatefulScorer:
     """The non-Faust adapter: identity states in memory, ``score(event, findings)`` for the seal step.
 
     Memory is a cache of at most ``max_identities`` states (least recently seen forgotten). With a
-    ``loader``, an identity missing from memory is read from durable storage (the worker's Faust
-    table) instead of starting afresh, and `take_changes` hands back what changed since the last
-    call for the caller to store. `adopt` takes another worker's newer state of an identity.
-    Feeding the same event twice counts it twice, which the seal step avoids by scoring only the
-    events it chains.
+    ``loader``, an identity missing from memory is read from durable storage (in the worker, the
+    index: `streams.behaviour_store`) instead of starting afresh, and `take_changes` hands back
+    what changed since the last call for the caller to store. Feeding the same event twice
+    counts it twice, which the seal step avoids by scoring only the events it chains.
     """
 
     def __init__(
@@ -158,12 +157,8 @@ class StatefulScorer:
         self._states: OrderedDict[str, IdentityState] = OrderedDict()
         self._changed: set[str] = set()
         self._evicted: dict[str, dict[str, Any]] = {}
-        # Filled from the event loop, drained by the scoring thread: deque appends are atomic.
-        self._adopted: deque[tuple[str, Mapping[str, Any]]] = deque()
 
     def score(self, event: dict[str, Any], findings: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if self._adopted:
-            self._take_adopted()
         key = identity_key(event)
         state = self._states.pop(key, None)
         if state is None:
@@ -188,23 +183,6 @@ class StatefulScorer:
 
     def use_loader(self, loader: StateLoader) -> None:
         self.loader = loader
-
-    def adopt(self, key: str, stored: Mapping[str, Any]) -> None:
-        """Another worker stored a state of ``key``: it replaces the one cached here, unless this
-        one has changes not yet taken (stored later, they win: last writer wins). An identity not
-        in memory needs nothing: it is loaded when next seen. Thread-safe."""
-        if key in self._states:
-            self._adopted.append((key, stored))
-
-    def _take_adopted(self) -> None:
-        while self._adopted:
-            key, stored = self._adopted.popleft()
-            if key in self._changed or key in self._evicted:
-                continue
-            state = _state_from(key, stored)
-            if state is not None:
-                self._states.pop(key, None)
-                self._states[key] = state
 
     def _load(self, key: str) -> IdentityState:
         stored = self.loader(key) if self.loader is not None else None

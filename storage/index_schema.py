@@ -108,6 +108,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "identity behaviour state of the risk scorer",
+        (
+            # The newest state of each identity wins; older rows are merged away in the
+            # background. Unlike the tables above this is not derived from the archive: it is the
+            # scorer's memory of each identity's habits, shared by every worker.
+            """
+            CREATE TABLE IF NOT EXISTS identity_behaviour (
+                identity_key String,
+                state String,
+                updated_at DateTime64(6, 'UTC'),
+                writer String
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY identity_key
+            """,
+        ),
+    ),
 )
 
 SCHEMA_MIGRATIONS_TABLE = """

@@ -21,7 +21,7 @@ from typing import Any, cast
 import faust
 
 from schemas import EVENT_SCHEMA, SchemaRegistry
-from streams.behaviour_table import BehaviourTable, PersistentScorerState
+from streams.behaviour_store import BehaviourStore, PersistentScorerState
 from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
 from streams.seal import IDLE_TIMEOUT, SessionState
 
@@ -116,7 +116,7 @@ def build_app(
     behaviour: PersistentScorerState | None = None,
 ) -> faust.App:
     """The seal agent and the idle timer on a new app. With ``behaviour`` (the scorer), identity
-    states are kept in a global Faust table (`streams.behaviour_table`)."""
+    states are kept in the pipeline's index (`streams.behaviour_store`)."""
     metrics = metrics if metrics is not None else WorkerMetrics()
     # Thread handoff: the pipeline runs in worker threads, one call at a time.
     pipeline_lock = threading.Lock()
@@ -154,16 +154,18 @@ def build_app(
         config.alerts_topic, key_serializer="raw", value_serializer="raw", partitions=config.partitions
     )
 
-    behaviour_table = BehaviourTable(app, behaviour) if behaviour is not None else None
+    behaviour_store = BehaviourStore(pipeline.index, behaviour) if behaviour is not None else None
 
     def run_locked(function: Callable[..., Any], *args: Any) -> Any:
         with pipeline_lock:
             return function(*args)
 
-    def process(messages: list[SourceMessage]) -> tuple[BatchOutcome, dict[str, dict[str, Any]]]:
+    def process(messages: list[SourceMessage]) -> BatchOutcome:
         with pipeline_lock:
             outcome = pipeline.process(messages)
-            return outcome, behaviour.take_changes() if behaviour is not None else {}
+            if behaviour is not None and behaviour_store is not None:
+                behaviour_store.save(behaviour.take_changes())
+            return outcome
 
     async def publish(outcome: BatchOutcome) -> None:
         pending = []
@@ -198,9 +200,7 @@ def build_app(
             started = time.perf_counter()
             messages = [_source_message(event) for event in batch]
             try:
-                outcome, behaviour_changes = await asyncio.to_thread(process, messages)
-                if behaviour_table is not None:
-                    behaviour_table.save(behaviour_changes)
+                outcome = await asyncio.to_thread(process, messages)
                 await publish(outcome)
             except DlqLimitExceeded as exc:
                 logger.critical("%s", exc)

@@ -443,6 +443,11 @@ class SealPipeline:
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
 
+    @property
+    def index(self) -> Index:
+        """The index this pipeline writes (others that keep state there share it)."""
+        return self._index
+
     # -- the batch -------------------------------------------------------------------------
 
     def process(self, messages: Sequence[SourceMessage]) -> BatchOutcome:

@@ -1,4 +1,4 @@
-"""Per-identity behaviour state survives a worker's death: it lives in a Faust table.
+"""Per-identity behaviour state survives a worker's death: it lives in the index.
 
 The scorer notices an identity's first access to a target only once the identity has a history
 (`first_target_after` events). A worker that lost its state on restart would see a stranger and
@@ -19,7 +19,9 @@ import pytest
 from ingest.emitter import Emitter
 from ingest.events import SessionBuilder, make_gateway, make_identity, make_target
 from risk.scorer import StatefulScorer
+from storage.index import ChdbIndex
 from storage.objectstore import LocalWormStore
+from streams.behaviour_store import BehaviourStore
 from tests.stack import Topics, WorkerProcess, read_archive, wait_for_sealed
 
 FIRST_TARGET = "behaviour.first_target"
@@ -80,58 +82,32 @@ def test_a_restarted_worker_remembers_each_identitys_history(kafka_bootstrap: st
     assert FIRST_TARGET not in reasons.get("build-host", set()), reasons
 
 
-class _Table:
-    """A stand-in for the table's load path in the unit tests below."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, Mapping[str, Any]] = {}
-
-    def load(self, key: str) -> Mapping[str, Any] | None:
-        return self.rows.get(key)
-
-
 def _events(target: str, count: int) -> list[dict[str, Any]]:
     return [dict(event) for event in session(target, count, 1_700_000_000_000_000)]
 
 
-def test_a_scorer_loads_missing_identities_and_hands_back_what_changed() -> None:
-    table = _Table()
-    first = StatefulScorer(loader=table.load)
-    for event in _events("build-host", 30):
-        first.score(event, [])
-    changes = first.take_changes()
-    assert list(changes) == ["|ci-nightly-report"]  # identity_key: issuer|principal
-    assert first.take_changes() == {}  # taken once
-    table.rows.update(changes)
-
-    restarted = StatefulScorer(loader=table.load)
-    risk = restarted.score(_events("reporting-db", 1)[0], [])
-    assert risk is not None
-    assert FIRST_TARGET in {reason["rule_id"] for reason in risk["reasons"]}
-    cold = StatefulScorer()
-    cold_risk = cold.score(_events("reporting-db", 1)[0], [])
-    assert cold_risk is None or FIRST_TARGET not in {reason["rule_id"] for reason in cold_risk["reasons"]}
+def _reasons(risk: Mapping[str, Any] | None) -> set[str]:
+    return {reason["rule_id"] for reason in risk["reasons"]} if risk else set()
 
 
-def test_another_workers_state_replaces_a_cached_one_unless_this_one_has_unsaved_changes() -> None:
-    scorer = StatefulScorer()
-    events = _events("build-host", 30)
-    scorer.score(events[0], [])
-    (key,) = scorer.take_changes()
-    elsewhere = StatefulScorer()
-    for event in events:
-        elsewhere.score(event, [])
-    theirs = elsewhere.take_changes()[key]
+@pytest.mark.clickhouse
+def test_a_scorer_reads_back_what_another_stored_in_the_index(tmp_path: Path) -> None:
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        first = StatefulScorer()
+        store = BehaviourStore(index, first)
+        for event in _events("build-host", 30):
+            first.score(event, [])
+        store.save(first.take_changes())
+        assert first.take_changes() == {}  # taken once
+        first.score(_events("build-host", 1)[1], [])
+        store.save(first.take_changes())  # a newer state of the same identity
+        assert store.saved == 2
 
-    scorer.adopt(key, theirs)
-    scorer.score(_events("build-host", 1)[1], [])  # adoption is applied before the next event
-    state = scorer.state(key)
-    assert state is not None
-    assert state.events == theirs["events"] + 1
-
-    scorer.score(_events("build-host", 1)[1], [])  # a change not yet taken...
-    scorer.adopt(key, theirs)
-    scorer.score(_events("build-host", 1)[1], [])
-    state = scorer.state(key)
-    assert state is not None
-    assert state.events == theirs["events"] + 3  # ...is kept: ours is stored later and wins
+        restarted = StatefulScorer()
+        BehaviourStore(index, restarted)
+        assert FIRST_TARGET in _reasons(restarted.score(_events("reporting-db", 1)[0], []))
+        state = restarted.state("|ci-nightly-report")
+        assert state is not None
+        assert state.events == 32 + 1 + 1  # the newest row, then this event
+        assert FIRST_TARGET not in _reasons(StatefulScorer().score(_events("reporting-db", 1)[0], []))
