@@ -45,7 +45,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import accumulate
@@ -298,6 +298,17 @@ class _Chains:
 
 def _split_bundle(data: bytes, width: int) -> list[bytes] | None:
     """A bundle's entries (`ledger.tiles.decode_bundle` without its messages); None if malformed."""
+    if len(data) >= 2:
+        # Nearly always every entry has the same length (session ids of one length): then the
+        # length prefixes sit at a fixed stride and are checked with two slices.
+        length = data[0] << 8 | data[1]
+        stride = length + 2
+        if (
+            len(data) == width * stride
+            and data[0::stride] == bytes((length >> 8,)) * width
+            and data[1::stride] == bytes((length & 0xFF,)) * width
+        ):
+            return [data[start : start + length] for start in range(2, len(data) + 2, stride)]
     entries = []
     position, end = 0, len(data)
     for _ in range(width):
@@ -426,6 +437,7 @@ class _LogTree:
         pending.reverse()  # pop() from the smallest
         upper = CompactRange()  # the full bundles' subtrees (level 8), from the verified tiles
         sha = _sha256
+        leaf_prefix = b"\x00"
         for bundle_index in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
             width = min(size - bundle_index * TILE_WIDTH, TILE_WIDTH)
             first = bundle_index * TILE_WIDTH
@@ -440,9 +452,13 @@ class _LogTree:
                     entries = read_bundle(self.read, bundle, missing=MISSING)
                 except TileError as exc:
                     raise self.fail(f"bundle.{exc.check}", exc.detail, path=path) from exc
-            hashes = [sha(b"\x00" + entry).digest() for entry in entries]
-            tile = reader.tile_hashes(0, bundle_index)
-            if hashes != tile:
+            hashes = [sha(leaf_prefix + entry).digest() for entry in entries]
+            try:
+                same = b"".join(hashes) == reader.tile_bytes(0, bundle_index)
+            except TileError:
+                same = False
+            if not same:
+                tile = reader.tile_hashes(0, bundle_index)  # raises a missing or short tile as before
                 offset = next(i for i, (a, b) in enumerate(zip(hashes, tile, strict=True)) if a != b)
                 raise self.fail(
                     "bundle.leaf_hash",
@@ -628,32 +644,28 @@ class _Auditor:
             return False
         starts = [0, *ends[:-1]]
         sid_prefix = zigzag_long(len(sid)) + sid
-        width = len(sid_prefix)
-        if [payload[start : start + width] for start in starts] != [sid_prefix] * count:
-            return False
         # What follows the session id: the index, the kind and prev_hash's length, from a table
         # of EVENT records (nearly all of them), patched where another kind stands.
         table = _event_tails()
         if first_index + count <= len(table):
-            tails = list(table[first_index : first_index + count])
+            tails = table[first_index : first_index + count]
         else:
-            tails = [zigzag_long(i) + _KIND_TAILS[0] for i in range(first_index, first_index + count)]
+            tails = tuple(zigzag_long(i) + _KIND_TAILS[0] for i in range(first_index, first_index + count))
         if kinds.count(0) != count:
-            for offset, kind in enumerate(kinds):
-                if kind:
-                    tails[offset] = zigzag_long(first_index + offset) + _KIND_TAILS[kind]
-        after = [start + width for start in starts]
-        if [payload[at : at + len(tail)] for at, tail in zip(after, tails, strict=True)] != tails:
-            return False
+            tails = tuple(
+                zigzag_long(first_index + offset) + _KIND_TAILS[kind] if kind else tail
+                for offset, (tail, kind) in enumerate(zip(tails, kinds, strict=True))
+            )
+        heads = [sid_prefix + tail for tail in tails]
         sha = _sha256
         digests = [sha(payload[start:end]).digest() for start, end in zip(starts, ends, strict=True)]
         if digests != list(hashes):
             return False
-        prevs = [
-            payload[at + len(tail) : at + len(tail) + HASH_SIZE]
-            for at, tail in zip(after, tails, strict=True)
-        ]
-        if prevs[1:] != digests[:-1]:
+        # Each record's identity and prev_hash, compared in place: its head, then the digest of the
+        # record before it (the first record's prev_hash is whatever it says; add_run checks it).
+        prev = payload[len(heads[0]) : len(heads[0]) + HASH_SIZE]
+        expected = [head + digest for head, digest in zip(heads, [prev, *digests[:-1]], strict=True)]
+        if not all(map(payload.startswith, expected, starts)):
             return False
         seals = kinds.count(_SEAL)
         if seals and (seals > 1 or kinds[-1] != _SEAL):
@@ -665,9 +677,9 @@ class _Auditor:
             sid.decode("utf-8"),
             first_index=first_index,
             count=count,
-            prev=prevs[0],
+            prev=prev,
             head=digests[-1],
-            seal=(seal, digests[-2] if count > 1 else prevs[0]) if seal is not None else None,
+            seal=(seal, digests[-2] if count > 1 else prev) if seal is not None else None,
         )
 
     def _block_slow(
@@ -931,18 +943,26 @@ def _shard_of(view: LedgerView, origin: str) -> tuple[str, int] | None:
 
 
 _ShardResult = tuple[ShardReport, dict[str, list[_Run]], list[SignedCheckpoint]]
-_job_context: tuple[ObjectStore, Verifier, bool] | None = None
+_job_context: tuple[ObjectStore, Verifier, bool, Any] | None = None
+_PROGRESS_SECONDS = 0.25
 
 
-def _start_job(reopen: Callable[[], ObjectStore], public_key: Verifier, deep: bool) -> None:
+def _start_job(reopen: Callable[[], ObjectStore], public_key: Verifier, deep: bool, counters: Any) -> None:
     global _job_context  # noqa: PLW0603  (one per worker process, set once by the pool)
-    _job_context = (reopen(), public_key, deep)
+    _job_context = (reopen(), public_key, deep, counters)
 
 
-def _audit_shard_job(epoch: str, partition: int, keys: list[str]) -> _ShardResult:
+def _audit_shard_job(number: int, epoch: str, partition: int, keys: list[str]) -> _ShardResult:
     assert _job_context is not None
-    store, public_key, deep = _job_context
-    auditor = _Auditor(store, public_key, _no_progress, deep)
+    store, public_key, deep, counters = _job_context
+
+    def report(stage: str, done: int, total: int) -> None:
+        # Records checked and the shard's size, in the slots of shard ``number``, for the parent
+        # to sum into one progress line.
+        if stage.endswith(" records"):
+            counters[2 * number], counters[2 * number + 1] = done, total
+
+    auditor = _Auditor(store, public_key, report, deep)
     shard = auditor.audit_shard(epoch, partition, keys)
     return shard, auditor.chains.runs, auditor.shard_checkpoints[shard.origin]
 
@@ -956,23 +976,26 @@ def _audit_shards_in_processes(
     jobs: int,
     progress: Progress,
 ) -> list[_ShardResult]:
-    # fork: the children inherit the code and the store factory as they are, nothing is pickled
-    # but each shard's name going in and its report coming out.
+    # fork: the children inherit the code, the store factory and the shared progress counters as
+    # they are; nothing is pickled but each shard's name going in and its report coming out.
     context = multiprocessing.get_context("fork")
     workers = min(jobs, len(jobs_list))
-    results: list[_ShardResult] = []
+    counters = context.Array("q", 2 * len(jobs_list), lock=False)
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_job, initargs=(reopen, public_key, deep)
+        workers, mp_context=context, initializer=_start_job, initargs=(reopen, public_key, deep, counters)
     ) as pool:
-        futures = [pool.submit(_audit_shard_job, *job) for job in jobs_list]
+        futures = [pool.submit(_audit_shard_job, number, *job) for number, job in enumerate(jobs_list)]
         try:
-            for number, future in enumerate(futures):
-                results.append(future.result())  # raises the first failure in shard order
-                progress("shards", number + 1, len(futures))
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=_PROGRESS_SECONDS, return_when=FIRST_EXCEPTION)
+                progress("records", sum(counters[0::2]), sum(counters[1::2]))
+                if any(future.done() and future.exception() is not None for future in futures):
+                    break
+            return [future.result() for future in futures]  # raises the first failure in shard order
         finally:
             for future in futures:
                 future.cancel()
-    return results
 
 
 # -- one session --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ledger.merkle import (
     ProofError,
     consistency_proof,
     hash_at_leaves,
+    hash_pairs,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -278,3 +279,11 @@ def test_a_rewritten_history_is_not_consistent() -> None:
     with pytest.raises(ProofError) as caught:
         verify_consistency(10, 30, proof, root(honest[:10]), root(forged))
     assert caught.value.check == "root1"
+
+
+def test_hash_pairs_is_the_level_above() -> None:
+    level = [leaf_hash(bytes([i])) for i in range(8)]
+    above = hash_pairs(b"".join(level))
+    assert above == b"".join(node_hash(level[i], level[i + 1]) for i in range(0, 8, 2))
+    assert hash_pairs(hash_pairs(above)) == root(level)
+    assert hash_pairs(b"") == b""

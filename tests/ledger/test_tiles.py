@@ -40,6 +40,7 @@ from ledger.tiles import (
     tiles_for_size,
     verify_tiles,
 )
+from replay.audit import _split_bundle
 
 # --- paths
 
@@ -306,6 +307,54 @@ def test_verify_tiles_locates_each_kind_of_damage() -> None:
     assert caught.value.check == "root"
 
 
+def test_verify_tiles_without_entries_names_the_same_tile() -> None:
+    """Without entries (the audit's way) full tiles are checked a level at a time; a failure is
+    still named tile by tile, as with entries."""
+    entries = _leaves(70_000)
+    store = _store(entries, [70_000])
+    signed_root = root([leaf_hash(e) for e in entries])
+    reported: list[int] = []
+    verify_tiles(
+        store.__getitem__,
+        70_000,
+        signed_root,
+        entries=False,
+        progress=lambda done, total: reported.append(done),
+    )
+    assert reported[-1] == 70_000
+    assert len(reported) == 274
+
+    def damaged(changes: dict[str, bytes | None]) -> tuple[str, str]:
+        changed = dict(store)
+        for path, data in changes.items():
+            if data is None:
+                del changed[path]
+            else:
+                changed[path] = data
+        with pytest.raises(TileError) as caught:
+            verify_tiles(changed.__getitem__, 70_000, signed_root, entries=False)
+        return caught.value.path, caught.value.check
+
+    def flip(data: bytes, at: int) -> bytes:
+        return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+    assert damaged({"tile/0/001": flip(store["tile/0/001"], 100)}) == ("tile/0/001", "parent_hash")
+    assert damaged(
+        {"tile/0/200": flip(store["tile/0/200"], 0), "tile/0/201": flip(store["tile/0/201"], 0)}
+    ) == (
+        "tile/0/200",
+        "parent_hash",
+    )
+    assert damaged({"tile/1/000": flip(store["tile/1/000"], 40)}) == ("tile/1/000", "parent_hash")
+    assert damaged({"tile/0/100": None}) == ("tile/0/100", "missing")
+    assert damaged({"tile/0/100": store["tile/0/100"][:-1]}) == ("tile/0/100", "length")
+    # A bad tile before a missing one is reported first, as tile by tile.
+    assert damaged({"tile/0/050": flip(store["tile/0/050"], 8), "tile/0/060": None}) == (
+        "tile/0/050",
+        "parent_hash",
+    )
+
+
 def test_reader_refuses_nodes_outside_the_tree() -> None:
     reader = TileReader(_store(_leaves(10), [10]).__getitem__, 10)
     with pytest.raises(ValueError, match="complete subtree"):
@@ -348,3 +397,15 @@ def test_hash_only_builder() -> None:
         builder.append(b"entry")
     with pytest.raises(ValueError, match="append with the entry"):
         TileBuilder().append_leaf_hash(hashes[0])
+
+
+def test_the_audits_bundle_split_agrees_with_decode_bundle() -> None:
+    same = [b"e" * 40 for _ in range(256)]
+    mixed = [bytes([i]) * (i % 7) for i in range(256)]
+    for entries in (same, mixed, same[:3], [b""] * 5):
+        data = encode_bundle(entries)
+        assert _split_bundle(data, len(entries)) == entries
+        assert _split_bundle(data, len(entries) + 1) is None  # too few entries
+        assert _split_bundle(data + b"\x00", len(entries)) is None  # trailing bytes
+    # uniform length prefixes that do not frame the bytes (a long entry hiding them)
+    assert _split_bundle(encode_bundle([b"\x00\x02ab", b"cd"]), 3) is None
