@@ -74,7 +74,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         run_worker(worker.app, loglevel=settings.log_level)
     finally:
-        worker.pipeline.close()
+        worker.close()
         index.close()
     return 0
 

@@ -231,7 +231,7 @@ def _serve(
         if exit_.code not in (0, None):
             raise
     finally:
-        worker.pipeline.close()
+        worker.close()
         api.stop()
 
 

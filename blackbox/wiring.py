@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 import faust
 
 from blackbox.settings import ConfigurationError, Settings
-from ledger.signer import InvalidKey, Verifier
+from ledger.signer import InvalidKey, Signer, Verifier
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
 from masking.policy import load_default_policy, load_policy
@@ -25,7 +26,14 @@ from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from streams.app import WorkerConfig, WorkerMetrics, build_app
-from streams.ledger_agent import LedgerService, attach_ledger, ledger_signer, public_key_file
+from streams.ledger_agent import (
+    LedgerHandle,
+    LedgerProcess,
+    LedgerService,
+    drive_ledger,
+    ledger_signer,
+    public_key_file,
+)
 from streams.pipeline import PipelineConfig, SealPipeline
 from streams.seal import SealStep
 
@@ -139,10 +147,15 @@ class Worker:
     app: faust.App
     pipeline: SealPipeline
     metrics: WorkerMetrics
-    ledger: LedgerService | None
+    ledger: LedgerHandle | None
 
     def gauges(self) -> dict[str, float]:
         return {**self.metrics.gauges(), **(self.ledger.gauges() if self.ledger else {})}
+
+    def close(self) -> None:
+        self.pipeline.close()
+        if isinstance(self.ledger, LedgerProcess):
+            self.ledger.close()
 
 
 def build_worker(
@@ -206,27 +219,47 @@ def ledger_public_key_path(settings: Settings) -> Path:
 
 def attach_ledger_from_settings(
     app: faust.App, settings: Settings, store: ObjectStore
-) -> LedgerService | None:
+) -> LedgerHandle | None:
     """The ledger agent on the worker's app, or None when the ledger is switched off."""
     if not settings.ledger_enabled:
         logger.warning("the ledger is disabled: archived records are not covered by signed checkpoints")
         return None
-    try:
-        signer = ledger_signer(
-            ledger_key_path(settings), settings.ledger_log_name, create=settings.environment == "dev"
-        )
-    except InvalidKey as exc:
-        raise ConfigurationError(f"ledger key: {exc}") from exc
-    return attach_ledger(
+    # Here, not in a ledger process: dev makes its key now, before the API looks for the public half.
+    signer = _ledger_signer(settings, create=settings.environment == "dev")
+    ledger: LedgerHandle
+    if settings.ledger_process:
+        ledger = LedgerProcess(partial(open_ledger_service, settings), log_level=logging.getLogger().level)
+    else:
+        ledger = _ledger_service(settings, store, signer)
+    drive_ledger(
         app,
+        ledger,
         sealed_topic=settings.sealed_topic,
-        store=store,
-        signer=signer,
-        log_name=settings.ledger_log_name,
-        epoch=settings.source_epoch,
+        tick_seconds=settings.ledger_checkpoint_interval_seconds,
+    )
+    return ledger
+
+
+def open_ledger_service(settings: Settings) -> LedgerService:
+    """The ledger with a store client of its own (what a ledger process runs)."""
+    return _ledger_service(settings, open_archive(settings), _ledger_signer(settings, create=False))
+
+
+def _ledger_service(settings: Settings, store: ObjectStore, signer: Signer) -> LedgerService:
+    return LedgerService(
+        store,
+        signer,
+        settings.source_epoch,
         checkpoint_interval_seconds=settings.ledger_checkpoint_interval_seconds,
         idle_checkpoint_seconds=settings.ledger_idle_checkpoint_seconds,
     )
+
+
+def _ledger_signer(settings: Settings, *, create: bool) -> Signer:
+    try:
+        return ledger_signer(ledger_key_path(settings), settings.ledger_log_name, create=create)
+    except InvalidKey as exc:
+        raise ConfigurationError(f"ledger key: {exc}") from exc
 
 
 def open_proofs(settings: Settings, index: Index, store: ObjectStore) -> ProofService | None:

@@ -8,7 +8,8 @@ latency low), republishes idle shards' checkpoints every ``idle_checkpoint_secon
 bytes under the same key: a no-op unless a write was lost), and, on the worker that holds
 partition 0 of the sealed topic, records the shards' checkpoints in the log of logs.
 
-All ledger work is blocking I/O and hashing, so it runs in a thread, one call at a time.
+All ledger work is blocking I/O and hashing, so it runs in a thread, one call at a time, or in a
+child process of its own (`LedgerProcess`) where the machine has a core to spare.
 Failures never stop sealing: an outage is retried on the next message or tick, from the state
 in the store; a `LedgerConflict` is logged as an incident and the shard is retried only slowly.
 """
@@ -17,18 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.process
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import faust
 
 from ledger.log import LedgerError, RootLedger, ShardLedger, SignedCheckpoint
 from ledger.signer import Ed25519FileSigner, InvalidKey, Signer
 from storage.objectstore import ObjectStore, ObjectStoreError
+from streams.decode import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +228,20 @@ class LedgerService:
         return self.metrics.gauges()
 
 
+class LedgerHandle(Protocol):
+    """What the agent drives: a `LedgerService`, here or in a child process (`LedgerProcess`)."""
+
+    def assign(self, partitions: Iterable[int]) -> None: ...
+
+    def revoke(self, partitions: Iterable[int]) -> None: ...
+
+    def on_sealed(self, partitions: Iterable[int]) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def gauges(self) -> dict[str, float]: ...
+
+
 def attach_ledger(
     app: faust.App,
     *,
@@ -233,7 +253,8 @@ def attach_ledger(
     checkpoint_interval_seconds: float = 1.0,
     idle_checkpoint_seconds: float = 60.0,
 ) -> LedgerService:
-    """Add the ledger agent (on ``sealed_topic``, raw bytes) and its timer to ``app``."""
+    """Add the ledger agent (on ``sealed_topic``, raw bytes) and its timer to ``app``, the ledger
+    running in this process."""
     if signer.name != log_name:
         raise InvalidKey(f"the ledger key is named {signer.name!r}, the log {log_name!r}")
     service = LedgerService(
@@ -243,6 +264,12 @@ def attach_ledger(
         checkpoint_interval_seconds=checkpoint_interval_seconds,
         idle_checkpoint_seconds=idle_checkpoint_seconds,
     )
+    drive_ledger(app, service, sealed_topic=sealed_topic, tick_seconds=checkpoint_interval_seconds)
+    return service
+
+
+def drive_ledger(app: faust.App, ledger: LedgerHandle, *, sealed_topic: str, tick_seconds: float) -> None:
+    """The agent on ``sealed_topic`` and the timer, calling ``ledger`` one call at a time in a thread."""
     topic = app.topic(sealed_topic, key_serializer="raw", value_serializer="raw")
 
     @app.agent(topic, name="ledger", concurrency=1)
@@ -250,25 +277,134 @@ def attach_ledger(
         # Batches coalesce announcements: one archive listing per partition, not per message.
         async for events in stream.take_events(1000, within=0.05):
             partitions = {event.message.partition for event in events}
-            await asyncio.to_thread(service.on_sealed, partitions)
+            await asyncio.to_thread(ledger.on_sealed, partitions)
 
-    @app.timer(min(_TICK_SECONDS, checkpoint_interval_seconds))  # type: ignore[untyped-decorator]
+    @app.timer(min(_TICK_SECONDS, tick_seconds))  # type: ignore[untyped-decorator]
     async def ledger_tick() -> None:
-        await asyncio.to_thread(service.tick)
+        await asyncio.to_thread(ledger.tick)
 
     async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         mine = [tp.partition for tp in assigned if tp.topic == sealed_topic]
         if mine:
-            await asyncio.to_thread(service.assign, mine)
+            await asyncio.to_thread(ledger.assign, mine)
 
     async def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         gone = [tp.partition for tp in revoked if tp.topic == sealed_topic]
         if gone:
-            await asyncio.to_thread(service.revoke, gone)
+            await asyncio.to_thread(ledger.revoke, gone)
 
     app.on_partitions_assigned.connect(cast(Any, assigned))
     app.on_partitions_revoked.connect(cast(Any, revoked))
-    return service
+
+
+class LedgerProcess:
+    """A `LedgerService` in a child process, behind the same methods.
+
+    The ledger reads archive objects back, hashes every record and writes tiles: ~37 µs of CPU
+    per record that the seal worker's one Python process would otherwise share. ``make_service``
+    runs in the child (it must pickle: a module-level function or a partial of one) and builds the
+    service with a store client of its own. The child starts with this object, before Faust joins
+    its group; one that dies is started again on the next call and resumes from what the store
+    holds, as a restarted worker would. Gauges come back with every answer, so /metrics never
+    waits on the child.
+    """
+
+    def __init__(self, make_service: Callable[[], LedgerService], *, log_level: int = logging.INFO) -> None:
+        self._make_service = make_service
+        self._log_level = log_level
+        self._lock = threading.Lock()
+        self._assigned: set[int] = set()
+        self._gauges: dict[str, float] = LedgerMetrics().gauges()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: Connection | None = None
+        self._start()
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        self._assigned.update(partitions)
+        self._call("assign", partitions)
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        self._assigned.difference_update(partitions)
+        self._call("revoke", partitions)
+
+    def on_sealed(self, partitions: Iterable[int]) -> None:
+        self._call("on_sealed", list(partitions))
+
+    def tick(self) -> None:
+        self._call("tick")
+
+    def gauges(self) -> dict[str, float]:
+        return dict(self._gauges)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None between a death and the next call)."""
+        return self._process.pid if self._process is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _call(self, method: str, *args: Any) -> None:
+        with self._lock:
+            for attempt in (1, 2):
+                connection = self._connection or self._start()
+                try:
+                    connection.send((method, args))
+                    failure, self._gauges = connection.recv()
+                except (EOFError, OSError) as exc:
+                    self._stop()
+                    if attempt == 2:
+                        raise LedgerError(f"the ledger process died twice on {method}: {exc}") from exc
+                    logger.error("the ledger process died (%s); starting another", exc)
+                    continue
+                if failure is not None:
+                    logger.error("ledger process: %s failed: %s", method, failure)
+                return
+
+    def _start(self) -> Connection:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        arguments = (child, self._make_service, self._log_level)
+        process = context.Process(target=_serve_ledger, args=arguments, name="ledger", daemon=True)
+        process.start()
+        child.close()
+        self._process, self._connection = process, parent
+        if self._assigned:  # a restarted child: the partitions this worker holds
+            parent.send(("assign", (sorted(self._assigned),)))
+            parent.recv()
+        return parent
+
+    def _stop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        if self._process is not None:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+        self._process = self._connection = None
+
+
+def _serve_ledger(connection: Connection, make_service: Callable[[], LedgerService], log_level: int) -> None:
+    """The child's loop: one call at a time, each answered with (failure or None, gauges)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle; it closes the pipe
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = make_service()
+    while True:
+        try:
+            method, args = connection.recv()
+        except (EOFError, OSError):
+            return  # the worker closed the pipe or is gone
+        failure = None
+        try:
+            getattr(service, method)(*args)
+        except Exception as exc:  # the service handles its own failures; this is a bug
+            logger.exception("ledger %s failed", method)
+            failure = f"{type(exc).__name__}: {exc}"
+        connection.send((failure, service.gauges()))
 
 
 def ledger_signer(key_file: Path, log_name: str, *, create: bool = False) -> Ed25519FileSigner:

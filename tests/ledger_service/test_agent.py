@@ -3,8 +3,11 @@ announcements arrive, when they are lost, when shards are revoked, and when the 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import stat
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,16 @@ from ledger.signer import Ed25519FileSigner, InvalidKey, Verifier
 from replay.audit import audit_archive
 from replay.proofs import LedgerView
 from storage.objectstore import LocalWormStore, ObjectStoreUnavailable
-from streams.ledger_agent import LedgerService, ledger_signer, public_key_file
-from tests.ledger_service.archives import EPOCH, LOG_NAME, PARTITIONS, archive_keys, copy_tree, open_store
+from streams.ledger_agent import LedgerProcess, LedgerService, ledger_signer, public_key_file
+from tests.ledger_service.archives import (
+    EPOCH,
+    LOG_NAME,
+    PARTITIONS,
+    archive_keys,
+    copy_tree,
+    object_records,
+    open_store,
+)
 
 pytestmark = pytest.mark.clickhouse  # the archives come from the real pipeline on chdb
 
@@ -203,3 +214,42 @@ def test_the_signing_key_is_made_once_in_development(tmp_path: Path) -> None:
     assert ledger_signer(key, LOG_NAME).vkey == made.vkey
     with pytest.raises(InvalidKey):
         ledger_signer(key, "another.name")
+
+
+def _service_in_child(archive: Path, key_file: Path) -> LedgerService:
+    """What `LedgerProcess` runs in its child (module level: it is pickled)."""
+    store = LocalWormStore(archive, retention=None)
+    return LedgerService(store, Ed25519FileSigner.load(key_file), EPOCH, checkpoint_interval_seconds=0.01)
+
+
+def test_a_ledger_in_a_child_process_ledgers_and_survives_the_childs_death(
+    growing: tuple[Path, list[Path]], ledgered_template: Path
+) -> None:
+    archive, later = growing
+    signer = Ed25519FileSigner.load(ledgered_template / "ledger.key")
+    ledger = LedgerProcess(partial(_service_in_child, archive, ledgered_template / "ledger.key"))
+    try:
+        ledger.assign(PARTITIONS)
+        ledger.on_sealed(PARTITIONS)
+        first = ledger.gauges()
+        assert first["blackbox_ledger_leaves_total"] > 0
+        assert first["blackbox_ledger_checkpoints_total"] == len(PARTITIONS)
+
+        assert ledger.pid is not None
+        os.kill(ledger.pid, signal.SIGKILL)  # the child dies between two calls
+        seal_more(archive, later)
+        ledger.on_sealed(PARTITIONS)  # a new child, told its partitions again, catches up
+        ledger.tick()
+    finally:
+        ledger.close()
+    store = open_store(archive)
+    records = {
+        f"p{partition:05d}": sum(
+            len(block) for key in archive_keys(store, partition) for block in object_records(store, key)
+        )
+        for partition in PARTITIONS
+    }
+    sizes = latest_sizes(store, signer)
+    assert {shard: sizes[shard] for shard in records} == records  # everything, after the restart too
+    report = audit_archive(store, signer.verifier())
+    assert report.uncovered_records == 0
