@@ -166,7 +166,7 @@ def build_worker(
     data_dir: Path | None = None,
     on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> Worker:
-    """The seal agent, the behaviour table and the ledger agent on one app, as settings say."""
+    """The seal agent (with the behaviour store) and the ledger agent on one app, as settings say."""
     registry = default_registry()
     scorer = IdentityRiskScorer()
     pipeline = build_pipeline(settings, store, index, registry, scorer=scorer)
