@@ -19,6 +19,7 @@ from api.auth import TokenVerifier
 from api.deps import PrincipalDep, ReaderDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES, install_error_handlers
 from api.ledger_routes import LedgerSessionVerdictOut, ledger_verdict, with_ledger
+from api.ledger_routes import disabled_router as ledger_disabled_router
 from api.ledger_routes import router as ledger_router
 from api.metrics import MetricsSource, install_metrics
 from api.models import EventOut, EventsOut, HealthOut, SessionOut, SessionPageOut, VerdictOut
@@ -177,6 +178,8 @@ def create_app(
     if proofs is not None:
         app.state.proofs = proofs
         app.include_router(ledger_router)
+    else:
+        app.include_router(ledger_disabled_router)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
     def healthz() -> JSONResponse:

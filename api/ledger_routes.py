@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, get_principal
@@ -191,3 +191,18 @@ def get_record_proof(
         media_type=PROOF_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+# An API started without the ledger answers its routes with a 404 that says so, rather than the
+# bare "Not Found" of a mistyped path.
+disabled_router = APIRouter(
+    prefix=API_PREFIX, dependencies=[Depends(get_principal)], responses=ERROR_RESPONSES
+)
+_LEDGER_OFF = "the ledger is not enabled on this API (BLACKBOX_LEDGER_ENABLED=false)"
+
+
+@disabled_router.get("/checkpoints/latest", include_in_schema=False)
+@disabled_router.get("/sessions/{session_id}/proofs", include_in_schema=False)
+@disabled_router.get("/sessions/{session_id}/records/{index}/proof", include_in_schema=False)
+def ledger_disabled() -> None:
+    raise HTTPException(status_code=404, detail=_LEDGER_OFF)

@@ -404,3 +404,17 @@ def test_healthz(make_client: Callable[..., TestClient], store: LocalWormStore) 
 def test_openapi_document_is_served(client: TestClient) -> None:
     document = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/sessions/{session_id}/verify" in document["paths"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/checkpoints/latest", "/api/v1/sessions/s1/proofs", "/api/v1/sessions/s1/records/0/proof"],
+)
+def test_ledger_routes_of_an_api_without_the_ledger_say_so(
+    client: TestClient, auditor: dict[str, str], path: str
+) -> None:
+    assert client.get(path).status_code == 401  # still behind the token
+    response = client.get(path, headers=auditor)
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    assert "ledger is not enabled" in response.json()["message"]

@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import TokenVerifier, create_app, generate_ed25519_keypair, mint_token
-from api.ledger_routes import router as ledger_router
 from api.ledger_routes import session_proofs, with_ledger
 from api.models import VerdictOut
 from ledger.log import ShardLedger
@@ -169,10 +168,8 @@ def client(
     app = create_app(
         SessionReader(index, open_store(archive)),
         TokenVerifier(public_key_pem=public, issuer="blackbox-dev", audience="blackbox"),
+        proofs=proofs,
     )
-    # what the lead's wiring adds to create_app
-    app.state.proofs = proofs
-    app.include_router(ledger_router)
     token = mint_token(private, role="auditor", subject="auditor-1", ttl_seconds=300)
     with TestClient(app) as test_client:
         yield test_client, {"Authorization": f"Bearer {token}"}
