@@ -18,7 +18,7 @@ from typing import Any
 
 from ledger.chain import GENESIS, record_hash
 from schemas import EVENT_SCHEMA, SchemaRegistry
-from schemas.sealed import encode_sealed_record
+from schemas.sealed import SINGLE_DATA_BODIES, encode_sealed_record, with_terminal_data
 from streams.mask import Masker, NoMasking
 from streams.score import NoScoring, Scorer
 from streams.validate import InvalidEvent, validate_event
@@ -256,7 +256,7 @@ class SealStep:
             self._chain(current, {"kind": "GAP", "gap": gap}, None, records)
         masked, findings = self._masker.mask(event)
         # Unmasked events keep the bytes they arrived with; only a changed event is re-encoded.
-        masked_bytes = event_bytes if masked is event else self._registry.encode_body(EVENT_SCHEMA, masked)
+        masked_bytes = event_bytes if masked is event else self._encode_masked(event, event_bytes, masked)
         risk = self._scorer.score(masked, findings)
         fields = {
             "kind": kind,
@@ -270,6 +270,20 @@ class SealStep:
         if kind == "EVENT" and body_type == SESSION_END:
             self._seal(current, event["body"][1]["reason"] or "closed", records)
         return "sealed"
+
+    def _encode_masked(self, event: dict[str, Any], event_bytes: bytes, masked: dict[str, Any]) -> bytes:
+        body_type, body = masked["body"]
+        if (
+            body_type in SINGLE_DATA_BODIES
+            and body_type == event["body"][0]
+            and len(masked) == len(event)
+            and all(masked[name] is event[name] for name in event if name != "body")
+        ):
+            try:
+                return with_terminal_data(event_bytes, event["body"][1]["data"], body["data"])
+            except ValueError:  # not the layout the splice assumes: the generic writer is always right
+                logger.warning("event %s: terminal data splice refused; re-encoding", event["event_id"])
+        return self._registry.encode_body(EVENT_SCHEMA, masked)
 
     def is_alert(self, record: Mapping[str, Any]) -> bool:
         """Whether a sealed record's risk reaches its identity kind's alert threshold."""

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas import EVENT_SCHEMA, SEALED_SCHEMA, default_registry
-from schemas.sealed import RECORD_KINDS, encode_sealed_record
+from schemas.sealed import RECORD_KINDS, SINGLE_DATA_BODIES, encode_sealed_record, with_terminal_data
 from tests.eventdata import make_event
 
 REGISTRY = default_registry()
@@ -85,3 +85,23 @@ def test_field_order_is_what_the_encoder_assumes() -> None:
         "findings",
         "risk",
     ]
+
+
+@pytest.mark.parametrize("body_type", sorted(SINGLE_DATA_BODIES))
+@pytest.mark.parametrize("lengths", [(0, 0), (0, 5), (5, 0), (63, 63), (63, 64), (64, 63), (200, 8192)])
+def test_terminal_data_splice_equals_the_generic_writer(body_type: str, lengths: tuple[int, int]) -> None:
+    rng = random.Random(repr((body_type, lengths)))
+    old, new = rng.randbytes(lengths[0]), rng.randbytes(lengths[1])
+    event = make_event("s", 7)
+    event["attributes"] = {"term": "xterm", "x": "y" * 70}
+    event["body"] = (body_type, {"data": old})
+    original = REGISTRY.encode_body(EVENT_SCHEMA, event)
+    changed = {**event, "body": (body_type, {"data": new})}
+    assert with_terminal_data(original, old, new) == REGISTRY.encode_body(EVENT_SCHEMA, changed)
+
+
+def test_a_splice_on_bytes_that_do_not_end_with_the_data_is_refused() -> None:
+    event = make_event("s", 7)
+    event["body"] = ("dev.blackbox.v1.TerminalOutput", {"data": b"abc"})
+    with pytest.raises(ValueError, match="does not end"):
+        with_terminal_data(REGISTRY.encode_body(EVENT_SCHEMA, event), b"abd", b"xyz")
