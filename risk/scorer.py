@@ -185,7 +185,10 @@ class StatefulScorer:
         self.loader = loader
 
     def _load(self, key: str) -> IdentityState:
-        stored = self.loader(key) if self.loader is not None else None
+        # Evicted with changes not yet taken: that is newer than anything stored.
+        stored: Mapping[str, Any] | None = self._evicted.pop(key, None)
+        if stored is None and self.loader is not None:
+            stored = self.loader(key)
         return (_state_from(key, stored) if stored is not None else None) or IdentityState()
 
     def state(self, key: str) -> IdentityState | None:

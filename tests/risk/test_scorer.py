@@ -239,3 +239,21 @@ def test_the_seal_step_records_the_risk() -> None:
         "score": 75,
         "reasons": [{"rule_id": "shell.credential_file_read", "message": "reads AWS credentials with cat"}],
     }
+
+
+def test_an_identity_evicted_before_its_changes_were_taken_comes_back_with_them() -> None:
+    stored: dict[str, Any] = {}
+    scorer = StatefulScorer(max_identities=1, loader=stored.get)
+    scorer.score(_event_of("alice"), [])
+    scorer.score(_event_of("bob"), [])  # alice is evicted, her change not yet taken
+    scorer.score(_event_of("alice"), [])
+    state = scorer.state("|alice")
+    assert state is not None
+    assert state.events == 2  # both of alice's events, not a fresh state
+    assert set(scorer.take_changes()) == {"|alice", "|bob"}
+
+
+def _event_of(principal: str) -> dict[str, Any]:
+    return CORPUS[0].event | {
+        "identity": {"principal": principal, "kind": "HUMAN", "issuer": None, "groups": []}
+    }
