@@ -29,6 +29,7 @@ KUBERNETES_API_CALL = NS + "KubernetesApiCall"
 HTTP_EXCHANGE = NS + "HttpExchange"
 COMMAND = NS + "Command"
 SESSION_END = NS + "SessionEnd"
+IDLE_TIMEOUT = NS + "IdleTimeout"
 # Free-text fields of the other bodies (people write names and numbers into reasons and comments).
 _TEXT_FIELDS = {
     NS + "SessionStart": ("purpose",),
@@ -109,7 +110,7 @@ class EventMasker:
         policy = self._policy(event)
         if body_type in (TERMINAL_OUTPUT, TERMINAL_INPUT):
             return self._terminal(event, body_type, fields, policy)
-        if body_type == SESSION_END:
+        if body_type in (SESSION_END, IDLE_TIMEOUT):  # the worker's idle seal ends a session too
             return self._session_end(event, fields)
         findings: list[Finding] = []
         new_fields: dict[str, Any] | None = None

@@ -26,6 +26,9 @@ TERMINAL_OUTPUT = _NS + "TerminalOutput"
 TERMINAL_INPUT = _NS + "TerminalInput"
 TERMINAL_RESIZE = _NS + "TerminalResize"
 SESSION_END = _NS + "SessionEnd"
+IDLE_TIMEOUT = _NS + "IdleTimeout"
+# Events that end a session and may carry the output the masker held back (see OUTPUT_TAIL_ATTRIBUTE).
+_ENDS = (SESSION_END, IDLE_TIMEOUT)
 # Set by the masker on SessionEnd: terminal output it held back, masked (masking/event_masker.py).
 OUTPUT_TAIL_ATTRIBUTE = "terminal_output_tail_b64"
 
@@ -108,7 +111,7 @@ def _events(items: Iterable[Any]) -> Iterable[_Event]:
             event = value
         body_type, body = event["body"]
         tail = (event.get("attributes") or {}).get(OUTPUT_TAIL_ATTRIBUTE)
-        if body_type == SESSION_END and tail:
+        if body_type in _ENDS and tail:
             # Output the masker held back (it could have been the start of a secret) until the
             # session ended; it belongs on screen just before the end.
             data = base64.b64decode(tail)

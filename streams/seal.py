@@ -233,6 +233,19 @@ class SealStep:
             # The worker asked to seal an idle session; anything since makes the request stale.
             if current.sealed or current.next_index == 0 or current.last_seq != event["body"][1]["last_seq"]:
                 return "idle_ignored"
+            masked, findings = self._masker.mask(event)
+            if masked is not event:
+                # Output the masker still held (an unfinished token) rides on the request that
+                # ends the session, as on a SessionEnd, instead of being dropped with the session.
+                fields = {
+                    "kind": "EVENT",
+                    "source_seq": event["seq"],
+                    "event_digest": hashlib.sha256(event_bytes).digest(),
+                    "event": masked,
+                    "findings": findings,
+                    "risk": None,
+                }
+                self._chain(current, fields, self._registry.encode_body(EVENT_SCHEMA, masked), records)
             self._seal(current, "idle_timeout", records)
             return "sealed"
         seq = event["seq"]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
 
 from ledger.chain import GENESIS, ChainBroken, verify_chain
+from masking.engine import MaskingEngine
+from masking.event_masker import TAIL_ATTRIBUTE, EventMasker
+from masking.policy import load_default_policy
+from replay.asciicast import render_asciicast
 from schemas import EVENT_SCHEMA, default_registry
 from streams.app import idle_timeout_event
 from streams.seal import SealedRecord, SealStep, SessionSealed, SessionState, replay_state
@@ -120,6 +126,21 @@ def test_idle_timeout_seals_only_when_nothing_followed() -> None:
     assert chain.feed(idle_timeout_event(chain.state, 60)) == ["SEAL"]
     assert chain.records[-1].value["seal"]["reason"] == "idle_timeout"
     assert chain.state.sealed
+
+
+def test_an_idle_seal_keeps_the_output_the_masker_held_back() -> None:
+    chain = Chain()
+    chain.step = SealStep(REGISTRY, masker=EventMasker(MaskingEngine(load_default_policy(), b"k" * 32)))
+    chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))  # the address could still grow
+    assert chain.records[-1].value["event"]["body"][1]["data"] == b"bye "
+    assert chain.feed(idle_timeout_event(chain.state, 60)) == ["EVENT", "SEAL"]
+    idle = chain.records[-2].value
+    assert base64.b64decode(idle["event"]["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
+    assert [finding["entity_type"] for finding in idle["findings"]] == ["EMAIL_ADDRESS"]
+    assert chain.records[-1].value["seal"]["record_count"] == 2
+    verify_chain("s-1", chain.archived(), require_seal=True)
+    screen = render_asciicast([record.value for record in chain.records])
+    assert "bye " + "*" * 16 in "".join(json.loads(line)[2] for line in screen.splitlines()[1:])
 
 
 def test_sealing_is_deterministic() -> None:

@@ -229,3 +229,12 @@ def test_typed_password_after_prompt_is_masked(engine: MaskingEngine) -> None:
     assert [f["entity_type"] for f in findings] == ["PASSWORD"]
     nxt, _ = masker.mask(ev(10, "TerminalInput", data=b"l"))
     assert nxt["body"][1]["data"] == b"l" or nxt["body"][1]["data"] == b""
+
+
+def test_an_idle_timeout_ends_the_stream_like_a_session_end(engine: MaskingEngine) -> None:
+    masker = EventMasker(engine)
+    masker.mask(ev(0, "TerminalOutput", data=b"bye ada@lovelace.org"))
+    idle, findings = masker.mask(ev(0, "IdleTimeout", last_seq=0, idle_seconds=1800))
+    assert base64.b64decode(idle["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
+    assert findings[0]["field"] == f"attributes.{TAIL_ATTRIBUTE}"
+    assert masker.open_sessions == 0
