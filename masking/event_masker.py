@@ -105,6 +105,11 @@ class EventMasker:
         tail, _ = session.output.flush()
         return tail
 
+    def holds(self, session_id: str) -> bool:
+        """Whether output or keystrokes of the session are held back for its next event."""
+        session = self._sessions.get(session_id)
+        return session is not None and bool(session.output.held or session.input.held or session.secret_input)
+
     def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
         body_type, fields = event["body"]
         policy = self._policy(event)

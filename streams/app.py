@@ -194,6 +194,9 @@ def build_app(
         if pending:
             await asyncio.gather(*pending)
 
+    # Messages whose terminal bytes the masker still holds, acknowledged once it lets them go.
+    held_events: dict[tuple[int, int], Any] = {}
+
     @app.agent(events, name="seal", concurrency=1)
     async def seal_agent(stream: Any) -> None:
         async for batch in stream.noack_take(config.batch_max_messages, within=config.batch_within_seconds):
@@ -215,7 +218,13 @@ def build_app(
                 await app.crash(exc)
                 return
             for event in batch:
-                await stream.ack(event)
+                key = (event.message.partition, event.message.offset)
+                if key in outcome.held:
+                    held_events[key] = event
+                else:
+                    await stream.ack(event)
+            for key in [key for key in held_events if key not in outcome.held]:
+                await stream.ack(held_events.pop(key))
             metrics.add(outcome, len(messages), time.perf_counter() - started)
 
     @app.timer(config.idle_check_seconds)  # type: ignore[untyped-decorator]
@@ -232,6 +241,8 @@ def build_app(
         for tp in revoked:
             if tp.topic == config.events_topic:
                 await asyncio.to_thread(run_locked, pipeline.forget_partition, tp.partition)
+                for key in [key for key in held_events if key[0] == tp.partition]:
+                    del held_events[key]  # the next owner gets them again from the last commit
 
     app.on_partitions_revoked.connect(cast(Any, forget_revoked))
 

@@ -21,6 +21,10 @@ class Masker(Protocol):
         """Forget the session's stream state (its chain was sealed)."""
         ...
 
+    def holds(self, session_id: str) -> bool:
+        """Whether the session's stream holds bytes back (an unfinished token) for its next event."""
+        ...
+
 
 class NoMasking:
     def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
@@ -28,3 +32,6 @@ class NoMasking:
 
     def end_session(self, session_id: str) -> bytes:
         return b""
+
+    def holds(self, session_id: str) -> bool:
+        return False

@@ -94,6 +94,9 @@ class BatchOutcome:
     duplicates: int = 0
     skipped_messages: int = 0
     objects_written: int = 0
+    # (partition, offset) of messages whose terminal bytes the masker still holds: not to be
+    # acknowledged yet, so that a crash delivers them again (see SealPipeline.held_messages)
+    held: frozenset[tuple[int, int]] = frozenset()
 
 
 class EvidenceMismatch(RuntimeError):
@@ -442,6 +445,8 @@ class SealPipeline:
         # Announcements recovery queues for the next outcome (see _announce_again).
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
+        # partition → session → offset of the earliest message whose bytes the masker holds
+        self._holding: dict[int, dict[str, int]] = {}
 
     @property
     def index(self) -> Index:
@@ -491,7 +496,19 @@ class SealPipeline:
         outcome.sealed_batches[:0] = self._announcements
         outcome.alerts[:0] = self._alerts_again
         self._announcements, self._alerts_again = [], []
+        outcome.held = self.held_messages()
         return outcome
+
+    def held_messages(self) -> frozenset[tuple[int, int]]:
+        """Messages to leave unacknowledged: the masker still holds bytes that came in them (an
+        unfinished token at the end of a terminal event). They are acknowledged once a later
+        event of the session releases the bytes; until then a crash delivers them again and
+        `rewarm` rebuilds what was held, instead of losing it."""
+        return frozenset(
+            (partition, offset)
+            for partition, sessions in self._holding.items()
+            for offset in sessions.values()
+        )
 
     def _process_partition(
         self, partition: int, messages: list[tuple[SourceMessage, DecodedMessage]], outcome: BatchOutcome
@@ -501,6 +518,8 @@ class SealPipeline:
         durable_upto = self._durable_upto[partition]
         fresh = [(m, decoded) for m, decoded in messages if m.offset > durable_upto]
         outcome.skipped_messages += len(messages) - len(fresh)
+        if len(fresh) < len(messages):
+            self._rewarm(partition, [(m, d) for m, d in messages if m.offset <= durable_upto])
         if not fresh:
             return
         batch = _PartitionBatch(partition, fresh[0][0].offset, fresh[-1][0].offset)
@@ -536,6 +555,7 @@ class SealPipeline:
         outcome.duplicates += result.duplicates
         if not result.records:
             return
+        self._note_holding(message, session_id)
         self.cache.stage(result.state, result.records)
         batch.records.setdefault(session_id, []).extend((record, message.offset) for record in result.records)
         for record in result.records:
@@ -825,7 +845,36 @@ class SealPipeline:
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""
         self._durable_upto.pop(partition, None)
+        for session_id in self._holding.pop(partition, {}):
+            self._seal.forget_stream(session_id)  # the next owner rebuilds it from redelivery
         self.cache.forget_partition(partition)
+
+    # -- what the masker holds back ----------------------------------------------------------
+
+    def _note_holding(self, message: SourceMessage, session_id: str) -> None:
+        holding = self._holding.setdefault(message.partition, {})
+        if self._seal.holds_output(session_id):
+            holding.setdefault(session_id, message.offset)  # the earliest message still held
+        else:
+            holding.pop(session_id, None)
+
+    def _rewarm(self, partition: int, skipped: list[tuple[SourceMessage, DecodedMessage]]) -> None:
+        """Messages delivered again but already archived: feed their terminal events of open
+        sessions to the masker, so the bytes it held when the last worker stopped are held again
+        and reach the archive with the session's next event."""
+        sessions = {d.events[0][0]["session_id"] for _, d in skipped if d.events}
+        self._load_states(partition, sessions)
+        for message, decoded in skipped:
+            if not decoded.events:
+                continue
+            session_id = decoded.events[0][0]["session_id"]
+            state = self.cache.get(session_id)
+            if state is None or state.sealed:
+                continue
+            for event, _ in decoded.events:
+                if event["seq"] <= state.last_seq:
+                    self._seal.rewarm(event)
+            self._note_holding(message, session_id)
 
     # -- idle sessions ---------------------------------------------------------------------
 

@@ -298,6 +298,21 @@ class SealStep:
                 logger.warning("event %s: terminal data splice refused; re-encoding", event["event_id"])
         return self._registry.encode_body(EVENT_SCHEMA, masked)
 
+    def holds_output(self, session_id: str) -> bool:
+        """Whether the masker holds bytes of this session back for its next event: the message
+        they came in must be delivered again after a crash (see `rewarm`)."""
+        return self._masker.holds(session_id)
+
+    def rewarm(self, event: dict[str, Any]) -> None:
+        """Feed an already-sealed terminal event to the masker again, output discarded: after a
+        crash the redelivered events rebuild what the masker held, so it is not lost."""
+        if event["body"][0] in SINGLE_DATA_BODIES:
+            self._masker.mask(event)
+
+    def forget_stream(self, session_id: str) -> None:
+        """Drop the masker's state of a session this worker no longer owns."""
+        self._masker.end_session(session_id)
+
     def is_alert(self, record: Mapping[str, Any]) -> bool:
         """Whether a sealed record's risk reaches its identity kind's alert threshold."""
         event = record.get("event")

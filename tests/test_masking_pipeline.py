@@ -3,6 +3,7 @@ the index, the DLQ reasons or the API — while findings and blind indexes are k
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import TokenVerifier, generate_ed25519_keypair, mint_token
 from masking.engine import MaskingEngine, blind_index
-from masking.event_masker import EventMasker
+from masking.event_masker import TAIL_ATTRIBUTE, EventMasker
 from masking.policy import load_default_policy
 from replay.reader import SessionReader
 from schemas import BATCH_SCHEMA, default_registry
@@ -172,3 +173,34 @@ def test_dead_letter_reasons_never_echo_values(tmp_path: Path) -> None:
         outcome = sealer.process([SourceMessage("events", 0, 0, b"other", value)])
     assert len(outcome.dead_letters) == 1
     assert _contains_plaintext(outcome.dead_letters[0].reason) == []
+
+
+def test_bytes_the_masker_held_survive_a_crash(tmp_path: Path) -> None:
+    """The message whose tail the masker holds stays unacknowledged; after a crash it comes again,
+    and the new worker's masker holds the same bytes for the session's next event."""
+    store = LocalWormStore(tmp_path / "archive", retention=None)
+
+    def worker(index: Index) -> SealPipeline:
+        masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
+        return SealPipeline(REGISTRY, SealStep(REGISTRY, masker=masker), store, index, PipelineConfig())
+
+    def message(offset: int, *events: dict[str, Any]) -> SourceMessage:
+        value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-held", "events": list(events)})
+        return SourceMessage("events", 0, offset, b"s-held", value)
+
+    first = message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))  # could still grow
+    second = message(1, make_event("s-held", 1, end()))
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        before = worker(index).process([first])
+        assert before.held == {(0, 0)}  # not to be acknowledged: the tail is only in memory
+
+        restarted = worker(index)  # the first worker died; Kafka delivers from the last commit
+        after = restarted.process([first, second])
+        assert after.skipped_messages == 1
+        assert after.held == frozenset()  # the tail is archived now: everything can be acknowledged
+    records = [value for _, value in read_archive(store).records]
+    session_end = records[-2]["event"]
+    assert session_end["body"][0].endswith("SessionEnd")
+    assert base64.b64decode(session_end["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
+    assert [record["event"]["body"][1]["data"] for record in records[:1]] == [b"bye "]

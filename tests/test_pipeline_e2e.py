@@ -7,6 +7,7 @@ archive, the index and the topics.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from aiokafka import AIOKafkaProducer
 from ingest.demo import generate_load
 from ingest.emitter import Emitter
 from ledger.chain import record_hash
+from masking.event_masker import TAIL_ATTRIBUTE
 from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
-from tests.eventdata import make_event
+from tests.eventdata import end, make_event, output
 from tests.stack import (
     Topics,
     WorkerProcess,
@@ -218,3 +220,31 @@ def test_a_session_that_never_ends_is_sealed_when_idle(kafka_bootstrap: str, tmp
     assert seal["kind"] == "SEAL"
     assert seal["seal"]["reason"] == "idle_timeout"
     assert seal["seal"]["last_seq"] == 4
+
+
+def test_output_the_masker_held_survives_a_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A session's last output ends in what could be the start of an address, so the masker holds
+    it back for the next event. The worker is killed before that event comes; the new worker
+    still puts the (masked) bytes on record with the session's end."""
+    topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    archive = tmp_path / "archive"
+    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}")
+    first = [make_event("s-held", 0), make_event("s-held", 1, output("bye ada@lovelace.org"))]
+    worker.start()
+    try:
+        asyncio.run(emit(kafka_bootstrap, topics.events, [first]))
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 2, alive=worker.alive)
+        time.sleep(2.0)  # commits of everything acknowledged happen meanwhile
+        worker.kill()
+        worker.start()
+        asyncio.run(emit(kafka_bootstrap, topics.events, [[make_event("s-held", 2, end())]]))
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 4, alive=worker.alive)
+    finally:
+        worker.stop()
+    store = LocalWormStore(archive, retention=None)
+    (records,) = read_archive(store).by_session().values()
+    values = [value for _, value in records]
+    assert [value["kind"] for value in values] == ["EVENT", "EVENT", "EVENT", "SEAL"]
+    assert values[1]["event"]["body"][1]["data"] == b"bye "
+    tail = values[2]["event"]["attributes"][TAIL_ATTRIBUTE]
+    assert base64.b64decode(tail) == b"*" * 16
