@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -134,3 +136,87 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = MergeTree ORDER BY version
 """
+
+
+# The rows the seal pipeline inserts, as Arrow schemas: one per table above, column for column.
+EVENTS_ARROW = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("record_index", pa.uint64()),
+        ("kind", pa.string()),
+        ("source_seq", pa.int64()),
+        ("event_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("body_type", pa.string()),
+        ("principal", pa.string()),
+        ("identity_kind", pa.string()),
+        ("target_name", pa.string()),
+        ("target_kind", pa.string()),
+        ("summary", pa.string()),
+        ("record_hash", pa.binary()),
+        ("prev_hash", pa.binary()),
+        ("event_digest", pa.binary()),
+        ("risk_score", pa.uint8()),
+        ("finding_count", pa.uint32()),
+        ("object_key", pa.string()),
+        ("kafka_partition", pa.uint32()),
+        ("kafka_offset", pa.uint64()),
+    ]
+)
+
+SESSIONS_ARROW = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("kafka_partition", pa.uint32()),
+        ("principal", pa.string()),
+        ("identity_kind", pa.string()),
+        ("issuer", pa.string()),
+        ("groups", pa.list_(pa.string())),
+        ("target_name", pa.string()),
+        ("target_kind", pa.string()),
+        ("target_host", pa.string()),
+        ("target_database", pa.string()),
+        ("gateway_id", pa.string()),
+        ("gateway_product", pa.string()),
+        ("gateway_version", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("last_event_at", pa.timestamp("us", tz="UTC")),
+        ("record_count", pa.uint64()),
+        ("last_seq", pa.int64()),
+        ("head_hash", pa.binary()),
+        ("sealed", pa.uint8()),
+        ("seal_reason", pa.string()),
+        ("missing_first", pa.list_(pa.int64())),
+        ("missing_last", pa.list_(pa.int64())),
+        ("gap_count", pa.uint32()),
+        ("fork_count", pa.uint32()),
+        ("max_risk", pa.uint8()),
+        ("total_risk", pa.uint64()),
+        ("version", pa.uint64()),
+    ]
+)
+
+SEGMENTS_ARROW = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("first_index", pa.uint64()),
+        ("last_index", pa.uint64()),
+        ("record_count", pa.uint32()),
+        ("object_key", pa.string()),
+        ("header_length", pa.uint32()),
+        ("block_offset", pa.uint64()),
+        ("block_length", pa.uint64()),
+    ]
+)
+
+ARCHIVE_OBJECTS_ARROW = pa.schema(
+    [
+        ("kafka_partition", pa.uint32()),
+        ("first_offset", pa.uint64()),
+        ("last_offset", pa.uint64()),
+        ("object_key", pa.string()),
+        ("record_count", pa.uint32()),
+        ("byte_size", pa.uint64()),
+        ("header_length", pa.uint32()),
+    ]
+)

@@ -30,6 +30,7 @@ from ledger.chain import record_hash
 from schemas import SEALED_BATCH_SCHEMA, SEALED_SCHEMA, SchemaRegistry
 from storage.archive import ArchivedRecord, BlockLocation, build_object, iter_blocks
 from storage.index import Index, IndexUnavailable
+from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.decode import DecodedMessage, Decoder
 from streams.seal import SealedRecord, SealStep, SessionState, replay_state
@@ -238,89 +239,7 @@ class SessionCache:
             self.forget(session_id)
 
 
-_EVENTS_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("record_index", pa.uint64()),
-        ("kind", pa.string()),
-        ("source_seq", pa.int64()),
-        ("event_id", pa.string()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("body_type", pa.string()),
-        ("principal", pa.string()),
-        ("identity_kind", pa.string()),
-        ("target_name", pa.string()),
-        ("target_kind", pa.string()),
-        ("summary", pa.string()),
-        ("record_hash", pa.binary()),
-        ("prev_hash", pa.binary()),
-        ("event_digest", pa.binary()),
-        ("risk_score", pa.uint8()),
-        ("finding_count", pa.uint32()),
-        ("object_key", pa.string()),
-        ("kafka_partition", pa.uint32()),
-        ("kafka_offset", pa.uint64()),
-    ]
-)
-
-_SESSIONS_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("kafka_partition", pa.uint32()),
-        ("principal", pa.string()),
-        ("identity_kind", pa.string()),
-        ("issuer", pa.string()),
-        ("groups", pa.list_(pa.string())),
-        ("target_name", pa.string()),
-        ("target_kind", pa.string()),
-        ("target_host", pa.string()),
-        ("target_database", pa.string()),
-        ("gateway_id", pa.string()),
-        ("gateway_product", pa.string()),
-        ("gateway_version", pa.string()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("last_event_at", pa.timestamp("us", tz="UTC")),
-        ("record_count", pa.uint64()),
-        ("last_seq", pa.int64()),
-        ("head_hash", pa.binary()),
-        ("sealed", pa.uint8()),
-        ("seal_reason", pa.string()),
-        ("missing_first", pa.list_(pa.int64())),
-        ("missing_last", pa.list_(pa.int64())),
-        ("gap_count", pa.uint32()),
-        ("fork_count", pa.uint32()),
-        ("max_risk", pa.uint8()),
-        ("total_risk", pa.uint64()),
-        ("version", pa.uint64()),
-    ]
-)
-
-_SEGMENTS_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("first_index", pa.uint64()),
-        ("last_index", pa.uint64()),
-        ("record_count", pa.uint32()),
-        ("object_key", pa.string()),
-        ("header_length", pa.uint32()),
-        ("block_offset", pa.uint64()),
-        ("block_length", pa.uint64()),
-    ]
-)
-
-_OBJECTS_SCHEMA = pa.schema(
-    [
-        ("kafka_partition", pa.uint32()),
-        ("first_offset", pa.uint64()),
-        ("last_offset", pa.uint64()),
-        ("object_key", pa.string()),
-        ("record_count", pa.uint32()),
-        ("byte_size", pa.uint64()),
-        ("header_length", pa.uint32()),
-    ]
-)
-
-_SESSION_COLUMNS = ", ".join(field.name for field in _SESSIONS_SCHEMA)
+_SESSION_COLUMNS = ", ".join(field.name for field in SESSIONS_ARROW)
 # Column names are this module's own constants; values are bound server-side.
 _STATES_BY_ID_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions FINAL WHERE session_id IN {{ids:Array(String)}}"  # noqa: S608
 _OPEN_STATES_SQL = (
@@ -689,9 +608,9 @@ class SealPipeline:
         }
         for table, rows_table in (
             ("events", events.table()),
-            ("segments", pa.Table.from_pylist(segments, schema=_SEGMENTS_SCHEMA)),
-            ("sessions", pa.Table.from_pylist(session_rows, schema=_SESSIONS_SCHEMA)),
-            ("archive_objects", pa.Table.from_pylist([object_row], schema=_OBJECTS_SCHEMA)),
+            ("segments", pa.Table.from_pylist(segments, schema=SEGMENTS_ARROW)),
+            ("sessions", pa.Table.from_pylist(session_rows, schema=SESSIONS_ARROW)),
+            ("archive_objects", pa.Table.from_pylist([object_row], schema=ARCHIVE_OBJECTS_ARROW)),
         ):
             token = f"{key}:{table}"
             self._retry(
@@ -913,7 +832,7 @@ class _EventRows:
     """
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {field.name: [] for field in _EVENTS_SCHEMA}
+        self.columns: dict[str, list[Any]] = {field.name: [] for field in EVENTS_ARROW}
 
     def add_block(self, rows: list[IndexRow], state: SessionState, key: str, partition: int) -> None:
         c = self.columns
@@ -957,7 +876,7 @@ class _EventRows:
             offsets(offset)
 
     def table(self) -> pa.Table:
-        return pa.Table.from_pydict(self.columns, schema=_EVENTS_SCHEMA)
+        return pa.Table.from_pydict(self.columns, schema=EVENTS_ARROW)
 
 
 def _alert(record: SealedRecord) -> bytes:

@@ -28,6 +28,7 @@ from replay import (
 from schemas import EVENT_SCHEMA, SEALED_SCHEMA, default_registry
 from storage.archive import ArchivedRecord, build_object
 from storage.index import Index
+from storage.index_schema import SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import LocalWormStore, ObjectStore, ObjectStoreUnavailable
 
 T0 = 1_714_564_800_000_000  # 2024-05-01T12:00:00Z
@@ -104,44 +105,12 @@ def chain_records(
     return [ArchivedRecord(raw, registry.decode_body(SEALED_SCHEMA, raw)) for raw in raws]
 
 
-_SEGMENTS = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("first_index", pa.uint64()),
-        ("last_index", pa.uint64()),
-        ("record_count", pa.uint32()),
-        ("object_key", pa.string()),
-        ("header_length", pa.uint32()),
-        ("block_offset", pa.uint64()),
-        ("block_length", pa.uint64()),
-    ]
-)
+# The reader needs no more than these session columns; the others take the table's defaults.
 _SESSIONS = pa.schema(
     [
-        ("session_id", pa.string()),
-        ("kafka_partition", pa.uint32()),
-        ("principal", pa.string()),
-        ("identity_kind", pa.string()),
-        ("issuer", pa.string()),
-        ("groups", pa.list_(pa.string())),
-        ("target_name", pa.string()),
-        ("target_kind", pa.string()),
-        ("target_host", pa.string()),
-        ("target_database", pa.string()),
-        ("gateway_id", pa.string()),
-        ("gateway_product", pa.string()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("last_event_at", pa.timestamp("us", tz="UTC")),
-        ("record_count", pa.uint64()),
-        ("last_seq", pa.int64()),
-        ("head_hash", pa.binary()),
-        ("sealed", pa.uint8()),
-        ("seal_reason", pa.string()),
-        ("gap_count", pa.uint32()),
-        ("fork_count", pa.uint32()),
-        ("max_risk", pa.uint8()),
-        ("total_risk", pa.uint64()),
-        ("version", pa.uint64()),
+        field
+        for field in SESSIONS_ARROW
+        if field.name not in ("gateway_version", "missing_first", "missing_last")
     ]
 )
 
@@ -166,7 +135,7 @@ def archive_object(
         }
         for block, location in zip(blocks, built.blocks, strict=True)
     ]
-    index.insert("segments", pa.Table.from_pylist(rows, schema=_SEGMENTS), dedup_token=f"{key}:segments")
+    index.insert("segments", pa.Table.from_pylist(rows, schema=SEGMENTS_ARROW), dedup_token=f"{key}:segments")
 
 
 def session_row(records: Sequence[ArchivedRecord], *, partition: int = 0) -> dict[str, Any]:
@@ -544,7 +513,7 @@ def test_missing_object_and_unindexed_records_are_evidence_corrupt(
                     "block_length": 10,
                 }
             ],
-            schema=_SEGMENTS,
+            schema=SEGMENTS_ARROW,
         ),
     )
     with pytest.raises(EvidenceCorrupt, match="missing"):

@@ -28,62 +28,18 @@ from storage.index import (
     open_index,
     quote_literal,
 )
-from storage.index_schema import MIGRATIONS
+from storage.index_schema import EVENTS_ARROW, MIGRATIONS, SESSIONS_ARROW
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("record_index", pa.uint64()),
-        ("kind", pa.string()),
-        ("source_seq", pa.int64()),
-        ("event_id", pa.string()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("body_type", pa.string()),
-        ("principal", pa.string()),
-        ("identity_kind", pa.string()),
-        ("target_name", pa.string()),
-        ("target_kind", pa.string()),
-        ("summary", pa.string()),
-        ("record_hash", pa.binary()),
-        ("prev_hash", pa.binary()),
-        ("event_digest", pa.binary()),
-        ("risk_score", pa.uint8()),
-        ("finding_count", pa.uint32()),
-        ("object_key", pa.string()),
-        ("kafka_partition", pa.uint32()),
-        ("kafka_offset", pa.uint64()),
-    ]
-)
 
+# The contract writes sessions without the columns that take defaults.
 SESSIONS_SCHEMA = pa.schema(
     [
-        ("session_id", pa.string()),
-        ("kafka_partition", pa.uint32()),
-        ("principal", pa.string()),
-        ("identity_kind", pa.string()),
-        ("issuer", pa.string()),
-        ("groups", pa.list_(pa.string())),
-        ("target_name", pa.string()),
-        ("target_kind", pa.string()),
-        ("target_host", pa.string()),
-        ("target_database", pa.string()),
-        ("gateway_id", pa.string()),
-        ("gateway_product", pa.string()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("last_event_at", pa.timestamp("us", tz="UTC")),
-        ("record_count", pa.uint64()),
-        ("last_seq", pa.int64()),
-        ("head_hash", pa.binary()),
-        ("sealed", pa.uint8()),
-        ("seal_reason", pa.string()),
-        ("gap_count", pa.uint32()),
-        ("fork_count", pa.uint32()),
-        ("max_risk", pa.uint8()),
-        ("total_risk", pa.uint64()),
-        ("version", pa.uint64()),
+        field
+        for field in SESSIONS_ARROW
+        if field.name not in ("gateway_version", "missing_first", "missing_last")
     ]
 )
 
@@ -134,7 +90,7 @@ def event_rows(
             "kafka_partition": [0] * n,
             "kafka_offset": list(range(n)),
         },
-        schema=EVENTS_SCHEMA,
+        schema=EVENTS_ARROW,
     )
 
 
@@ -364,7 +320,7 @@ def test_events_by_session_prefix_come_in_record_order(index: Index) -> None:
 
 
 def test_empty_insert_is_a_no_op_and_empty_result_keeps_columns(index: Index) -> None:
-    index.insert("events", EVENTS_SCHEMA.empty_table())
+    index.insert("events", EVENTS_ARROW.empty_table())
     got = index.query(
         "SELECT session_id, record_hash FROM events WHERE session_id = {s:String}", {"s": "none"}
     )
