@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import SchemaError, default_registry
+from schemas import SchemaError, SchemaRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,12 @@ def die_with_parent() -> None:
         logger.debug("no prctl here: child processes may outlive a killed parent")
 
 
-def decode_value(value: bytes | None, max_message_bytes: int) -> DecodedMessage:
+def decode_value(registry: SchemaRegistry, value: bytes | None, max_message_bytes: int) -> DecodedMessage:
     data = value or b""
     if len(data) > max_message_bytes:
         return DecodedMessage([], f"oversized: {len(data)} bytes exceeds the {max_message_bytes}-byte limit")
     try:
-        decoded = default_registry().decode_events(data)
+        decoded = registry.decode_events(data)
     except SchemaError as exc:
         return DecodedMessage([], f"undecodable: {exc}")
     if decoded.batch_session_id is not None and any(
@@ -59,14 +59,32 @@ def decode_value(value: bytes | None, max_message_bytes: int) -> DecodedMessage:
     return DecodedMessage(decoded.events)
 
 
-def decode_values(values: Sequence[bytes | None], max_message_bytes: int) -> list[DecodedMessage]:
-    return [decode_value(value, max_message_bytes) for value in values]
+def decode_values(
+    registry: SchemaRegistry, values: Sequence[bytes | None], max_message_bytes: int
+) -> list[DecodedMessage]:
+    return [decode_value(registry, value, max_message_bytes) for value in values]
+
+
+_child_registry: SchemaRegistry | None = None
+
+
+def _start_decoder(registry: SchemaRegistry) -> None:
+    global _child_registry  # noqa: PLW0603  (one per decoder process, set once by the pool)
+    die_with_parent()
+    _child_registry = registry
+
+
+def _decode_in_child(values: Sequence[bytes | None], max_message_bytes: int) -> list[DecodedMessage]:
+    assert _child_registry is not None
+    return decode_values(_child_registry, values, max_message_bytes)
 
 
 class Decoder:
-    """Decodes chunks of message values; with ``processes`` > 0 in child processes."""
+    """Decodes chunks of message values with the pipeline's registry; with ``processes`` > 0 in
+    child processes (each gets the registry once, when it starts)."""
 
-    def __init__(self, max_message_bytes: int, processes: int = 0) -> None:
+    def __init__(self, registry: SchemaRegistry, max_message_bytes: int, processes: int = 0) -> None:
+        self._registry = registry
         self._max_message_bytes = max_message_bytes
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
@@ -75,16 +93,19 @@ class Decoder:
         if self._pool is None:
             # spawn, not fork: the worker has threads (Faust, chdb) that a fork would copy mid-flight
             self._pool = ProcessPoolExecutor(
-                self._processes, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent
+                self._processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_decoder,
+                initargs=(self._registry,),
             )
         return self._pool
 
     def submit(self, values: Sequence[bytes | None]) -> Future[list[DecodedMessage]]:
         if self._processes <= 0:
             done: Future[list[DecodedMessage]] = Future()
-            done.set_result(decode_values(values, self._max_message_bytes))
+            done.set_result(decode_values(self._registry, values, self._max_message_bytes))
             return done
-        return self._executor().submit(decode_values, list(values), self._max_message_bytes)
+        return self._executor().submit(_decode_in_child, list(values), self._max_message_bytes)
 
     def result(
         self, future: Future[list[DecodedMessage]], values: Sequence[bytes | None]
@@ -95,7 +116,7 @@ class Decoder:
             # A decoder died (out of memory, killed): decode here and start a fresh pool next time.
             logger.error("a decoder process died; decoding this chunk in the worker")
             self.close()
-            return decode_values(values, self._max_message_bytes)
+            return decode_values(self._registry, values, self._max_message_bytes)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -360,7 +360,7 @@ class SealPipeline:
         self.cache = SessionCache()
         self._durable_upto: dict[int, int] = {}  # partition → last offset known to be archived
         self._dlq_limiter = DlqRateLimiter(config.dlq_limit, config.dlq_window_seconds, clock)
-        self._decoder = Decoder(config.max_message_bytes, config.decode_processes)
+        self._decoder = Decoder(registry, config.max_message_bytes, config.decode_processes)
         # Announcements recovery queues for the next outcome (see _announce_again).
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
