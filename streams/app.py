@@ -163,8 +163,8 @@ def build_app(
     def process(messages: list[SourceMessage]) -> BatchOutcome:
         with pipeline_lock:
             outcome = pipeline.process(messages)
-            if behaviour is not None and behaviour_store is not None:
-                behaviour_store.save(behaviour.take_changes())
+            if behaviour_store is not None:
+                behaviour_store.save(behaviour_store.scorer.take_changes())
             return outcome
 
     async def publish(outcome: BatchOutcome) -> None:

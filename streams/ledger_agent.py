@@ -242,32 +242,6 @@ class LedgerHandle(Protocol):
     def gauges(self) -> dict[str, float]: ...
 
 
-def attach_ledger(
-    app: faust.App,
-    *,
-    sealed_topic: str,
-    store: ObjectStore,
-    signer: Signer,
-    log_name: str,
-    epoch: str,
-    checkpoint_interval_seconds: float = 1.0,
-    idle_checkpoint_seconds: float = 60.0,
-) -> LedgerService:
-    """Add the ledger agent (on ``sealed_topic``, raw bytes) and its timer to ``app``, the ledger
-    running in this process."""
-    if signer.name != log_name:
-        raise InvalidKey(f"the ledger key is named {signer.name!r}, the log {log_name!r}")
-    service = LedgerService(
-        store,
-        signer,
-        epoch,
-        checkpoint_interval_seconds=checkpoint_interval_seconds,
-        idle_checkpoint_seconds=idle_checkpoint_seconds,
-    )
-    drive_ledger(app, service, sealed_topic=sealed_topic, tick_seconds=checkpoint_interval_seconds)
-    return service
-
-
 def drive_ledger(app: faust.App, ledger: LedgerHandle, *, sealed_topic: str, tick_seconds: float) -> None:
     """The agent on ``sealed_topic`` and the timer, calling ``ledger`` one call at a time in a thread."""
     topic = app.topic(sealed_topic, key_serializer="raw", value_serializer="raw")

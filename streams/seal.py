@@ -237,15 +237,7 @@ class SealStep:
             if masked is not event:
                 # Output the masker still held (an unfinished token) rides on the request that
                 # ends the session, as on a SessionEnd, instead of being dropped with the session.
-                fields = {
-                    "kind": "EVENT",
-                    "source_seq": event["seq"],
-                    "event_digest": hashlib.sha256(event_bytes).digest(),
-                    "event": masked,
-                    "findings": findings,
-                    "risk": None,
-                }
-                self._chain(current, fields, self._registry.encode_body(EVENT_SCHEMA, masked), records)
+                self._chain_event(current, "EVENT", event, event_bytes, masked, findings, None, records)
             self._seal(current, "idle_timeout", records)
             return "sealed"
         seq = event["seq"]
@@ -268,21 +260,37 @@ class SealStep:
             gap = {"first_seq": current.last_seq + 1, "last_seq": seq - 1}
             self._chain(current, {"kind": "GAP", "gap": gap}, None, records)
         masked, findings = self._masker.mask(event)
-        # Unmasked events keep the bytes they arrived with; only a changed event is re-encoded.
-        masked_bytes = event_bytes if masked is event else self._encode_masked(event, event_bytes, masked)
         risk = self._scorer.score(masked, findings)
+        self._chain_event(current, kind, event, event_bytes, masked, findings, risk, records, digest=digest)
+        if kind == "EVENT" and body_type == SESSION_END:
+            self._seal(current, event["body"][1]["reason"] or "closed", records)
+        return "sealed"
+
+    def _chain_event(  # noqa: PLR0917  (the parts of one record, named)
+        self,
+        current: SessionState,
+        kind: str,
+        event: dict[str, Any],
+        event_bytes: bytes,
+        masked: dict[str, Any],
+        findings: Sequence[Mapping[str, Any]],
+        risk: dict[str, Any] | None,
+        records: list[SealedRecord],
+        *,
+        digest: bytes | None = None,
+    ) -> None:
+        """Chain a record carrying ``event`` as masked. Unmasked events keep the bytes they
+        arrived with; only a changed event is re-encoded."""
         fields = {
             "kind": kind,
-            "source_seq": seq,
-            "event_digest": digest,
+            "source_seq": event["seq"],
+            "event_digest": digest or hashlib.sha256(event_bytes).digest(),
             "event": masked,
             "findings": findings,
             "risk": risk,
         }
+        masked_bytes = event_bytes if masked is event else self._encode_masked(event, event_bytes, masked)
         self._chain(current, fields, masked_bytes, records)
-        if kind == "EVENT" and body_type == SESSION_END:
-            self._seal(current, event["body"][1]["reason"] or "closed", records)
-        return "sealed"
 
     def _encode_masked(self, event: dict[str, Any], event_bytes: bytes, masked: dict[str, Any]) -> bytes:
         body_type, body = masked["body"]
