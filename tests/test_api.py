@@ -34,11 +34,6 @@ from tests.test_reader import (
     write_sessions,
 )
 
-try:  # the real seal step and sinks, when the lead's helper is in the tree
-    from tests.helpers.sealed_data import seal_into as _seal_into  # type: ignore[import-not-found,unused-ignore]
-except ModuleNotFoundError:
-    _seal_into = None
-
 pytestmark = pytest.mark.clickhouse
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "asciicast"
@@ -53,9 +48,6 @@ SPLIT_OUTPUT = ["żółw ".encode()[:1], "żółw ".encode()[1:], "日本\r\n".e
 
 def seal_sessions(store: ObjectStore, index: Index, sessions: Sequence[list[dict[str, Any]]]) -> None:
     """The sessions through the real seal step and sinks, as the worker would write them."""
-    if _seal_into is not None:
-        _seal_into(store, index, list(sessions))
-        return
     registry = default_registry()
     pipeline = SealPipeline(registry, SealStep(registry), store, index, PipelineConfig())
     messages = [
@@ -268,7 +260,10 @@ def test_asciicast_of_an_asciinema_recording(
 ) -> None:
     path = VECTORS / "demo.cast"
     if not path.exists():
-        pytest.skip("asciicast vectors not found beside the checkout")
+        pytest.fail(
+            "asciicast vectors not found beside the checkout"
+            + " (the shared test data must sit beside the checkout)"
+        )
     recording = parse_asciicast(path.read_bytes())
     events = session_events(
         recording,

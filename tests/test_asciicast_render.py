@@ -82,14 +82,17 @@ def test_vector_output_and_resizes_survive(path: Path) -> None:
 
 def test_vectors_are_present() -> None:
     if not VECTORS.is_dir():
-        pytest.skip(f"asciicast vectors not found beside the checkout ({VECTORS.name} folder)")
+        pytest.fail(
+            f"asciicast vectors not found beside the checkout ({VECTORS.name} folder)"
+            + " (the shared test data must sit beside the checkout)"
+        )
     assert len(_vector_files()) >= 5
 
 
 def test_input_events_only_when_asked() -> None:
     path = VECTORS / "full-v2.cast"
     if not path.exists():
-        pytest.skip("asciicast vectors not present")
+        pytest.fail(f"asciicast vectors not found beside the checkout ({VECTORS})")
     recording = parse_asciicast(path.read_bytes())
     _, events = _parse_cast(render_asciicast(_events_of(recording), include_input=True))
     assert [(e[0], e[2]) for e in events if e[1] == "i"] == [(2.3, "\n")]
@@ -148,7 +151,7 @@ def test_times_never_go_backwards() -> None:
 def test_sealed_records_render_like_their_events_and_skip_non_events() -> None:
     path = VECTORS / "demo.cast"
     if not path.exists():
-        pytest.skip("asciicast vectors not present")
+        pytest.fail(f"asciicast vectors not found beside the checkout ({VECTORS})")
     events = _events_of(parse_asciicast(path.read_bytes()))
     records = chain_records(events)
     assert records[-1].value["kind"] == "SEAL"
