@@ -83,19 +83,17 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from api.app import create_app  # noqa: PLC0415
-    from api.auth import TokenVerifier  # noqa: PLC0415
     from blackbox.settings import Settings  # noqa: PLC0415
-    from blackbox.wiring import open_archive, open_migrated_index, open_proofs  # noqa: PLC0415
+    from blackbox.wiring import (  # noqa: PLC0415
+        build_token_verifier,
+        open_archive,
+        open_migrated_index,
+        open_proofs,
+    )
     from replay.reader import SessionReader  # noqa: PLC0415
 
     settings = Settings()
-    key = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
-    verifier = TokenVerifier(
-        public_key_pem=key,
-        jwks_url=settings.jwt_jwks_url,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
+    verifier = build_token_verifier(settings)
     index = open_migrated_index(settings)
     store = open_archive(settings)
     app = create_app(SessionReader(index, store), verifier, proofs=open_proofs(settings, index, store))

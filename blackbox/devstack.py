@@ -22,11 +22,12 @@ import uvicorn
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.auth import TokenVerifier, load_or_create_dev_keys, mint_token
+from api.auth import load_or_create_dev_keys, mint_token
 from blackbox.broker import TansuBroker, free_port, wait_for_port
 from blackbox.settings import Settings
 from blackbox.topics import ensure_topics
 from blackbox.wiring import (
+    build_token_verifier,
     build_worker,
     ledger_public_key_path,
     open_archive,
@@ -212,7 +213,7 @@ def _serve(
 
     # The worker before the API: its ledger makes the dev signing key the API proves with.
     worker = build_worker(settings, store, index, data_dir=data_dir, on_started=announce)
-    verifier = TokenVerifier(public_key_pem=public_key_of(settings), audience=settings.jwt_audience)
+    verifier = build_token_verifier(settings)
     api_app = create_app(
         SessionReader(index, store),
         verifier,
@@ -233,9 +234,3 @@ def _serve(
     finally:
         worker.close()
         api.stop()
-
-
-def public_key_of(settings: Settings) -> bytes:
-    if settings.jwt_public_key_file is None:
-        raise ValueError("no public key configured")
-    return settings.jwt_public_key_file.read_bytes()

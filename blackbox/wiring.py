@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import faust
 
+from api.auth import TokenVerifier
 from blackbox.settings import ConfigurationError, Settings
 from ledger.signer import InvalidKey, Signer, Verifier
 from masking.engine import MaskingEngine
@@ -60,6 +61,17 @@ def open_archive(settings: Settings) -> ObjectStore:
         )
     raise ConfigurationError(
         f"archive_url must be file://DIR or s3://BUCKET[/PREFIX], not {settings.archive_url!r}"
+    )
+
+
+def build_token_verifier(settings: Settings) -> TokenVerifier:
+    """How the API checks bearer tokens: a public key file or a JWKS URL, issuer and audience."""
+    key = settings.jwt_public_key_file.read_bytes() if settings.jwt_public_key_file else None
+    return TokenVerifier(
+        public_key_pem=key,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
     )
 
 
