@@ -192,7 +192,9 @@ class EventMasker:
         session.secret_input.clear()
         session.secret_entry = False
         findings: list[Finding] = []
-        if secret:
+        policy = session.policy
+        masks_it = PASSWORD in policy.entities and not policy.allows(secret.decode("utf-8", "replace"))
+        if secret and masks_it:
             findings.append(
                 Finding(
                     entity_type=PASSWORD,
@@ -206,7 +208,7 @@ class EventMasker:
         for f in more:
             f["start"] += len(secret)
             f["end"] += len(secret)
-        return mask_bytes(secret) + rest, findings + more
+        return (mask_bytes(secret) if masks_it else secret) + rest, findings + more
 
     def _session_end(
         self, event: dict[str, Any], fields: dict[str, Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from masking import EventMasker, MaskingEngine, TerminalStreamMasker
 from masking.corpus import terminal_bytes
 from masking.event_masker import TAIL_ATTRIBUTE
+from masking.policy import PolicySet
 
 # (context before, value, context after, entity): a few values of each type as a terminal shows them.
 VALUES = [
@@ -238,3 +240,18 @@ def test_an_idle_timeout_ends_the_stream_like_a_session_end(engine: MaskingEngin
     assert base64.b64decode(idle["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
     assert findings[0]["field"] == f"attributes.{TAIL_ATTRIBUTE}"
     assert masker.open_sessions == 0
+
+
+def test_a_typed_password_follows_the_policy(engine: MaskingEngine) -> None:
+    """A policy that does not mask PASSWORD, or allows the value, leaves the keystrokes as typed."""
+    for policy in (
+        replace(engine.policies.default, entities=engine.policies.default.entities - {"PASSWORD"}),
+        replace(engine.policies.default, allow_values=frozenset({"hunter2"})),
+    ):
+        masker = EventMasker(MaskingEngine(PolicySet(policy), b"k" * 32))
+        masker.mask(ev(0, "TerminalOutput", data=b"[sudo] password for ada: "))
+        for i, c in enumerate(b"hunter2"):
+            masker.mask(ev(i + 1, "TerminalInput", data=bytes([c])))
+        final, findings = masker.mask(ev(9, "TerminalInput", data=b"\r"))
+        assert final["body"][1]["data"] == b"hunter2\r"
+        assert findings == []
