@@ -368,6 +368,10 @@ class Emitter:
             or self.linger == 0
         ):
             self._seal(session_id)
+            # A gateway emitting in a tight loop never waits on anything else: without this
+            # pause the sender task would not run until the memory bound is reached, so
+            # batches would reach the broker in one burst at the end instead of as they fill.
+            await asyncio.sleep(0)
 
     async def emit_many(self, events: Iterable[Mapping[str, Any]]) -> None:
         for event in events:

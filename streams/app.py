@@ -1,6 +1,7 @@
 """The Faust app: a thin adapter between Kafka and the seal pipeline.
 
-The agent takes batches of raw messages without acknowledging them, hands each batch to
+The agent takes batches of raw messages without acknowledging them (collected by
+`streams.intake.BatchIntake` while the previous batch is sealed), hands each batch to
 `SealPipeline.process` (in a thread: it is CPU and blocking I/O), publishes the dead letters
 and sealed batches, waits for the broker to confirm them, and only then acknowledges the
 batch, so Faust commits an offset only after its records are durable everywhere.
@@ -22,6 +23,7 @@ import faust
 
 from schemas import EVENT_SCHEMA, SchemaRegistry
 from streams.behaviour_store import BehaviourStore, PersistentScorerState
+from streams.intake import BatchIntake, of_partitions
 from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
 from streams.seal import IDLE_TIMEOUT, SessionState
 
@@ -63,6 +65,7 @@ class WorkerMetrics:
     objects: int = 0
     skipped_messages: int = 0
     last_batch_seconds: float = 0.0
+    intake_messages: int = 0  # messages waiting for the next batch when the last one started
     started_at: float = field(default_factory=time.time)
 
     def gauges(self) -> dict[str, float]:
@@ -75,6 +78,7 @@ class WorkerMetrics:
             "blackbox_worker_dead_letters_total": self.dead_letters,
             "blackbox_worker_archive_objects_total": self.objects,
             "blackbox_worker_last_batch_seconds": self.last_batch_seconds,
+            "blackbox_worker_intake_messages": self.intake_messages,
         }
 
     def add(self, outcome: BatchOutcome, messages: int, seconds: float) -> None:
@@ -196,10 +200,14 @@ def build_app(
 
     # Messages whose terminal bytes the masker still holds, acknowledged once it lets them go.
     held_events: dict[tuple[int, int], Any] = {}
+    # The running agent's intake (concurrency=1: one at a time), so a revocation can drop what
+    # it holds of the partitions this worker lost.
+    intakes: list[BatchIntake[Any]] = []
 
-    @app.agent(events, name="seal", concurrency=1)
-    async def seal_agent(stream: Any) -> None:
-        async for batch in stream.noack_take(config.batch_max_messages, within=config.batch_within_seconds):
+    async def seal_batches(intake: BatchIntake[Any], stream: Any) -> None:
+        while True:
+            batch = await intake.take()
+            metrics.intake_messages = len(intake)
             started = time.perf_counter()
             messages = [_source_message(event) for event in batch]
             try:
@@ -227,6 +235,23 @@ def build_app(
                 await stream.ack(held_events.pop(key))
             metrics.add(outcome, len(messages), time.perf_counter() - started)
 
+    @app.agent(events, name="seal", concurrency=1)
+    async def seal_agent(stream: Any) -> None:
+        # The stream keeps filling the intake while the previous batch is sealed in its thread
+        # (see streams/intake.py); acknowledgements are manual, after durability.
+        manual = stream.noack()
+        intake: BatchIntake[Any] = BatchIntake(config.batch_max_messages, config.batch_within_seconds)
+        intakes.append(intake)
+        sealing = asyncio.ensure_future(seal_batches(intake, manual))
+        try:
+            async for event in manual.events():
+                if sealing.done():
+                    break  # the worker is crashing: stop taking messages it will not seal
+                await intake.put(event)
+        finally:
+            intakes.remove(intake)
+            sealing.cancel()
+
     @app.timer(config.idle_check_seconds)  # type: ignore[untyped-decorator]
     async def seal_idle_sessions() -> None:
         idle = await asyncio.to_thread(run_locked, pipeline.idle_sessions, config.idle_timeout_seconds)
@@ -243,6 +268,9 @@ def build_app(
                 await asyncio.to_thread(run_locked, pipeline.forget_partition, tp.partition)
                 for key in [key for key in held_events if key[0] == tp.partition]:
                     del held_events[key]  # the next owner gets them again from the last commit
+        lost = {tp.partition for tp in revoked if tp.topic == config.events_topic}
+        for intake in intakes:
+            intake.drop(of_partitions(lost, lambda event: int(event.message.partition)))
 
     app.on_partitions_revoked.connect(cast(Any, forget_revoked))
 

@@ -215,6 +215,22 @@ async def test_linger_sends_without_flush(kafka_bootstrap: str, topic: str) -> N
 
 
 @pytest.mark.kafka
+async def test_a_tight_emit_loop_streams_batches_as_they_fill(kafka_bootstrap: str, topic: str) -> None:
+    # A gateway that emits without ever waiting on anything else: batches must still leave as
+    # they fill, not all at once when the loop ends (the memory bound here is never reached).
+    sessions = [_session(100, end=False) for _ in range(40)]
+    async with Emitter(kafka_bootstrap, topic, max_batch_events=20, linger_ms=60_000) as emitter:
+        for session in sessions:
+            await emitter.emit_many(session)
+        # The loop took no time the sender could use, except the pauses the emitter makes.
+        handed_over_during_the_loop = emitter.stats().events_delivered
+        peak = emitter.stats().peak_buffered_bytes
+    total_bytes = emitter.stats().bytes_sent
+    assert handed_over_during_the_loop > 0
+    assert peak < total_bytes / 4
+
+
+@pytest.mark.kafka
 async def test_backpressure_bounds_memory(kafka_bootstrap: str, topic: str) -> None:
     sessions = [_session(200, payload=b"z" * 1000) for _ in range(10)]
     bound = 64 * 1024
