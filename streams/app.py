@@ -164,8 +164,9 @@ def build_app(
         with pipeline_lock:
             return function(*args)
 
-    def process(messages: list[SourceMessage]) -> BatchOutcome:
+    def process(messages: list[SourceMessage], upcoming: list[SourceMessage]) -> BatchOutcome:
         with pipeline_lock:
+            pipeline.decode_ahead(upcoming)
             outcome = pipeline.process(messages)
             if behaviour_store is not None:
                 behaviour_store.save(behaviour_store.scorer.take_changes())
@@ -210,8 +211,9 @@ def build_app(
             metrics.intake_messages = len(intake)
             started = time.perf_counter()
             messages = [_source_message(event) for event in batch]
+            upcoming = [_source_message(event) for event in intake.peek(config.batch_max_messages)]
             try:
-                outcome = await asyncio.to_thread(process, messages)
+                outcome = await asyncio.to_thread(process, messages, upcoming)
                 await publish(outcome)
             except DlqLimitExceeded as exc:
                 logger.critical("%s", exc)

@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -335,6 +336,14 @@ class _PartitionBatch:
     records: dict[str, list[tuple[SealedRecord, int]]] = field(default_factory=dict)
 
 
+@dataclass
+class _DecodeJob:
+    """Message values a decoder was given ahead of their batch (see `SealPipeline.decode_ahead`)."""
+
+    values: list[bytes | None]
+    future: Future[list[DecodedMessage]] | None = None
+
+
 class SealPipeline:
     """Seals batches and makes them durable. Synchronous: the agent runs it in a thread."""
 
@@ -361,6 +370,8 @@ class SealPipeline:
         self._durable_upto: dict[int, int] = {}  # partition → last offset known to be archived
         self._dlq_limiter = DlqRateLimiter(config.dlq_limit, config.dlq_window_seconds, clock)
         self._decoder = Decoder(registry, config.max_message_bytes, config.decode_processes)
+        # (partition, offset) → the decoder job started ahead for it, and its place in the job
+        self._decoding_ahead: dict[tuple[int, int], tuple[_DecodeJob, int]] = {}
         # Announcements recovery queues for the next outcome (see _announce_again).
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
@@ -379,23 +390,18 @@ class SealPipeline:
         by_partition: dict[int, list[SourceMessage]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
-        # Every partition's decoding starts now, so decoder processes work on later partitions
-        # while this one seals and writes the earlier ones.
+        # Every partition's decoding starts now (unless `decode_ahead` started it), so decoder
+        # processes work on later partitions while this one seals and writes the earlier ones.
         decoding = {
-            partition: [
-                (chunk, self._decoder.submit([m.value for m in chunk]))
-                for chunk in _chunks(partition_messages, DECODE_CHUNK)
-            ]
+            partition: self._decoding(partition_messages)
             for partition, partition_messages in sorted(by_partition.items())
         }
         try:
             for partition, chunks in decoding.items():
                 decoded = [
                     (message, result)
-                    for chunk, future in chunks
-                    for message, result in zip(
-                        chunk, self._decoder.result(future, [m.value for m in chunk]), strict=True
-                    )
+                    for chunk, fetch in chunks
+                    for message, result in zip(chunk, fetch(), strict=True)
                 ]
                 self._process_partition(partition, decoded, outcome)
             self._dlq_limiter.check(len(outcome.dead_letters))
@@ -417,6 +423,55 @@ class SealPipeline:
         self._announcements, self._alerts_again = [], []
         outcome.held = self.held_messages()
         return outcome
+
+    def decode_ahead(self, messages: Sequence[SourceMessage]) -> None:
+        """Start decoding messages that the next `process` call will get. With decoder processes
+        they then decode batch N+1 while this process seals batch N; without, a no-op."""
+        if not self._decoder.in_processes:
+            return
+        by_partition: dict[int, list[SourceMessage]] = {}
+        for message in messages:
+            if (message.partition, message.offset) not in self._decoding_ahead:
+                by_partition.setdefault(message.partition, []).append(message)
+        for partition_messages in by_partition.values():
+            for chunk in _chunks(partition_messages, DECODE_CHUNK):
+                job = _DecodeJob([m.value for m in chunk])
+                job.future = self._decoder.submit(job.values)
+                for position, message in enumerate(chunk):
+                    self._decoding_ahead[(message.partition, message.offset)] = (job, position)
+
+    def _decoding(
+        self, messages: list[SourceMessage]
+    ) -> list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]]:
+        """``messages`` in runs, each with a call that returns their decoded forms: runs that
+        `decode_ahead` started, and new decoder jobs for the rest."""
+        runs: list[tuple[list[SourceMessage], _DecodeJob | None, list[int]]] = []
+        for message in messages:
+            ahead = self._decoding_ahead.pop((message.partition, message.offset), None)
+            if ahead is not None and ahead[0].values[ahead[1]] != message.value:
+                ahead = None  # not the bytes decoded ahead (cannot happen within one assignment)
+            job, position = ahead if ahead is not None else (None, -1)
+            if runs and runs[-1][1] is job and (job is None or runs[-1][2][-1] == position - 1):
+                runs[-1][0].append(message)
+                runs[-1][2].append(position)
+            else:
+                runs.append(([message], job, [position]))
+        pairs: list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]] = []
+        for run, job, positions in runs:
+            if job is None:
+                for chunk in _chunks(run, DECODE_CHUNK):
+                    values = [m.value for m in chunk]
+                    pairs.append(
+                        (chunk, functools.partial(self._decoder.result, self._decoder.submit(values), values))
+                    )
+            else:
+                pairs.append((run, functools.partial(self._decoded_ahead, job, positions)))
+        return pairs
+
+    def _decoded_ahead(self, job: _DecodeJob, positions: list[int]) -> list[DecodedMessage]:
+        assert job.future is not None
+        decoded = self._decoder.result(job.future, job.values)
+        return [decoded[position] for position in positions]
 
     def held_messages(self) -> frozenset[tuple[int, int]]:
         """Messages to leave unacknowledged: the masker still holds bytes that came in them (an
@@ -764,6 +819,8 @@ class SealPipeline:
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""
         self._durable_upto.pop(partition, None)
+        for key in [key for key in self._decoding_ahead if key[0] == partition]:
+            del self._decoding_ahead[key]
         for session_id in self._holding.pop(partition, {}):
             self._seal.forget_stream(session_id)  # the next owner rebuilds it from redelivery
         self.cache.forget_partition(partition)

@@ -263,6 +263,46 @@ def test_decoding_in_a_child_process_gives_the_same_records(index: Index, tmp_pa
     )
 
 
+def test_decoding_ahead_gives_the_same_records_and_ignores_bytes_it_did_not_see(
+    index: Index, tmp_path: Path
+) -> None:
+    in_process = LocalWormStore(tmp_path / "a", retention=Retention("COMPLIANCE", 1))
+    first = messages(3, 5)
+    # The second batch: part of it decoded ahead, one message then arriving with other bytes at
+    # the offset decoded ahead (as after a partition moved away and back), one not seen ahead.
+    second = [*messages(2, 4, first_offset=3), SourceMessage("events", 0, 5, b"k", b"junk")]
+    seen_ahead = [*second[:2], SourceMessage("events", 0, 5, b"k", second[0].value)]
+    reference = pipeline(in_process, index)
+    expected = [reference.process(first), reference.process(second)]
+    with ChdbIndex(tmp_path / "index", database="ahead") as other:
+        other.migrate()
+        ahead_store = LocalWormStore(tmp_path / "b", retention=Retention("COMPLIANCE", 1))
+        sealer = pipeline(ahead_store, other, decode_processes=1)
+        try:
+            sealer.decode_ahead(first)
+            outcomes = [sealer.process(first)]
+            sealer.decode_ahead(seen_ahead)
+            outcomes.append(sealer.process(second))
+            assert sealer._decoding_ahead == {}  # everything decoded ahead was used or replaced
+        finally:
+            sealer.close()
+    assert [o.records for o in outcomes] == [e.records for e in expected]
+    assert [[d.reason for d in o.dead_letters] for o in outcomes] == [
+        [d.reason for d in e.dead_letters] for e in expected
+    ]
+    assert read_archive(ahead_store).records == read_archive(in_process).records
+
+
+def test_decoding_ahead_is_forgotten_with_a_revoked_partition(index: Index, store: LocalWormStore) -> None:
+    sealer = pipeline(store, index, decode_processes=1)
+    try:
+        sealer.decode_ahead([*messages(2, 3), *messages(1, 3, partition=1)])
+        sealer.forget_partition(0)
+        assert {key[0] for key in sealer._decoding_ahead} == {1}
+    finally:
+        sealer.close()
+
+
 def test_risky_events_are_scored_and_raised_as_alerts(index: Index, store: LocalWormStore) -> None:
     from blackbox.wiring import IdentityRiskScorer  # noqa: PLC0415
 
