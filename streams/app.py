@@ -30,6 +30,7 @@ from streams.seal import IDLE_TIMEOUT, SessionState
 logger = logging.getLogger(__name__)
 
 LOGGED_DEAD_LETTERS = 5  # per batch: a flood of bad input must not become a flood of log lines
+DECODE_AHEAD_MESSAGES = 50  # arrived messages per decode_ahead call: a decoder job each, per partition
 WORKER_GATEWAY = {"id": "blackbox-worker", "product": "blackbox", "version": "1"}
 
 
@@ -164,9 +165,8 @@ def build_app(
         with pipeline_lock:
             return function(*args)
 
-    def process(messages: list[SourceMessage], upcoming: list[SourceMessage]) -> BatchOutcome:
+    def process(messages: list[SourceMessage]) -> BatchOutcome:
         with pipeline_lock:
-            pipeline.decode_ahead(upcoming)
             outcome = pipeline.process(messages)
             if behaviour_store is not None:
                 behaviour_store.save(behaviour_store.scorer.take_changes())
@@ -205,15 +205,25 @@ def build_app(
     # it holds of the partitions this worker lost.
     intakes: list[BatchIntake[Any]] = []
 
+    # Messages taken from the stream and not yet handed to `SealPipeline.decode_ahead`: with
+    # decoder processes, a message is decoded while it waits in the intake, so the decoders
+    # work on the next batch while the pipeline seals this one (a no-op without them).
+    arrived: list[Any] = []
+
+    def decode_arrived() -> None:
+        if arrived:
+            pipeline.decode_ahead([_source_message(event) for event in arrived])
+            arrived.clear()
+
     async def seal_batches(intake: BatchIntake[Any], stream: Any) -> None:
         while True:
             batch = await intake.take()
             metrics.intake_messages = len(intake)
             started = time.perf_counter()
             messages = [_source_message(event) for event in batch]
-            upcoming = [_source_message(event) for event in intake.peek(config.batch_max_messages)]
+            decode_arrived()
             try:
-                outcome = await asyncio.to_thread(process, messages, upcoming)
+                outcome = await asyncio.to_thread(process, messages)
                 await publish(outcome)
             except DlqLimitExceeded as exc:
                 logger.critical("%s", exc)
@@ -250,6 +260,9 @@ def build_app(
                 if sealing.done():
                     break  # the worker is crashing: stop taking messages it will not seal
                 await intake.put(event)
+                arrived.append(event)
+                if len(arrived) >= DECODE_AHEAD_MESSAGES:
+                    decode_arrived()
         finally:
             intakes.remove(intake)
             sealing.cancel()

@@ -16,6 +16,7 @@ import ctypes
 import logging
 import multiprocessing
 import signal
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -91,16 +92,20 @@ class Decoder:
         self._max_message_bytes = max_message_bytes
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # spawn, not fork: the worker has threads (Faust, chdb) that a fork would copy mid-flight
-            self._pool = ProcessPoolExecutor(
-                self._processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_decoder,
-                initargs=(self._registry,),
-            )
+        with self._pool_lock:  # the agent submits ahead from its event loop, the pipeline from its thread
+            return self._pool or self._start_pool()
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the worker has threads (Faust, chdb) that a fork would copy mid-flight
+        self._pool = ProcessPoolExecutor(
+            self._processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_decoder,
+            initargs=(self._registry,),
+        )
         return self._pool
 
     @property
@@ -126,6 +131,7 @@ class Decoder:
             return decode_values(self._registry, values, self._max_message_bytes)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

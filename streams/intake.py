@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -74,10 +73,6 @@ class BatchIntake(Generic[T]):
         batch = [self._items.popleft()[1] for _ in range(count)]
         self._changed.set()  # room for a waiting put()
         return batch
-
-    def peek(self, limit: int) -> list[T]:
-        """The first ``limit`` items, left in place (what the next batch will start with)."""
-        return [item for _, item in itertools.islice(self._items, limit)]
 
     def drop(self, unwanted: Callable[[T], bool]) -> int:
         """Remove the items ``unwanted`` selects (e.g. messages of partitions this worker lost);

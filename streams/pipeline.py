@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -372,6 +373,7 @@ class SealPipeline:
         self._decoder = Decoder(registry, config.max_message_bytes, config.decode_processes)
         # (partition, offset) → the decoder job started ahead for it, and its place in the job
         self._decoding_ahead: dict[tuple[int, int], tuple[_DecodeJob, int]] = {}
+        self._ahead_lock = threading.Lock()
         # Announcements recovery queues for the next outcome (see _announce_again).
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
@@ -425,20 +427,26 @@ class SealPipeline:
         return outcome
 
     def decode_ahead(self, messages: Sequence[SourceMessage]) -> None:
-        """Start decoding messages that the next `process` call will get. With decoder processes
-        they then decode batch N+1 while this process seals batch N; without, a no-op."""
+        """Start decoding messages that a later `process` call will get. With decoder processes
+        they then decode batch N+1 while this process seals batch N; without, a no-op.
+
+        Safe to call from another thread while `process` runs (the agent calls it as messages
+        arrive); a message `process` reaches before its decoding was started is decoded there.
+        """
         if not self._decoder.in_processes:
             return
         by_partition: dict[int, list[SourceMessage]] = {}
-        for message in messages:
-            if (message.partition, message.offset) not in self._decoding_ahead:
-                by_partition.setdefault(message.partition, []).append(message)
+        with self._ahead_lock:
+            for message in messages:
+                if (message.partition, message.offset) not in self._decoding_ahead:
+                    by_partition.setdefault(message.partition, []).append(message)
         for partition_messages in by_partition.values():
             for chunk in _chunks(partition_messages, DECODE_CHUNK):
                 job = _DecodeJob([m.value for m in chunk])
                 job.future = self._decoder.submit(job.values)
-                for position, message in enumerate(chunk):
-                    self._decoding_ahead[(message.partition, message.offset)] = (job, position)
+                with self._ahead_lock:
+                    for position, message in enumerate(chunk):
+                        self._decoding_ahead[(message.partition, message.offset)] = (job, position)
 
     def _decoding(
         self, messages: list[SourceMessage]
@@ -447,7 +455,8 @@ class SealPipeline:
         `decode_ahead` started, and new decoder jobs for the rest."""
         runs: list[tuple[list[SourceMessage], _DecodeJob | None, list[int]]] = []
         for message in messages:
-            ahead = self._decoding_ahead.pop((message.partition, message.offset), None)
+            with self._ahead_lock:
+                ahead = self._decoding_ahead.pop((message.partition, message.offset), None)
             if ahead is not None and ahead[0].values[ahead[1]] != message.value:
                 ahead = None  # not the bytes decoded ahead (cannot happen within one assignment)
             job, position = ahead if ahead is not None else (None, -1)
@@ -819,8 +828,9 @@ class SealPipeline:
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""
         self._durable_upto.pop(partition, None)
-        for key in [key for key in self._decoding_ahead if key[0] == partition]:
-            del self._decoding_ahead[key]
+        with self._ahead_lock:
+            for key in [key for key in self._decoding_ahead if key[0] == partition]:
+                del self._decoding_ahead[key]
         for session_id in self._holding.pop(partition, {}):
             self._seal.forget_stream(session_id)  # the next owner rebuilds it from redelivery
         self.cache.forget_partition(partition)

@@ -87,13 +87,3 @@ async def test_dropping_a_lost_partition_keeps_the_rest_in_order_and_frees_room(
 def test_a_batch_holds_at_least_one_item() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         BatchIntake(0, linger_seconds=1)
-
-
-async def test_peek_shows_what_the_next_batch_starts_with_and_leaves_it() -> None:
-    intake: BatchIntake[int] = BatchIntake(3, linger_seconds=60)
-    for item in range(4):
-        await intake.put(item)
-    assert intake.peek(2) == [0, 1]
-    assert intake.peek(10) == [0, 1, 2, 3]
-    assert await intake.take() == [0, 1, 2]
-    assert intake.peek(3) == [3]
