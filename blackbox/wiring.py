@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -120,8 +120,15 @@ class IdentityRiskScorer:
     def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
         return self._scorer.scorer.is_alert(event, risk)
 
-    def use_loader(self, loader: Callable[[str], Mapping[str, Any] | None]) -> None:
-        self._scorer.use_loader(loader)
+    def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:
+        self._scorer.prefetch(events)
+
+    def use_loader(
+        self,
+        loader: Callable[[str], Mapping[str, Any] | None],
+        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
+        self._scorer.use_loader(loader, bulk_loader)
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
         return self._scorer.take_changes()

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 # Reads an identity's stored state (`IdentityState.to_dict` form) by `identity_key`, or None.
 StateLoader = Callable[[str], Mapping[str, Any] | None]
+# Several identities at once: the stored states of those that have one.
+BulkStateLoader = Callable[[list[str]], Mapping[str, Mapping[str, Any]]]
 
 
 def combine(weights: Iterable[float]) -> int:
@@ -154,6 +156,7 @@ class StatefulScorer:
         self.scorer = RiskScorer(policy)
         self.max_identities = max_identities
         self.loader = loader
+        self.bulk_loader: BulkStateLoader | None = None
         self._states: OrderedDict[str, IdentityState] = OrderedDict()
         self._changed: set[str] = set()
         self._evicted: dict[str, dict[str, Any]] = {}
@@ -164,14 +167,38 @@ class StatefulScorer:
         if state is None:
             state = self._load(key)
         risk = self.scorer.score_owned(event, list(findings), state)
-        self._states[key] = state
         self._changed.add(key)
-        if len(self._states) > self.max_identities:
+        self._remember(key, state)
+        return risk
+
+    def _remember(self, key: str, state: IdentityState) -> None:
+        """Keep ``state`` as the most recently seen, forgetting the least recent beyond the cap."""
+        self._states[key] = state
+        while len(self._states) > self.max_identities:
             forgotten, forgotten_state = self._states.popitem(last=False)
             if forgotten in self._changed:  # still to be stored: keep its last form until then
                 self._evicted[forgotten] = forgotten_state.to_dict()
                 self._changed.discard(forgotten)
-        return risk
+
+    def prefetch(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Bring the identities of ``events`` into memory with one `bulk_loader` call, instead of
+        one `loader` call each when they are scored. Malformed events are left to the seal step."""
+        if self.bulk_loader is None:
+            return
+        keys = set()
+        for event in events:
+            try:
+                key = identity_key(event)
+            except (KeyError, TypeError, AttributeError):
+                continue
+            if key not in self._states and key not in self._evicted:
+                keys.add(key)
+        if not keys:
+            return
+        stored = self.bulk_loader(sorted(keys))
+        for key in sorted(keys):
+            state = stored.get(key)
+            self._remember(key, (_state_from(key, state) if state is not None else None) or IdentityState())
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
         """Identities scored since the last call, each with its state in plain form."""
@@ -181,8 +208,9 @@ class StatefulScorer:
         self._evicted = {}
         return changes
 
-    def use_loader(self, loader: StateLoader) -> None:
+    def use_loader(self, loader: StateLoader, bulk_loader: BulkStateLoader | None = None) -> None:
         self.loader = loader
+        self.bulk_loader = bulk_loader
 
     def _load(self, key: str) -> IdentityState:
         # Evicted with changes not yet taken: that is newer than anything stored.

@@ -42,13 +42,22 @@ _LOAD = (
     "SELECT argMax(state, updated_at) AS state, count() AS stored FROM identity_behaviour"
     " WHERE identity_key = {key:String}"
 )
+_LOAD_MANY = (
+    "SELECT identity_key, argMax(state, updated_at) AS state FROM identity_behaviour"
+    " WHERE identity_key IN {keys:Array(String)} GROUP BY identity_key"
+)
 
 
 class PersistentScorerState(Protocol):
     """What the store needs from the scorer (implemented by `risk.scorer.StatefulScorer`)."""
 
-    def use_loader(self, loader: Callable[[str], Mapping[str, Any] | None]) -> None:
-        """Read identities missing from memory through ``loader``."""
+    def use_loader(
+        self,
+        loader: Callable[[str], Mapping[str, Any] | None],
+        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
+        """Read identities missing from memory through ``loader``, or ``bulk_loader`` for several
+        at once (the seal step asks for a batch's identities before scoring it)."""
         ...
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
@@ -65,7 +74,7 @@ class BehaviourStore:
         self.scorer = scorer
         self.writer = uuid.uuid4().hex  # which worker process wrote a row, for operators
         self.saved = 0
-        scorer.use_loader(self.load)
+        scorer.use_loader(self.load, self.load_many)
 
     def load(self, key: str) -> Mapping[str, Any] | None:
         """The newest stored state of ``key``, or None (new identity, or the index is down: the
@@ -77,12 +86,20 @@ class BehaviourStore:
             return None
         if not rows or not rows[0]["stored"]:
             return None
+        return _parsed(key, rows[0]["state"])
+
+    def load_many(self, keys: list[str]) -> dict[str, Mapping[str, Any]]:
+        """The newest stored states of ``keys`` that have one, in one query (the index down:
+        none, and those identities start afresh)."""
         try:
-            state = json.loads(rows[0]["state"])
-        except ValueError:
-            logger.warning("identity %s: stored behaviour state is not JSON; starting afresh", key)
-            return None
-        return state if isinstance(state, dict) else None
+            rows = self.index.query(_LOAD_MANY, {"keys": keys}).to_pylist()
+        except IndexStoreError as exc:
+            logger.warning(
+                "behaviour state of %d identities unavailable (%s); starting afresh", len(keys), exc
+            )
+            return {}
+        states = {row["identity_key"]: _parsed(row["identity_key"], row["state"]) for row in rows}
+        return {key: state for key, state in states.items() if state is not None}
 
     def save(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
         """Store changed states in one insert. A failure costs those identities a batch of
@@ -104,3 +121,12 @@ class BehaviourStore:
             logger.warning("behaviour state of %d identities not stored: %s", len(changes), exc)
             return
         self.saved += len(changes)
+
+
+def _parsed(key: str, text: str) -> Mapping[str, Any] | None:
+    try:
+        state = json.loads(text)
+    except ValueError:
+        logger.warning("identity %s: stored behaviour state is not JSON; starting afresh", key)
+        return None
+    return state if isinstance(state, dict) else None

@@ -512,6 +512,8 @@ class SealPipeline:
                     DeadLetter(message.key, message.value or b"", decoded.error, message)
                 )
         self._load_states(partition, {d.events[0][0]["session_id"] for _, d in fresh if d.events})
+        # A message is one session, and a session one identity: its first event names it.
+        self._seal.prepare(d.events[0][0] for _, d in fresh if d.events)
         for message, decoded in fresh:
             if decoded.events:
                 self._seal_message(batch, message, decoded.events, outcome)

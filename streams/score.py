@@ -6,7 +6,7 @@ HTTP, plus per-identity behaviour); the worker wires it in. `NoScoring` leaves r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 
@@ -19,6 +19,10 @@ class Scorer(Protocol):
         """Whether the scored event goes to the alerts topic (its identity kind's threshold)."""
         ...
 
+    def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """About to score ``events``: fetch what they need in one go (not one read per identity)."""
+        ...
+
 
 class NoScoring:
     def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -26,3 +30,6 @@ class NoScoring:
 
     def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
         return False
+
+    def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:
+        return None

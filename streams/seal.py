@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -177,6 +177,10 @@ class SealStep:
         records: list[SealedRecord] = []
         outcome = self._seal_into(current, event, event_bytes, known_digest, records, message_key=message_key)
         return SealResult(tuple(records), current if records else state, outcome)
+
+    def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Events about to be sealed: the scorer loads the identity states they need at once."""
+        self._scorer.prepare(events)
 
     def seal_batch(
         self,

@@ -111,3 +111,41 @@ def test_a_scorer_reads_back_what_another_stored_in_the_index(tmp_path: Path) ->
         assert state is not None
         assert state.events == 32 + 1 + 1  # the newest row, then this event
         assert FIRST_TARGET not in _reasons(StatefulScorer().score(_events("reporting-db", 1)[0], []))
+
+
+@pytest.mark.clickhouse
+def test_a_batchs_identities_are_read_back_in_one_query(tmp_path: Path) -> None:
+    def of(principal: str, target: str, count: int) -> list[dict[str, Any]]:
+        return [{**event, "identity": make_identity(principal, "CI_JOB")} for event in _events(target, count)]
+
+    principals = [f"ci-job-{n}" for n in range(40)]
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        first = StatefulScorer()
+        store = BehaviourStore(index, first)
+        for principal in principals:
+            for event in of(principal, "build-host", 30):
+                first.score(event, [])
+        store.save(first.take_changes())
+
+        queries: list[str] = []
+        real_query = index.query
+
+        def counting(sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
+            queries.append(sql)
+            return real_query(sql, parameters)
+
+        index.query = counting  # type: ignore[method-assign,assignment]
+        restarted = StatefulScorer()
+        BehaviourStore(index, restarted)
+        # The first event of each session names its identity; one newcomer has no stored state.
+        batch = [of(principal, "reporting-db", 1)[0] for principal in [*principals, "ci-job-new"]]
+        restarted.prefetch([*batch, {"identity": None}])  # a malformed event is left to the seal step
+        assert len(queries) == 1
+        risks = [restarted.score(event, []) for event in batch]
+        assert len(queries) == 1  # scoring found every identity in memory
+        assert all(FIRST_TARGET in _reasons(risk) for risk in risks[:-1])
+        assert FIRST_TARGET not in _reasons(risks[-1])  # a stranger: no history to compare with
+        state = restarted.state("|ci-job-7")
+        assert state is not None
+        assert state.events == 32 + 1  # the stored history, then this event
