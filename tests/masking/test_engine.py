@@ -59,6 +59,22 @@ def test_masks_keep_length_in_chars_and_bytes(engine: MaskingEngine) -> None:
     assert text[name["start"] : name["end"]] == "José Müller 日本太郎"
 
 
+def test_character_offsets_of_many_findings_in_a_long_non_ascii_text(engine: MaskingEngine) -> None:
+    # Every line holds a value and characters of 2, 3 and 4 bytes (and a lone surrogate, which
+    # surrogatepass carries through); each finding's offsets must name its value in characters.
+    lines = [f"ünïcødé ✓ \ud800 🙂 user{n}@example.com 日本\n" for n in range(3000)]
+    text = "".join(lines)
+    masked, findings = engine.mask_text(text, "body.data")
+    emails = [f for f in findings if f["entity_type"] == "EMAIL_ADDRESS"]
+    assert len(emails) == len(lines)
+    line_start = 0
+    for number, (line, finding) in enumerate(zip(lines, emails, strict=True)):
+        start = line_start + line.index("user")
+        assert (finding["start"], finding["end"]) == (start, start + len(f"user{number}@example.com"))
+        line_start += len(line)
+    assert len(masked) == len(text)
+
+
 def test_findings_carry_no_plaintext(engine: MaskingEngine) -> None:
     text = "password=hunter2hunter2 card 4111111111111111 mail a.b@c-d.com"
     _, findings = engine.mask_text(text, "body.statement")
