@@ -454,13 +454,10 @@ class ProofService:
              the checkpointed tree, by a proof from the stored tiles.
         A record newer than the checkpoint is ``pending``, not a failure.
         """
-        return self._prove(session_id)[0]
-
-    def _prove(self, session_id: str) -> tuple[SessionProofs, list[bytes]]:
         try:
             records = self._reader.records(session_id)
             segments = queries.session_segments(self._index, session_id)
-            return self._prove_records(session_id, records, segments), [record.raw for record in records]
+            return self._prove_records(session_id, records, segments)
         except ObjectStoreError as exc:
             raise ArchiveUnavailable(f"object store unavailable: {exc}") from exc
 
@@ -518,20 +515,25 @@ class ProofService:
         return SessionProofs(session_id, checkpoints, inclusions, True, checks)
 
     def record_proof(self, session_id: str, index: int) -> RecordProof | None:
-        """The proof file of one record, or None while no checkpoint covers it."""
-        proofs, raws = self._prove(session_id)
+        """The proof file of one record, or None while no checkpoint covers it. Reads the one
+        archive block that holds the record and proves that record alone."""
+        try:
+            record = self._reader.record(session_id, index)
+            if record is None:
+                raise InvalidQuery(f"session {session_id!r} has no record {index}")
+            segments = queries.session_segments(self._index, session_id, from_index=index)
+            proofs = self._prove_records(session_id, [record], segments)
+        except ObjectStoreError as exc:
+            raise ArchiveUnavailable(f"object store unavailable: {exc}") from exc
         if proofs.failure is not None:
             raise VerificationFailed(
                 proofs.failure.check, proofs.failure.detail, session_id=session_id, record_index=index
             )
-        for inclusion, raw in zip(proofs.records, raws, strict=True):
-            if inclusion.index != index:
-                continue
-            if inclusion.status != "included" or inclusion.leaf_index is None:
-                return None
-            checkpoint = proofs.checkpoints[inclusion.origin]
-            return RecordProof(raw, inclusion.leaf_index, inclusion.proof, checkpoint.note)
-        raise InvalidQuery(f"session {session_id!r} has no record {index}")
+        inclusion = proofs.records[0]
+        if inclusion.status != "included" or inclusion.leaf_index is None:
+            return None
+        checkpoint = proofs.checkpoints[inclusion.origin]
+        return RecordProof(record.raw, inclusion.leaf_index, inclusion.proof, checkpoint.note)
 
 
 def leaf_entries(records: Sequence[bytes]) -> list[bytes]:

@@ -218,6 +218,18 @@ class SessionReader:
         """Every archived record of the session, in chain order, links checked."""
         return list(self._iter_records(session_id, from_index=0))
 
+    def record(self, session_id: str, index: int) -> ArchivedRecord | None:
+        """One archived record, reading only the block that holds it (its links checked from
+        the block's start); None when the session has no record ``index``."""
+        if index < 0:
+            raise InvalidQuery(f"a record index is >= 0, got {index}")
+        for record in self._iter_records(session_id, from_index=index):
+            if record.value["index"] == index:
+                return record
+            if record.value["index"] > index:
+                break
+        return None
+
     def events(
         self,
         session_id: str,

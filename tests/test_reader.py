@@ -279,6 +279,26 @@ def test_records_come_from_ranged_reads_in_chain_order(store: LocalWormStore, in
     assert len(recording.ranges) == 4  # two headers, two blocks
 
 
+def test_one_record_comes_from_the_block_that_holds_it(store: LocalWormStore, index: Index) -> None:
+    a = chain_records(terminal_session("sess-a", output=[f"line {i}\r\n".encode() for i in range(6)]))
+    archive_object(store, index, "p0/obj-1", [a[:4]])
+    archive_object(store, index, "p0/obj-2", [a[4:]])
+    index_sessions(index, [session_row(a)])
+    recording = RecordingStore(store)
+    reader = SessionReader(index, recording)
+
+    record = reader.record("sess-a", 5)
+
+    assert record is not None
+    assert record.raw == a[5].raw
+    assert {key for key, _, _ in recording.ranges} == {"p0/obj-2"}
+    assert reader.record("sess-a", len(a)) is None
+    with pytest.raises(InvalidQuery):
+        reader.record("sess-a", -1)
+    with pytest.raises(SessionNotFound):
+        reader.record("missing", 0)
+
+
 def test_search_filters_pages_and_orders_newest_first(store: LocalWormStore, index: Index) -> None:
     sessions = [
         chain_records(

@@ -76,6 +76,39 @@ def test_a_proof_file_verifies_with_the_public_key_alone(
     assert "still includes it" in report.summary()
 
 
+def test_one_records_proof_reads_only_the_archive_block_that_holds_it(
+    index: ChdbIndex, archive: Path, signer: Ed25519FileSigner
+) -> None:
+    store = open_store(archive)
+    archive_reads: list[str] = []
+    read_range, read_whole = store.get_range, store.get
+
+    def ranged(key: str, start: int, length: int) -> bytes:
+        archive_reads.append(key)
+        return read_range(key, start, length)
+
+    def whole(key: str) -> bytes:
+        if not key.startswith("ledger/"):
+            archive_reads.append(key)
+        return read_whole(key)
+
+    store.get_range = ranged  # type: ignore[method-assign]
+    store.get = whole  # type: ignore[method-assign]
+    proofs = ProofService(index, store, signer.verifier())
+    objects_of_the_session = {
+        row["object_key"]
+        for row in index.query(
+            "SELECT object_key FROM segments WHERE session_id = {s:String}", {"s": SESSION}
+        ).to_pylist()
+    }
+    assert len(objects_of_the_session) > 2
+    proof = proofs.record_proof(SESSION, 120)
+    assert proof is not None
+    assert verify_record_proof(proof, signer.verifier()).entry.index == 120
+    assert len(set(archive_reads)) == 1  # one object (its header and the block), not the session's
+    assert set(archive_reads) < objects_of_the_session
+
+
 def test_an_edited_record_in_a_proof_file_fails(proofs: ProofService, signer: Ed25519FileSigner) -> None:
     proof = proofs.record_proof(SESSION, 7)
     assert proof is not None
