@@ -149,7 +149,8 @@ def verify_session(
     """The session's chain checks and, with the ledger on, each record's inclusion proof under a
     signed checkpoint; ``valid`` only when both hold."""
     logger.info("%s verifies session %s", caller.subject, session_id)
-    return with_ledger(VerdictOut.of(reader.verify(session_id)), ledger_verdict(request, session_id))
+    verdict, records = reader.verify_and_read(session_id)
+    return with_ledger(VerdictOut.of(verdict), ledger_verdict(request, session_id, records))
 
 
 def create_app(

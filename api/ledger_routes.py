@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
@@ -18,6 +19,7 @@ from api.deps import PrincipalDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES
 from api.models import VerdictOut
 from ledger.log import SignedCheckpoint
+from replay import ArchivedRecord
 from replay.errors import EvidenceCorrupt
 from replay.proofs import PROOF_SUFFIX, ProofService, SessionProofs, VerificationFailed
 
@@ -128,9 +130,12 @@ class LedgerSessionVerdictOut(VerdictOut):
     ledger: LedgerVerdictOut | None = None
 
 
-def session_proofs(proofs: ProofService, session_id: str) -> LedgerVerdictOut:
-    """The ledger's verdict and per-record inclusion proofs for one session."""
-    return LedgerVerdictOut.of(proofs.session_proofs(session_id))
+def session_proofs(
+    proofs: ProofService, session_id: str, records: Sequence[ArchivedRecord] | None = None
+) -> LedgerVerdictOut:
+    """The ledger's verdict and per-record inclusion proofs for one session (``records``: the
+    session's records if the caller has read them already)."""
+    return LedgerVerdictOut.of(proofs.session_proofs(session_id, records))
 
 
 def with_ledger(verdict: VerdictOut, ledger: LedgerVerdictOut | None) -> LedgerSessionVerdictOut:
@@ -140,10 +145,12 @@ def with_ledger(verdict: VerdictOut, ledger: LedgerVerdictOut | None) -> LedgerS
     return LedgerSessionVerdictOut(**fields, ledger=ledger)
 
 
-def ledger_verdict(request: Request, session_id: str) -> LedgerVerdictOut | None:
+def ledger_verdict(
+    request: Request, session_id: str, records: Sequence[ArchivedRecord] | None = None
+) -> LedgerVerdictOut | None:
     """The ledger's verdict of a session, or None when the app has no `ProofService`."""
     proofs: ProofService | None = getattr(request.app.state, "proofs", None)
-    return session_proofs(proofs, session_id) if proofs is not None else None
+    return session_proofs(proofs, session_id, records) if proofs is not None else None
 
 
 router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(get_principal)], responses=ERROR_RESPONSES)

@@ -21,9 +21,11 @@ from replay.reader import (
     target_kinds,
     verify_records,
 )
+from storage.archive import ArchivedRecord  # what the read side hands out: a record, its exact bytes
 
 __all__ = [
     "ArchiveUnavailable",
+    "ArchivedRecord",
     "EvidenceCorrupt",
     "GatewayInfo",
     "IdentityInfo",

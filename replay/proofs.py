@@ -444,7 +444,9 @@ class ProofService:
             raise ArchiveUnavailable(f"object store unavailable: {exc}") from exc
         return LatestCheckpoints(root, shards)
 
-    def session_proofs(self, session_id: str) -> SessionProofs:
+    def session_proofs(
+        self, session_id: str, records: Sequence[ArchivedRecord] | None = None
+    ) -> SessionProofs:
         """Every record of the session with its inclusion proof, and a verdict.
 
         Checks, in order, per archive object holding the session's records:
@@ -452,10 +454,13 @@ class ProofService:
           2. ledger.marker: the object is ledgered at a leaf range that holds these records;
           3. ledger.inclusion: each covered record's leaf (rebuilt from its archived bytes) is in
              the checkpointed tree, by a proof from the stored tiles.
-        A record newer than the checkpoint is ``pending``, not a failure.
+        A record newer than the checkpoint is ``pending``, not a failure. ``records``: the
+        session's records if already read (links are the chain verdict's business), else they
+        are read here.
         """
         try:
-            records = self._reader.records(session_id)
+            if records is None:
+                records = self._reader.records(session_id)
             segments = queries.session_segments(self._index, session_id)
             return self._prove_records(session_id, records, segments)
         except ObjectStoreError as exc:

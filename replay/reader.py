@@ -266,14 +266,22 @@ class SessionReader:
         Evidence that cannot be read as the index describes is a failed verdict (check
         ``archive``), not an error: that is exactly what an auditor asks verification to find.
         """
+        return self.verify_and_read(session_id)[0]
+
+    def verify_and_read(self, session_id: str) -> tuple[Verdict, list[ArchivedRecord] | None]:
+        """`verify`, and the records it read (None when they could not be read as indexed), so
+        that the ledger's checks of the same session need not read them again."""
         summary = self.get_session(session_id)
         try:
             # Links unchecked here: verify_chain checks them and names the failing check.
             records = list(self._iter_records(session_id, from_index=0, check_links=False))
         except EvidenceCorrupt as exc:
             logger.error("verify %s: archive check failed: %s", session_id, exc)
-            return Verdict(session_id, False, 0, None, False, 0, 0, (), VerifyFailure("archive", exc.detail))
-        return verify_records(summary, records)
+            failed = Verdict(
+                session_id, False, 0, None, False, 0, 0, (), VerifyFailure("archive", exc.detail)
+            )
+            return failed, None
+        return verify_records(summary, records), records
 
     def health(self) -> dict[str, str]:
         """Reachability of the index and the object store: "ok" or the reason it is not."""

@@ -245,3 +245,32 @@ def test_record_proof_route_serves_a_verifiable_file(
     proven = verify_record_proof(RecordProof.parse(response.text), signer.verifier())
     assert (proven.entry.session_id, proven.entry.index) == (SESSION, 5)
     assert http.get(f"/api/v1/sessions/{SESSION}/records/999/proof", headers=auth).status_code == 400
+
+
+def test_the_verify_route_reads_each_archive_block_once(
+    index: ChdbIndex, archive: Path, signer: Ed25519FileSigner
+) -> None:
+    store = open_store(archive)
+    block_reads: list[tuple[str, int]] = []
+    read_range = store.get_range
+
+    def ranged(key: str, start: int, length: int) -> bytes:
+        block_reads.append((key, start))
+        return read_range(key, start, length)
+
+    store.get_range = ranged  # type: ignore[method-assign]
+    private, public = generate_ed25519_keypair()
+    app = create_app(
+        SessionReader(index, store),
+        TokenVerifier(public_key_pem=public, issuer="blackbox-dev", audience="blackbox"),
+        proofs=ProofService(index, store, signer.verifier()),
+    )
+    token = mint_token(private, role="auditor", subject="auditor-1", ttl_seconds=300)
+    with TestClient(app) as http:
+        body = http.get(
+            f"/api/v1/sessions/{SESSION}/verify", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    assert body["valid"]
+    assert body["ledger"]["valid"]
+    assert block_reads
+    assert len(block_reads) == len(set(block_reads))  # the chain and the ledger checks share one read
