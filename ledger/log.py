@@ -65,7 +65,14 @@ from ledger.note import ed25519_key_id
 from ledger.signer import Signer, Verifier
 from ledger.tiles import TILE_WIDTH, BundleID, TileBuilder, read_bundle
 from schemas.sealed import RECORD_KINDS
-from storage.archive import SYNC_SIZE, ArchiveFormatError, iter_blocks, parse_header
+from storage.archive import (
+    SYNC_SIZE,
+    ArchiveFormatError,
+    iter_blocks,
+    object_prefix,
+    parse_header,
+    parse_object_key,
+)
 from storage.objectstore import ObjectNotFound, ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -82,7 +89,6 @@ _SIZE_KEY = re.compile(r"[0-9]{20}")
 _PAGE = 1000  # an S3 list page
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _EPOCH = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_ARCHIVE_NAME = re.compile(r"([0-9]{20})-([0-9]{20})\.avro")
 _KIND_BYTES = frozenset(2 * kind for kind in range(len(RECORD_KINDS)))  # zigzag of each enum index
 _HASH_LENGTH_BYTE = 2 * HASH_SIZE  # zigzag(32): prev_hash's length prefix
 _sha256 = hashlib.sha256
@@ -128,11 +134,6 @@ def ledger_prefix(origin: str) -> str:
     return f"{LEDGER_PREFIX}{origin}/"
 
 
-def archive_prefix(epoch: str, partition: int) -> str:
-    """The seal worker's key prefix for one shard (streams.pipeline.object_prefix)."""
-    return f"{epoch}/p{partition:05d}/"
-
-
 def size_key(size: int) -> str:
     return f"{size:020d}"
 
@@ -150,7 +151,7 @@ def marker_key(origin: str, archive_key: str) -> str:
 
 
 def registry_key(root: str, epoch: str, partition: int) -> str:
-    return f"{ledger_prefix(root)}shards/{archive_prefix(epoch, partition)}".rstrip("/")
+    return f"{ledger_prefix(root)}shards/{object_prefix(epoch, partition)}".rstrip("/")
 
 
 class OriginSigner:
@@ -636,7 +637,7 @@ class ShardLedger:
         self._signer = OriginSigner(signer, self.origin)
         self._verifier = Verifier(signer.name, signer.public_key)
         self._prefix = ledger_prefix(self.origin)
-        self._archive_prefix = archive_prefix(epoch, partition)
+        self._archive_prefix = object_prefix(epoch, partition)
         self.lock = threading.Lock()
         self._builder: TileBuilder | None = None
         self._last_object = ""
@@ -699,7 +700,7 @@ class ShardLedger:
         self._state()
         keys: list[str] = []
         for key in self.store.list_keys(self._archive_prefix, self._last_object):
-            if not _ARCHIVE_NAME.fullmatch(key[len(self._archive_prefix) :]):
+            if parse_object_key(key) is None:
                 continue  # not the seal worker's (a stray upload); the auditor reports it
             keys.append(key)
             if limit is not None and len(keys) >= limit:

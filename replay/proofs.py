@@ -49,9 +49,9 @@ from ledger.merkle import ConsistencyProof, InclusionProof, ProofError, leaf_has
 from ledger.signer import Verifier
 from ledger.tiles import TILE_WIDTH, BundleID, TileError, TileReader, read_bundle
 from replay import queries
-from replay.errors import ArchiveUnavailable, InvalidQuery, ReplayError
+from replay.errors import ArchiveUnavailable, EvidenceCorrupt, InvalidQuery, ReplayError
 from replay.reader import SessionReader, VerifyFailure
-from storage.archive import ArchivedRecord
+from storage.archive import ArchivedRecord, parse_object_key
 from storage.index import Index
 from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
 
@@ -273,8 +273,13 @@ class LedgerView:
         return shard_origin(self.public_key.name, self.key_id, epoch, partition)
 
     def shard_of_object(self, object_key: str) -> str:
-        epoch, partition_part, _ = object_key.split("/", 2)
-        return self.shard_origin(epoch, int(partition_part.removeprefix("p")))
+        parsed = parse_object_key(object_key)
+        if parsed is None:
+            raise EvidenceCorrupt(
+                "", "the index names an object that is no archive object", object_key=object_key
+            )
+        epoch, partition, _, _ = parsed
+        return self.shard_origin(epoch, partition)
 
     def read(self, origin: str, path: str) -> bytes:
         return self.store.get(ledger_prefix(origin) + path)

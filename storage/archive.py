@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -218,3 +219,30 @@ def iter_blocks(data: bytes) -> Iterator[tuple[BlockLocation, list[ArchivedRecor
             raise ArchiveFormatError("truncated block at end of object")
         yield BlockLocation(position, end - position, count), read_block(header, data[position:end])
         position = end
+
+
+# -- object keys ----------------------------------------------------------------------------------
+# The seal worker writes one object per partition and batch, named by the offsets it covers, so a
+# replay of the same offsets names the same object; the ledger shards by the same prefix.
+
+_OBJECT_NAME = re.compile(r"([0-9]{20})-([0-9]{20})\.avro")
+
+
+def object_prefix(epoch: str, partition: int) -> str:
+    """Where one partition's objects live: ``{epoch}/p{partition:05d}/``."""
+    return f"{epoch}/p{partition:05d}/"
+
+
+def object_key(epoch: str, partition: int, first_offset: int, last_offset: int) -> str:
+    return f"{object_prefix(epoch, partition)}{first_offset:020d}-{last_offset:020d}.avro"
+
+
+def parse_object_key(key: str) -> tuple[str, int, int, int] | None:
+    """(epoch, partition, first offset, last offset) of a seal worker's object key, or None for
+    any other key (a stray upload, a ledger file)."""
+    epoch, _, rest = key.partition("/")
+    partition_part, _, name = rest.partition("/")
+    match = _OBJECT_NAME.fullmatch(name)
+    if not epoch or match is None or not partition_part.startswith("p") or not partition_part[1:].isdigit():
+        return None
+    return epoch, int(partition_part[1:]), int(match.group(1)), int(match.group(2))

@@ -30,7 +30,15 @@ import pyarrow as pa
 
 from ledger.chain import record_hash
 from schemas import SEALED_BATCH_SCHEMA, SEALED_SCHEMA, SchemaRegistry
-from storage.archive import ArchivedRecord, BlockLocation, build_object, iter_blocks
+from storage.archive import (
+    ArchivedRecord,
+    BlockLocation,
+    build_object,
+    iter_blocks,
+    object_key,
+    object_prefix,
+    parse_object_key,
+)
 from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
@@ -135,19 +143,11 @@ class PipelineConfig:
     decode_processes: int = 0  # > 0: decode in that many child processes (see streams/decode.py)
 
 
-def object_prefix(epoch: str, partition: int) -> str:
-    return f"{epoch}/p{partition:05d}/"
-
-
-def object_key(epoch: str, partition: int, first_offset: int, last_offset: int) -> str:
-    return f"{object_prefix(epoch, partition)}{first_offset:020d}-{last_offset:020d}.avro"
-
-
-def parse_object_key(key: str) -> tuple[int, int, int]:
-    """(partition, first offset, last offset) of an archive object key."""
-    _, partition_part, name = key.rsplit("/", 2)
-    first, last = name.removesuffix(".avro").split("-")
-    return int(partition_part[1:]), int(first), int(last)
+def _our_object(key: str) -> tuple[str, int, int, int]:
+    parsed = parse_object_key(key)
+    if parsed is None:
+        raise EvidenceMismatch(f"{key} is not an archive object key of the seal worker")
+    return parsed
 
 
 class DlqRateLimiter:
@@ -727,7 +727,7 @@ class SealPipeline:
         object of a partition can be in that state (batches are published before the next
         one starts), so it is announced again; consumers key on the object, at least once.
         """
-        partition, first_offset, last_offset = parse_object_key(key)
+        _, partition, first_offset, last_offset = _our_object(key)
         data = self._retry("read an archive object", lambda: self._store.get(key))
         blocks = list(iter_blocks(data))
         placed = _PlacedObject(
@@ -753,7 +753,7 @@ class SealPipeline:
 
     def _reindex(self, key: str) -> int:
         """Index an archive object from its own bytes (it was written, its rows were not)."""
-        partition, first_offset, last_offset = parse_object_key(key)
+        _, partition, first_offset, last_offset = _our_object(key)
         data = self._retry("read an archive object", lambda: self._store.get(key))
         blocks = list(iter_blocks(data))
         session_ids = [block[0].value["session_id"] for _, block in blocks]
