@@ -16,6 +16,7 @@ missing object is any exception in their ``missing`` tuple (pass the store's not
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -310,6 +311,7 @@ class TileReader:
         self._missing = missing
         self._cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
 
     def _fetch(self, tile: TileID) -> bytes:
         try:
@@ -339,17 +341,20 @@ class TileReader:
         return data
 
     def tile_hashes(self, level: int, index: int) -> list[bytes]:
-        """The hashes of tile (level, index) as it stands at this reader's size."""
+        """The hashes of tile (level, index) as it stands at this reader's size. Safe from several
+        threads: the cache is locked, the read is not (two threads may read one tile at once)."""
         key = (level, index)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
         tile = tile_for(level, index, self.size)
         hashes = decode_tile(self._fetch(tile), tile)
-        self._cache[key] = hashes
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[key] = hashes
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return hashes
 
     def node_hash(self, level: int, index: int) -> bytes:

@@ -313,13 +313,14 @@ class LedgerView:
     def tiles(self, origin: str, size: int) -> TileReader:
         """A reader of the tree of ``size``, kept for the next proof of the same tree (a session's
         proofs share most of their tiles)."""
-        reader = self._readers.get((origin, size))
-        if reader is None:
-            reader = TileReader(lambda path: self.read(origin, path), size, missing=MISSING)
-            if len(self._readers) >= 16:
-                self._readers.pop(next(iter(self._readers)))
-            self._readers[(origin, size)] = reader
-        return reader
+        with self._lock:  # the API asks from many threads; tiles are read outside this lock
+            reader = self._readers.get((origin, size))
+            if reader is None:
+                reader = TileReader(lambda path: self.read(origin, path), size, missing=MISSING)
+                if len(self._readers) >= 16:
+                    self._readers.pop(next(iter(self._readers)))
+                self._readers[(origin, size)] = reader
+            return reader
 
     def bundle(self, origin: str, index: int, size: int) -> list[bytes]:
         """Entries of bundle ``index`` as it stands in the tree of ``size``."""
@@ -341,14 +342,12 @@ class LedgerView:
             return None
 
     def inclusion_proof(self, origin: str, leaf: int, size: int) -> InclusionProof:
-        with self._lock:  # the API asks from many threads; a TileReader's cache is not thread-safe
-            return InclusionProof(leaf, size, tuple(self.tiles(origin, size).inclusion_proof(leaf)))
+        return InclusionProof(leaf, size, tuple(self.tiles(origin, size).inclusion_proof(leaf)))
 
     def consistency_proof(self, origin: str, size1: int, size2: int) -> ConsistencyProof:
         if size1 == size2:
             return ConsistencyProof(size1, size2, ())
-        with self._lock:
-            return ConsistencyProof(size1, size2, tuple(self.tiles(origin, size2).consistency_proof(size1)))
+        return ConsistencyProof(size1, size2, tuple(self.tiles(origin, size2).consistency_proof(size1)))
 
     def verify_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
         """That ``new`` extends ``old`` (same log): a rollback or fork is VerificationFailed.

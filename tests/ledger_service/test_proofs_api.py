@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -274,3 +275,38 @@ def test_the_verify_route_reads_each_archive_block_once(
     assert body["ledger"]["valid"]
     assert block_reads
     assert len(block_reads) == len(set(block_reads))  # the chain and the ledger checks share one read
+
+
+def test_a_slow_tile_read_does_not_hold_up_proofs_of_another_log(
+    index: ChdbIndex, archive: Path, signer: Ed25519FileSigner
+) -> None:
+    store = open_store(archive)
+    view = ProofService(index, store, signer.verifier()).view
+    slow, fast = sorted(view.shard_origins())
+    entered, release = threading.Event(), threading.Event()
+    read_whole = store.get
+
+    def stalling(key: str) -> bytes:
+        if key.startswith(f"ledger/{slow}/tile/"):
+            entered.set()
+            release.wait(10)
+        return read_whole(key)
+
+    store.get = stalling  # type: ignore[method-assign]
+    slow_size = view.latest(slow).size  # type: ignore[union-attr]
+    fast_checkpoint = view.latest(fast)
+    assert fast_checkpoint is not None
+    waiting = threading.Thread(target=view.inclusion_proof, args=(slow, 0, slow_size))
+    waiting.start()
+    try:
+        assert entered.wait(10)
+        done: list[object] = []
+        other = threading.Thread(
+            target=lambda: done.append(view.inclusion_proof(fast, 0, fast_checkpoint.size))
+        )
+        other.start()
+        other.join(5)
+        assert done, "a proof of another log waited for the stalled tile read"
+    finally:
+        release.set()
+        waiting.join(10)
