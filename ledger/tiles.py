@@ -268,18 +268,30 @@ def read_bundle(
     missing: tuple[type[BaseException], ...] = (FileNotFoundError, KeyError),
 ) -> list[bytes]:
     """The entries of ``bundle``; a partial bundle that is gone is read from the full one's prefix."""
+    data, stored = read_bundle_bytes(read, bundle, missing=missing)
+    return decode_bundle(data, stored)[: bundle.width]
+
+
+def read_bundle_bytes(
+    read: Read,
+    bundle: BundleID,
+    *,
+    missing: tuple[type[BaseException], ...] = (FileNotFoundError, KeyError),
+) -> tuple[bytes, BundleID]:
+    """The stored bytes holding ``bundle``'s entries, and which bundle they are: the partial
+    bundle itself or, when that is gone, the full one whose prefix it is (for callers that look
+    at the bytes before decoding them). A bundle found nowhere is TileError ``missing``."""
     try:
-        return decode_bundle(read(bundle.path), bundle)
+        return read(bundle.path), bundle
     except missing as exc:
         if not bundle.partial:
             raise TileError(bundle.path, "missing", "entry bundle not found") from exc
         try:
-            data = read(bundle.full().path)
+            return read(bundle.full().path), bundle.full()
         except missing:
             raise TileError(
                 bundle.path, "missing", "neither the partial nor the full bundle was found"
             ) from exc
-        return decode_bundle(data, bundle.full())[: bundle.width]
 
 
 class TileReader:

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from itertools import accumulate
 from typing import Any, NoReturn
 
@@ -79,6 +79,7 @@ from ledger.tiles import (
     TileReader,
     decode_bundle,
     read_bundle,
+    read_bundle_bytes,
     verify_tiles,
 )
 from replay.proofs import (
@@ -1112,11 +1113,9 @@ def _find_session(
         for index in range(bundles):
             bundle = BundleID(index, min(latest.size - index * TILE_WIDTH, TILE_WIDTH))
             try:
-                data = view.read(origin, bundle.path)
-                entries = decode_bundle(data, bundle) if needle in data else []
-            except ObjectNotFound:
-                data = view.read(origin, bundle.full().path)
-                entries = decode_bundle(data, bundle.full())[: bundle.width] if needle in data else []
+                data, stored = read_bundle_bytes(partial(view.read, origin), bundle, missing=MISSING)
+                # Decoding only bundles that mention the session keeps the scan cheap.
+                entries = decode_bundle(data, stored)[: bundle.width] if needle in data else []
             except TileError as exc:
                 raise VerificationFailed(
                     f"bundle.{exc.check}", exc.detail, origin=origin, path=exc.path

@@ -11,7 +11,7 @@ import pytest
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.log import ObjectMarker, OriginSigner, marker_key, position_key, read_record_head
 from ledger.signer import Ed25519FileSigner, Verifier
-from replay.audit import audit_archive
+from replay.audit import audit_archive, audit_session
 from replay.proofs import LedgerView, VerificationFailed
 from schemas import SEALED_SCHEMA
 from storage.archive import build_object
@@ -221,6 +221,19 @@ def test_an_entry_bundle_replaced(archive: Path, public_key: Verifier) -> None:
     failure = audit(archive, public_key)
     assert failure.check == "bundle.leaf_hash"
     assert (failure.origin, failure.leaf, failure.path) == (origin, 0, f"ledger/{origin}/tile/entries/000")
+
+
+def test_a_deleted_entry_bundle_fails_a_session_audit(archive: Path, public_key: Verifier) -> None:
+    # Scanning for a session reads every entry bundle of every shard; a full bundle that is gone
+    # is a reported failure, not a crash of the audit.
+    origin = origin_of(archive, public_key, 0)
+    remove(archive / "ledger" / origin / "tile" / "entries" / "000")
+
+    with pytest.raises(VerificationFailed) as caught:
+        audit_session(open_store(archive), public_key, "sess-p0-0")
+    failure = caught.value
+    assert failure.check == "bundle.missing"
+    assert (failure.origin, failure.path) == (origin, "tile/entries/000")
 
 
 def test_a_checkpoint_re_signed_with_another_key(archive: Path, public_key: Verifier, tmp_path: Path) -> None:
