@@ -9,6 +9,7 @@ shape; the field order below must follow sealed_record.avsc.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 RECORD_KINDS = ("EVENT", "GAP", "LATE", "FORK", "SEAL")
@@ -17,12 +18,7 @@ _NULL = b"\x00"
 _PRESENT = b"\x02"  # union branch 1, zigzag encoded
 
 
-_SMALL = tuple(bytes((n << 1,)) for n in range(64))  # zigzag of 0..63 is one byte
-
-
-def _long(n: int) -> bytes:
-    if 0 <= n < 64:
-        return _SMALL[n]
+def _zigzag_varint(n: int) -> bytes:
     value = (n << 1) ^ (n >> 63)
     out = bytearray()
     while value & ~0x7F:
@@ -32,11 +28,22 @@ def _long(n: int) -> bytes:
     return bytes(out)
 
 
+# Findings' offsets and most counts are small: their encodings are looked up, not computed
+# (a record with findings encodes a handful of longs per finding).
+_SMALL = tuple(_zigzag_varint(n) for n in range(8192))
+
+
+def _long(n: int) -> bytes:
+    return _SMALL[n] if 0 <= n < 8192 else _zigzag_varint(n)
+
+
 def _bytes(data: bytes) -> bytes:
     return _long(len(data)) + data
 
 
+@lru_cache(maxsize=4096)
 def _string(text: str) -> bytes:
+    # Records repeat few strings (session ids, entity types, field paths, rule ids and messages).
     return _bytes(text.encode())
 
 
