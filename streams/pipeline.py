@@ -143,6 +143,10 @@ class PipelineConfig:
     decode_processes: int = 0  # > 0: decode in that many child processes (see streams/decode.py)
 
 
+# A block of an archive object as read back: where it is, and its records.
+_Block = tuple[BlockLocation, list[ArchivedRecord]]
+
+
 def _our_object(key: str) -> tuple[str, int, int, int]:
     parsed = parse_object_key(key)
     if parsed is None:
@@ -704,11 +708,15 @@ class SealPipeline:
         unindexed = list(
             self._retry("list the archive", lambda: list(self._store.list_keys(prefix, last_key)))
         )
+        newest_read: tuple[str, bytes, list[_Block]] | None = None
         for key in unindexed:
-            durable_upto = max(durable_upto, self._reindex(key))
-        newest = unindexed[-1] if unindexed else last_key
-        if newest:
-            self._announce_again(newest)
+            data, blocks = self._read_object(key)
+            durable_upto = max(durable_upto, self._reindex(key, data, blocks))
+            newest_read = (key, data, blocks)
+        if newest_read is not None:
+            self._announce_again(*newest_read)  # read once for both
+        elif last_key:
+            self._announce_again(last_key, *self._read_object(last_key))
         self._durable_upto[partition] = durable_upto
         self.cache.forget_partition(partition)
         self._load_open_sessions(partition)
@@ -719,7 +727,11 @@ class SealPipeline:
             len(unindexed),
         )
 
-    def _announce_again(self, key: str) -> None:
+    def _read_object(self, key: str) -> tuple[bytes, list[_Block]]:
+        data = self._retry("read an archive object", lambda: self._store.get(key))
+        return data, list(iter_blocks(data))
+
+    def _announce_again(self, key: str, data: bytes, blocks: list[_Block]) -> None:
         """Queue the sealed batch and alerts of the partition's newest object once more.
 
         A crash between making a batch durable and publishing its announcement loses the
@@ -728,8 +740,6 @@ class SealPipeline:
         one starts), so it is announced again; consumers key on the object, at least once.
         """
         _, partition, first_offset, last_offset = _our_object(key)
-        data = self._retry("read an archive object", lambda: self._store.get(key))
-        blocks = list(iter_blocks(data))
         placed = _PlacedObject(
             key,
             partition,
@@ -751,11 +761,9 @@ class SealPipeline:
                     sealed = SealedRecord(record.raw, record_hash(record.raw), value)
                     self._alerts_again.append((value["session_id"], _alert(sealed)))
 
-    def _reindex(self, key: str) -> int:
+    def _reindex(self, key: str, data: bytes, blocks: list[_Block]) -> int:
         """Index an archive object from its own bytes (it was written, its rows were not)."""
         _, partition, first_offset, last_offset = _our_object(key)
-        data = self._retry("read an archive object", lambda: self._store.get(key))
-        blocks = list(iter_blocks(data))
         session_ids = [block[0].value["session_id"] for _, block in blocks]
         self._load_states(partition, set(session_ids))
         states: dict[str, SessionState] = {}

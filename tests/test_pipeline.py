@@ -345,6 +345,28 @@ def test_risky_events_are_scored_and_raised_as_alerts(index: Index, store: Local
     assert session.to_pylist()[0]["max_risk"] == scores[1]
 
 
+def test_recovery_reads_an_unindexed_object_once_to_index_and_announce_it(
+    index: Index, tmp_path: Path
+) -> None:
+    class CountingStore(LocalWormStore):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root, retention=Retention("COMPLIANCE", 1))
+            self.whole_reads: list[str] = []
+
+        def get(self, key: str) -> bytes:
+            self.whole_reads.append(key)
+            return super().get(key)
+
+    store = CountingStore(tmp_path / "worm")
+    batch = messages(3, 4)
+    with pytest.raises(Crash):
+        pipeline(store, CrashingIndex(index, "events")).process(batch)
+    restarted = pipeline(store, index)
+    replay = restarted.process(batch)
+    (key,) = {REGISTRY.decode(message).value["object_key"] for _, message in replay.sealed_batches}
+    assert store.whole_reads == [key]  # re-indexed and announced again from one read
+
+
 def test_announcements_lost_in_a_crash_are_sent_again(index: Index, store: LocalWormStore) -> None:
     batch = messages(3, 4)
     first = pipeline(store, index).process(batch)
