@@ -278,14 +278,17 @@ def build_app(
             await events.send(key=state.session_id.encode(), value=value, force=True)
 
     async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        for tp in revoked:
-            if tp.topic == config.events_topic:
-                await asyncio.to_thread(run_locked, pipeline.forget_partition, tp.partition)
-                for key in [key for key in held_events if key[0] == tp.partition]:
-                    del held_events[key]  # the next owner gets them again from the last commit
         lost = {tp.partition for tp in revoked if tp.topic == config.events_topic}
+        # Messages of lost partitions waiting here are the next owner's (from the last commit).
+        # Dropped before the pipeline forgets the partitions, so none is decoded ahead after.
+        of_lost: Callable[[Any], bool] = of_partitions(lost, _partition_of)
         for intake in intakes:
-            intake.drop(of_partitions(lost, lambda event: int(event.message.partition)))
+            intake.drop(of_lost)
+        arrived[:] = [event for event in arrived if not of_lost(event)]
+        for partition in sorted(lost):
+            await asyncio.to_thread(run_locked, pipeline.forget_partition, partition)
+            for key in [key for key in held_events if key[0] == partition]:
+                del held_events[key]  # the next owner gets them again from the last commit
 
     app.on_partitions_revoked.connect(cast(Any, forget_revoked))
 
@@ -297,6 +300,10 @@ def build_app(
             await hook()
 
     return app
+
+
+def _partition_of(event: Any) -> int:
+    return int(event.message.partition)
 
 
 def _source_message(event: Any) -> SourceMessage:
