@@ -226,6 +226,15 @@ class EventMasker:
 
     # --- queries ------------------------------------------------------------------------------
 
+    def _mask_value(
+        self, value: str, entity: str | None, path: str, policy: Policy
+    ) -> tuple[str, list[Finding]]:
+        """A value whose column header or bound parameter names an entity is masked whole, when
+        it is plausibly that entity; any other value is scanned like text."""
+        if entity is not None and value_ok(entity, value.strip().encode("utf-8", "surrogatepass")):
+            return self._engine.mask_whole(value, entity, path, policy=policy)
+        return self._engine.mask_text(value, path, policy=policy)
+
     def _query_result(
         self, fields: dict[str, Any], policy: Policy, findings: list[Finding]
     ) -> dict[str, Any] | None:
@@ -238,12 +247,8 @@ class EventMasker:
             for c, cell in enumerate(row):
                 if not cell:
                     continue
-                path = f"body.rows[{r}][{c}]"
                 entity = entities[c] if c < len(entities) else None
-                if entity is not None and value_ok(entity, cell.strip().encode("utf-8", "surrogatepass")):
-                    masked, found = self._engine.mask_whole(cell, entity, path, policy=policy)
-                else:
-                    masked, found = self._engine.mask_text(cell, path, policy=policy)
+                masked, found = self._mask_value(cell, entity, f"body.rows[{r}][{c}]", policy)
                 if found:
                     findings.extend(found)
                     if new_row is None:
@@ -282,12 +287,8 @@ class EventMasker:
         for i, value in enumerate(params):
             if not value:
                 continue
-            path = f"body.parameters[{i}]"
             entity = param_entities.get(i + 1)
-            if entity is not None and value_ok(entity, value.strip().encode("utf-8", "surrogatepass")):
-                masked_value, found = self._engine.mask_whole(value, entity, path, policy=policy)
-            else:
-                masked_value, found = self._engine.mask_text(value, path, policy=policy)
+            masked_value, found = self._mask_value(value, entity, f"body.parameters[{i}]", policy)
             if found:
                 findings.extend(found)
                 if new_params is None:
