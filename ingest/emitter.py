@@ -87,6 +87,7 @@ class FailedDelivery:
 class EmitterStats:
     events_emitted: int
     events_delivered: int
+    messages_handed_over: int  # to the producer, acknowledged by the broker or not yet
     messages_sent: int
     bytes_sent: int
     buffered_bytes: int
@@ -261,6 +262,7 @@ class Emitter:
         return EmitterStats(
             events_emitted=self._events_emitted,
             events_delivered=self._events_delivered,
+            messages_handed_over=self._handed_over,
             messages_sent=self._messages_sent,
             bytes_sent=self._bytes_sent,
             buffered_bytes=self._pending_bytes,

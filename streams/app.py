@@ -23,11 +23,13 @@ import faust
 
 from schemas import EVENT_SCHEMA, SchemaRegistry
 from streams.behaviour_store import BehaviourStore, PersistentScorerState
-from streams.intake import BatchIntake, of_partitions
+from streams.intake import BatchIntake
 from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
 from streams.seal import IDLE_TIMEOUT, SessionState
 
 logger = logging.getLogger(__name__)
+
+Taken = tuple[Any, SourceMessage]  # a Faust event from the stream, and the message it carries
 
 LOGGED_DEAD_LETTERS = 5  # per batch: a flood of bad input must not become a flood of log lines
 DECODE_AHEAD_MESSAGES = 50  # arrived messages per decode_ahead call: a decoder job each, per partition
@@ -202,25 +204,26 @@ def build_app(
     # Messages whose terminal bytes the masker still holds, acknowledged once it lets them go.
     held_events: dict[tuple[int, int], Any] = {}
     # The running agent's intake (concurrency=1: one at a time), so a revocation can drop what
-    # it holds of the partitions this worker lost.
-    intakes: list[BatchIntake[Any]] = []
+    # it holds of the partitions this worker lost. Each item: the Faust event (to acknowledge)
+    # and its SourceMessage, built once on arrival.
+    intakes: list[BatchIntake[Taken]] = []
 
-    # Messages taken from the stream and not yet handed to `SealPipeline.decode_ahead`: with
-    # decoder processes, a message is decoded while it waits in the intake, so the decoders
-    # work on the next batch while the pipeline seals this one (a no-op without them).
-    arrived: list[Any] = []
+    # With decoder processes, messages taken from the stream and not yet handed to
+    # `SealPipeline.decode_ahead`: each is decoded while it waits in the intake, so the decoders
+    # work on the next batch while the pipeline seals this one.
+    arrived: list[SourceMessage] = []
 
     def decode_arrived() -> None:
         if arrived:
-            pipeline.decode_ahead([_source_message(event) for event in arrived])
+            pipeline.decode_ahead(arrived)
             arrived.clear()
 
-    async def seal_batches(intake: BatchIntake[Any], stream: Any) -> None:
+    async def seal_batches(intake: BatchIntake[Taken], stream: Any) -> None:
         while True:
             batch = await intake.take()
             metrics.intake_messages = len(intake)
             started = time.perf_counter()
-            messages = [_source_message(event) for event in batch]
+            messages = [message for _, message in batch]
             decode_arrived()
             try:
                 outcome = await asyncio.to_thread(process, messages)
@@ -230,15 +233,8 @@ def build_app(
                 # Unacknowledged, this batch is replayed after the operator has looked.
                 await app.crash(exc)
                 return
-            except Exception as exc:
-                # A bug, not bad input (that goes to the DLQ) nor an outage (retried inside):
-                # stop the worker so that it is restarted and the batch replayed, instead of
-                # leaving a process that looks alive and seals nothing.
-                logger.critical("the seal agent failed; stopping the worker", exc_info=True)
-                await app.crash(exc)
-                return
-            for event in batch:
-                key = (event.message.partition, event.message.offset)
+            for event, message in batch:
+                key = (message.partition, message.offset)
                 if key in outcome.held:
                     held_events[key] = event
                 else:
@@ -247,22 +243,38 @@ def build_app(
                 await stream.ack(held_events.pop(key))
             metrics.add(outcome, len(messages), time.perf_counter() - started)
 
+    crashing: list[asyncio.Future[None]] = []  # referenced, so the task is not collected early
+
+    def stop_if_sealing_failed(sealing: asyncio.Future[None]) -> None:
+        if sealing.cancelled() or sealing.exception() is None:
+            return
+        # A bug, not bad input (that goes to the DLQ) nor an outage (retried inside): stop the
+        # worker so that it is restarted and the batch replayed, instead of leaving a process
+        # that looks alive and seals nothing.
+        error = sealing.exception()
+        logger.critical("the seal agent failed; stopping the worker", exc_info=error)
+        crashing.append(asyncio.ensure_future(app.crash(cast(BaseException, error))))
+
     @app.agent(events, name="seal", concurrency=1)
     async def seal_agent(stream: Any) -> None:
         # The stream keeps filling the intake while the previous batch is sealed in its thread
         # (see streams/intake.py); acknowledgements are manual, after durability.
         manual = stream.noack()
-        intake: BatchIntake[Any] = BatchIntake(config.batch_max_messages, config.batch_within_seconds)
+        intake: BatchIntake[Taken] = BatchIntake(config.batch_max_messages, config.batch_within_seconds)
         intakes.append(intake)
         sealing = asyncio.ensure_future(seal_batches(intake, manual))
+        sealing.add_done_callback(stop_if_sealing_failed)
+        decoding_ahead = pipeline.decodes_in_processes
         try:
             async for event in manual.events():
                 if sealing.done():
-                    break  # the worker is crashing: stop taking messages it will not seal
-                await intake.put(event)
-                arrived.append(event)
-                if len(arrived) >= DECODE_AHEAD_MESSAGES:
-                    decode_arrived()
+                    break  # the worker is stopping: take no message it will not seal
+                message = _source_message(event)
+                await intake.put((event, message))
+                if decoding_ahead:
+                    arrived.append(message)
+                    if len(arrived) >= DECODE_AHEAD_MESSAGES:
+                        decode_arrived()
         finally:
             intakes.remove(intake)
             sealing.cancel()
@@ -281,10 +293,9 @@ def build_app(
         lost = {tp.partition for tp in revoked if tp.topic == config.events_topic}
         # Messages of lost partitions waiting here are the next owner's (from the last commit).
         # Dropped before the pipeline forgets the partitions, so none is decoded ahead after.
-        of_lost: Callable[[Any], bool] = of_partitions(lost, _partition_of)
         for intake in intakes:
-            intake.drop(of_lost)
-        arrived[:] = [event for event in arrived if not of_lost(event)]
+            intake.drop(lambda taken: taken[1].partition in lost)
+        arrived[:] = [message for message in arrived if message.partition not in lost]
         for partition in sorted(lost):
             await asyncio.to_thread(run_locked, pipeline.forget_partition, partition)
             for key in [key for key in held_events if key[0] == partition]:
@@ -300,10 +311,6 @@ def build_app(
             await hook()
 
     return app
-
-
-def _partition_of(event: Any) -> int:
-    return int(event.message.partition)
 
 
 def _source_message(event: Any) -> SourceMessage:

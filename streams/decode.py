@@ -18,7 +18,7 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +96,12 @@ class Decoder:
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._pool_lock:  # the agent submits ahead from its event loop, the pipeline from its thread
+            if self._pool is not None and not _is_broken(self._pool):
+                return self._pool
+            broken, self._pool = self._pool, None
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
+        with self._pool_lock:
             return self._pool or self._start_pool()
 
     def _start_pool(self) -> ProcessPoolExecutor:
@@ -124,10 +130,11 @@ class Decoder:
     ) -> list[DecodedMessage]:
         try:
             return future.result()
-        except BrokenProcessPool:
-            # A decoder died (out of memory, killed): decode here and start a fresh pool next time.
+        except (BrokenProcessPool, CancelledError):
+            # A decoder died (out of memory, killed), which breaks its pool and cancels the jobs
+            # it had queued: decode here; the next submit starts a fresh pool. Only a broken pool
+            # is replaced, never one started since for jobs submitted ahead.
             logger.error("a decoder process died; decoding this chunk in the worker")
-            self.close()
             return decode_values(self._registry, values, self._max_message_bytes)
 
     def close(self) -> None:
@@ -135,3 +142,8 @@ class Decoder:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _is_broken(pool: ProcessPoolExecutor) -> bool:
+    # Set by the pool when one of its processes dies; the executor exposes no public flag.
+    return bool(getattr(pool, "_broken", False))

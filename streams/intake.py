@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -51,7 +51,9 @@ class BatchIntake(Generic[T]):
             self._changed.clear()
             await self._changed.wait()
         self._items.append((self._clock(), item))
-        self._changed.set()
+        # take() waits for a first item, then for a full batch (or its linger): wake it then only.
+        if len(self._items) == 1 or len(self._items) == self.max_batch:
+            self._changed.set()
 
     async def take(self) -> list[T]:
         """The next batch: waits for a first item, then until the batch is full or that item
@@ -83,8 +85,3 @@ class BatchIntake(Generic[T]):
         if dropped:
             self._changed.set()
         return dropped
-
-
-def of_partitions(partitions: Collection[int], partition_of: Callable[[T], int]) -> Callable[[T], bool]:
-    """A `BatchIntake.drop` selector for items of the given partitions."""
-    return lambda item: partition_of(item) in partitions

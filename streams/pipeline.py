@@ -430,6 +430,11 @@ class SealPipeline:
         outcome.held = self.held_messages()
         return outcome
 
+    @property
+    def decodes_in_processes(self) -> bool:
+        """Whether `decode_ahead` does anything (decoder processes are configured)."""
+        return self._decoder.in_processes
+
     def decode_ahead(self, messages: Sequence[SourceMessage]) -> None:
         """Start decoding messages that a later `process` call will get. With decoder processes
         they then decode batch N+1 while this process seals batch N; without, a no-op.

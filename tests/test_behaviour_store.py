@@ -66,7 +66,6 @@ def test_a_restarted_worker_remembers_each_identitys_history(kafka_bootstrap: st
     try:
         asyncio.run(emit(kafka_bootstrap, topics.events, history))
         wait_for_sealed(kafka_bootstrap, topics.sealed, len(history) + 1, alive=worker.alive)
-        time.sleep(1.0)  # the changelog write is sent before the batch is acknowledged; let it land
         worker.kill()  # SIGKILL: no orderly shutdown to save anything
 
         worker.start()

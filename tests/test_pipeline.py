@@ -4,6 +4,8 @@ durability order, recovery after a crash at each step, DLQ routing and its rate 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +293,34 @@ def test_decoding_ahead_gives_the_same_records_and_ignores_bytes_it_did_not_see(
         [d.reason for d in e.dead_letters] for e in expected
     ]
     assert read_archive(ahead_store).records == read_archive(in_process).records
+
+
+def test_a_killed_decoder_costs_nothing_but_decoding_in_the_worker(index: Index, tmp_path: Path) -> None:
+    reference = LocalWormStore(tmp_path / "a", retention=Retention("COMPLIANCE", 1))
+    warm_up, first, second = (messages(1, 3, partition=n) for n in (0, 1, 2))
+    # Several partitions: several decoder jobs, more than the pool takes on at once.
+    third = [message for partition in range(3, 9) for message in messages(1, 3, partition=partition)]
+    batches = [warm_up, first, second, third]
+    in_worker = pipeline(reference, index)
+    expected = [in_worker.process(batch).records for batch in batches]
+    with ChdbIndex(tmp_path / "index", database="killed") as other:
+        other.migrate()
+        store = LocalWormStore(tmp_path / "b", retention=Retention("COMPLIANCE", 1))
+        sealer = pipeline(store, other, decode_processes=1)
+        try:
+            records = [sealer.process(warm_up).records]  # the decoder process is up
+            for process in list(sealer._decoder._executor()._processes.values()):
+                assert process.pid is not None
+                os.kill(process.pid, signal.SIGKILL)
+            sealer.decode_ahead(first)  # both to the pool whose process just died
+            sealer.decode_ahead(second)
+            records.append(sealer.process(first).records)
+            sealer.decode_ahead(third)  # to a fresh pool, while jobs of the dead one are still unread
+            records += [sealer.process(batch).records for batch in (second, third)]
+        finally:
+            sealer.close()
+    assert records == expected
+    assert read_archive(store).records == read_archive(reference).records
 
 
 def test_decoding_ahead_is_forgotten_with_a_revoked_partition(index: Index, store: LocalWormStore) -> None:

@@ -28,7 +28,13 @@ from storage.index import (
     open_index,
     quote_literal,
 )
-from storage.index_schema import EVENTS_ARROW, MIGRATIONS, SESSIONS_ARROW
+from storage.index_schema import (
+    ARCHIVE_OBJECTS_ARROW,
+    EVENTS_ARROW,
+    MIGRATIONS,
+    SEGMENTS_ARROW,
+    SESSIONS_ARROW,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -130,6 +136,42 @@ def count(index: Index, table: str) -> int:
 
 
 # --- contract: every implementation -----------------------------------------------------------
+
+
+# What each ClickHouse column type is written as, across the Arrow client.
+ARROW_OF_CLICKHOUSE = {
+    "String": {pa.string(), pa.binary()},  # hashes are raw bytes in String columns
+    "LowCardinality(String)": {pa.string()},
+    "Nullable(Int64)": {pa.int64()},
+    "Int64": {pa.int64()},
+    "UInt8": {pa.uint8()},
+    "UInt32": {pa.uint32()},
+    "UInt64": {pa.uint64()},
+    "DateTime64(6, 'UTC')": {pa.timestamp("us", tz="UTC")},
+    "Array(String)": {pa.list_(pa.string())},
+    "Array(Int64)": {pa.list_(pa.int64())},
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "arrow"),
+    [
+        ("events", EVENTS_ARROW),
+        ("sessions", SESSIONS_ARROW),
+        ("segments", SEGMENTS_ARROW),
+        ("archive_objects", ARCHIVE_OBJECTS_ARROW),
+    ],
+)
+def test_each_arrow_schema_matches_its_table(index: Index, table: str, arrow: pa.Schema) -> None:
+    # The writers build Arrow tables from these schemas; the tables come from the migrations.
+    columns = index.query(
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}"
+        " ORDER BY position",
+        {"t": table},
+    ).to_pylist()
+    assert [column["name"] for column in columns] == arrow.names
+    for column in columns:
+        assert arrow.field(column["name"]).type in ARROW_OF_CLICKHOUSE[column["type"]], column
 
 
 def test_migrate_applies_all_then_nothing_and_records_each_version_once(unmigrated_index: Index) -> None:
