@@ -19,7 +19,6 @@ from api.auth import TokenVerifier
 from api.deps import PrincipalDep, ReaderDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES, install_error_handlers
 from api.ledger_routes import LedgerSessionVerdictOut, ledger_verdict, with_ledger
-from api.ledger_routes import disabled_router as ledger_disabled_router
 from api.ledger_routes import router as ledger_router
 from api.metrics import MetricsSource, install_metrics
 from api.models import EventOut, EventsOut, HealthOut, SessionOut, SessionPageOut, VerdictOut
@@ -175,12 +174,9 @@ def create_app(
     app.state.verifier = auth
     checks = dict(extra_health_checks or {})
     install_error_handlers(app)
+    app.state.proofs = proofs  # None: the ledger routes answer 404 (see ledger_routes.get_proofs)
     app.include_router(router)
-    if proofs is not None:
-        app.state.proofs = proofs
-        app.include_router(ledger_router)
-    else:
-        app.include_router(ledger_disabled_router)
+    app.include_router(ledger_router)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
     def healthz() -> JSONResponse:

@@ -19,7 +19,7 @@ from api.deps import PrincipalDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES
 from api.models import VerdictOut
 from ledger.log import SignedCheckpoint
-from replay import ArchivedRecord
+from replay import ArchivedRecord, VerifyFailure
 from replay.errors import EvidenceCorrupt
 from replay.proofs import PROOF_SUFFIX, ProofService, SessionProofs, VerificationFailed
 
@@ -33,8 +33,15 @@ SessionId = Annotated[str, Path(min_length=1, max_length=256, description="The s
 RecordIndex = Annotated[int, Path(ge=0, description="The record's index in the session's chain.")]
 
 
+_LEDGER_OFF = "the ledger is not enabled on this API (BLACKBOX_LEDGER_ENABLED=false)"
+
+
 def get_proofs(request: Request) -> ProofService:
-    proofs: ProofService = request.app.state.proofs
+    """The app's proof service; an API started without the ledger answers its routes with a 404
+    that says so, rather than the bare "Not Found" of a mistyped path."""
+    proofs: ProofService | None = getattr(request.app.state, "proofs", None)
+    if proofs is None:
+        raise HTTPException(status_code=404, detail=_LEDGER_OFF)
     return proofs
 
 
@@ -146,11 +153,18 @@ def with_ledger(verdict: VerdictOut, ledger: LedgerVerdictOut | None) -> LedgerS
 
 
 def ledger_verdict(
-    request: Request, session_id: str, records: Sequence[ArchivedRecord] | None = None
+    request: Request, session_id: str, records: Sequence[ArchivedRecord] | None
 ) -> LedgerVerdictOut | None:
-    """The ledger's verdict of a session, or None when the app has no `ProofService`."""
+    """The ledger's verdict of a session from the records the chain check read, or None when the
+    app has no `ProofService`. ``records`` None: the archive could not be read as the index says
+    (the chain verdict names why); the ledger cannot vouch for what cannot be read."""
     proofs: ProofService | None = getattr(request.app.state, "proofs", None)
-    return session_proofs(proofs, session_id, records) if proofs is not None else None
+    if proofs is None:
+        return None
+    if records is None:
+        unread = VerifyFailure("archive", "the session's records could not be read; see the chain verdict")
+        return LedgerVerdictOut.of(SessionProofs(session_id, {}, [], False, (), unread))
+    return session_proofs(proofs, session_id, records)
 
 
 router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(get_principal)], responses=ERROR_RESPONSES)
@@ -198,18 +212,3 @@ def get_record_proof(
         media_type=PROOF_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-# An API started without the ledger answers its routes with a 404 that says so, rather than the
-# bare "Not Found" of a mistyped path.
-disabled_router = APIRouter(
-    prefix=API_PREFIX, dependencies=[Depends(get_principal)], responses=ERROR_RESPONSES
-)
-_LEDGER_OFF = "the ledger is not enabled on this API (BLACKBOX_LEDGER_ENABLED=false)"
-
-
-@disabled_router.get("/checkpoints/latest", include_in_schema=False)
-@disabled_router.get("/sessions/{session_id}/proofs", include_in_schema=False)
-@disabled_router.get("/sessions/{session_id}/records/{index}/proof", include_in_schema=False)
-def ledger_disabled() -> None:
-    raise HTTPException(status_code=404, detail=_LEDGER_OFF)

@@ -45,7 +45,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cache, partial
 from itertools import accumulate
@@ -299,27 +299,10 @@ class _Chains:
 
 def _split_bundle(data: bytes, width: int) -> list[bytes] | None:
     """A bundle's entries (`ledger.tiles.decode_bundle` without its messages); None if malformed."""
-    if len(data) >= 2:
-        # Nearly always every entry has the same length (session ids of one length): then the
-        # length prefixes sit at a fixed stride and are checked with two slices.
-        length = data[0] << 8 | data[1]
-        stride = length + 2
-        if (
-            len(data) == width * stride
-            and data[0::stride] == bytes((length >> 8,)) * width
-            and data[1::stride] == bytes((length & 0xFF,)) * width
-        ):
-            return [data[start : start + length] for start in range(2, len(data) + 2, stride)]
-    entries = []
-    position, end = 0, len(data)
-    for _ in range(width):
-        if position + 2 > end:
-            return None
-        length = data[position] << 8 | data[position + 1]
-        position += 2
-        entries.append(data[position : position + length])
-        position += length
-    return entries if position == end else None
+    try:
+        return decode_bundle(data, BundleID(0, width))
+    except TileError:
+        return None
 
 
 def _prefix_root(upper: CompactRange, tail: Sequence[bytes]) -> bytes:
@@ -991,12 +974,21 @@ def _audit_shards_in_processes(
             while pending:
                 _, pending = wait(pending, timeout=_PROGRESS_SECONDS, return_when=FIRST_EXCEPTION)
                 progress("records", sum(counters[0::2]), sum(counters[1::2]))
-                if any(future.done() and future.exception() is not None for future in futures):
-                    break
+                failed = next((n for n, future in enumerate(futures) if _failed(future)), None)
+                if failed is not None:
+                    # The report names the first failure in shard order: only earlier shards can
+                    # still change it, so later ones are not started (or waited for).
+                    for future in futures[failed + 1 :]:
+                        future.cancel()
+                    pending = {future for future in futures[:failed] if not future.done()}
             return [future.result() for future in futures]  # raises the first failure in shard order
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _failed(future: Future[_ShardResult]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is not None
 
 
 # -- one session --------------------------------------------------------------------------------

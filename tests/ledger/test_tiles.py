@@ -267,7 +267,7 @@ def test_verify_tiles_locates_each_kind_of_damage() -> None:
     reported: list[int] = []
     verify_tiles(store.__getitem__, 70_000, signed_root, progress=lambda done, total: reported.append(done))
     assert reported[-1] == 70_000
-    assert len(reported) == 274
+    assert len(reported) == -(-70_000 // TILE_WIDTH)  # once per bundle
 
     def damaged(path: str, data: bytes | None) -> tuple[str, str]:
         changed = dict(store)
@@ -322,7 +322,7 @@ def test_verify_tiles_without_entries_names_the_same_tile() -> None:
         progress=lambda done, total: reported.append(done),
     )
     assert reported[-1] == 70_000
-    assert len(reported) == 274
+    assert len(reported) == -(-70_000 // TILE_WIDTH)  # once per bundle
 
     def damaged(changes: dict[str, bytes | None]) -> tuple[str, str]:
         changed = dict(store)
@@ -399,13 +399,20 @@ def test_hash_only_builder() -> None:
         TileBuilder().append_leaf_hash(hashes[0])
 
 
-def test_the_audits_bundle_split_agrees_with_decode_bundle() -> None:
+def test_bundles_decode_with_entries_of_one_length_or_many() -> None:
+    # Entries of one length take decode_bundle's fixed-stride path, mixed lengths the general
+    # one; the audit's _split_bundle is decode_bundle answering None instead of raising.
     same = [b"e" * 40 for _ in range(256)]
     mixed = [bytes([i]) * (i % 7) for i in range(256)]
-    for entries in (same, mixed, same[:3], [b""] * 5):
+    for entries in (same, mixed, same[:3], [b""] * 5, [b"\x00\x02ab", b"cd"]):
         data = encode_bundle(entries)
-        assert _split_bundle(data, len(entries)) == entries
-        assert _split_bundle(data, len(entries) + 1) is None  # too few entries
-        assert _split_bundle(data + b"\x00", len(entries)) is None  # trailing bytes
-    # uniform length prefixes that do not frame the bytes (a long entry hiding them)
-    assert _split_bundle(encode_bundle([b"\x00\x02ab", b"cd"]), 3) is None
+        width = len(entries)
+        assert decode_bundle(data, BundleID(0, width)) == entries
+        assert _split_bundle(data, width) == entries
+        wrong = width - 1 if width == TILE_WIDTH else width + 1
+        with pytest.raises(TileError):
+            decode_bundle(data, BundleID(0, wrong))
+        assert _split_bundle(data, wrong) is None
+        with pytest.raises(TileError):
+            decode_bundle(data + b"\x00", BundleID(0, width))  # trailing bytes
+        assert _split_bundle(data + b"\x00", width) is None

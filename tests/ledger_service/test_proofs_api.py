@@ -29,7 +29,7 @@ from replay.proofs import (
     verify_record_proof,
 )
 from storage.index import ChdbIndex
-from tests.ledger_service.archives import EPOCH, LOG_NAME, copy_tree, open_store
+from tests.ledger_service.archives import EPOCH, LOG_NAME, copy_tree, open_store, remove
 
 pytestmark = pytest.mark.clickhouse
 
@@ -310,3 +310,24 @@ def test_a_slow_tile_read_does_not_hold_up_proofs_of_another_log(
     finally:
         release.set()
         waiting.join(10)
+
+
+def test_verifying_a_session_whose_archive_is_gone_is_a_failed_verdict_not_an_error(
+    client: tuple[TestClient, dict[str, str]], index: ChdbIndex, archive: Path
+) -> None:
+    http, auth = client
+    (key,) = {
+        row["object_key"]
+        for row in index.query(
+            "SELECT object_key FROM segments WHERE session_id = {s:String} AND first_index = 0",
+            {"s": SESSION},
+        ).to_pylist()
+    }
+    remove(archive / key)
+    response = http.get(f"/api/v1/sessions/{SESSION}/verify", headers=auth)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is False
+    assert body["failure"]["check"] == "archive"
+    assert body["ledger"]["valid"] is False
+    assert body["ledger"]["failure"]["check"] == "archive"
