@@ -710,9 +710,12 @@ class SealPipeline:
         rows = table.to_pylist()
         last_key = rows[0]["object_key"] if rows else ""
         durable_upto = int(rows[0]["last_offset"]) if rows else -1
-        unindexed = list(
-            self._retry("list the archive", lambda: list(self._store.list_keys(prefix, last_key)))
-        )
+        listed = self._retry("list the archive", lambda: list(self._store.list_keys(prefix, last_key)))
+        # Not every key under the prefix is ours (a stray upload): the ledger skips those too,
+        # and the offline audit reports them.
+        unindexed = [key for key in listed if parse_object_key(key) is not None]
+        for stray in sorted(set(listed) - set(unindexed)):
+            logger.warning("%s is not an archive object of the seal worker; recovery skips it", stray)
         newest_read: tuple[str, bytes, list[_Block]] | None = None
         for key in unindexed:
             data, blocks = self._read_object(key)

@@ -397,6 +397,18 @@ def test_recovery_reads_an_unindexed_object_once_to_index_and_announce_it(
     assert store.whole_reads == [key]  # re-indexed and announced again from one read
 
 
+def test_recovery_skips_a_stray_upload_in_the_archive(index: Index, store: LocalWormStore) -> None:
+    batch = messages(2, 3)
+    pipeline(store, index).process(batch)
+    store.put_if_absent("e1/p00000/zz-notes.avro", b"not ours")
+    restarted = pipeline(store, index)
+    assert restarted.process(batch).skipped_messages == len(batch)
+    events = [make_event("s-new", 0), make_event("s-new", 1, end())]
+    value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-new", "events": events})
+    later = SourceMessage("events", 0, len(batch), b"s-new", value)
+    assert restarted.process([later]).records == 3  # two events and the seal
+
+
 def test_announcements_lost_in_a_crash_are_sent_again(index: Index, store: LocalWormStore) -> None:
     batch = messages(3, 4)
     first = pipeline(store, index).process(batch)
