@@ -138,11 +138,10 @@ def build_pipeline(
     settings: Settings,
     store: ObjectStore,
     index: Index,
-    registry: SchemaRegistry | None = None,
-    *,
-    scorer: IdentityRiskScorer | None = None,
+    registry: SchemaRegistry,
+    scorer: IdentityRiskScorer | None,
 ) -> SealPipeline:
-    registry = registry or default_registry()
+    """The seal pipeline; ``scorer`` None: events are not scored (`BLACKBOX_SCORING_ENABLED`)."""
     config = PipelineConfig(
         epoch=settings.source_epoch,
         max_message_bytes=settings.max_message_bytes,
@@ -150,10 +149,6 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    if not settings.scoring_enabled:
-        scorer = None
-    elif scorer is None:
-        scorer = IdentityRiskScorer()
     masker = build_masker(settings) if settings.masking_enabled else None
     step = SealStep(registry, masker=masker, scorer=scorer)
     return SealPipeline(registry, step, store, index, config)
@@ -187,8 +182,8 @@ def build_worker(
 ) -> Worker:
     """The seal agent (with the behaviour store) and the ledger agent on one app, as settings say."""
     registry = default_registry()
-    scorer = IdentityRiskScorer()
-    pipeline = build_pipeline(settings, store, index, registry, scorer=scorer)
+    scorer = IdentityRiskScorer() if settings.scoring_enabled else None
+    pipeline = build_pipeline(settings, store, index, registry, scorer)
     metrics = WorkerMetrics()
     app = build_app(
         worker_config(settings, data_dir or settings.data_dir),
@@ -196,7 +191,7 @@ def build_worker(
         registry,
         metrics=metrics,
         on_started=on_started,
-        behaviour=scorer if settings.persist_behaviour and settings.scoring_enabled else None,
+        behaviour=scorer if settings.persist_behaviour else None,
     )
     return Worker(app, pipeline, metrics, attach_ledger_from_settings(app, settings, store))
 

@@ -83,8 +83,8 @@ class EventMasker:
     the carry-over tradeoff). Events that arrive out of order (a LATE fill of a gap, a FORK) are
     masked on their own, without touching the stream. At ``SessionEnd`` the streams are flushed;
     output bytes still held (an unfinished last token) are masked and attached to the SessionEnd
-    event as ``attributes[TAIL_ATTRIBUTE]`` (base64), so nothing the terminal printed is dropped.
-    Sessions that end without a SessionEnd (idle timeout) should be released with ``end_session``.
+    event as ``attributes[TAIL_ATTRIBUTE]`` (base64), so nothing the terminal printed is dropped;
+    the worker's IdleTimeout, which ends a session without a SessionEnd, gets the same.
     """
 
     def __init__(self, engine: MaskingEngine, *, max_hold: int = 8192) -> None:

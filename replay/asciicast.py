@@ -29,7 +29,8 @@ SESSION_END = _NS + "SessionEnd"
 IDLE_TIMEOUT = _NS + "IdleTimeout"
 # Events that end a session and may carry the output the masker held back (see OUTPUT_TAIL_ATTRIBUTE).
 _ENDS = (SESSION_END, IDLE_TIMEOUT)
-# Set by the masker on SessionEnd: terminal output it held back, masked (masking/event_masker.py).
+# Set by the masker on SessionEnd and IdleTimeout: terminal output it held back, masked
+# (masking/event_masker.py).
 OUTPUT_TAIL_ATTRIBUTE = "terminal_output_tail_b64"
 
 DEFAULT_WIDTH = 80

@@ -223,12 +223,9 @@ class SessionReader:
         the block's start); None when the session has no record ``index``."""
         if index < 0:
             raise InvalidQuery(f"a record index is >= 0, got {index}")
-        for record in self._iter_records(session_id, from_index=index):
-            if record.value["index"] == index:
-                return record
-            if record.value["index"] > index:
-                break
-        return None
+        # Records come from index ``index`` on, in order: the first is it, unless it is missing.
+        record = next(self._iter_records(session_id, from_index=index), None)
+        return record if record is not None and record.value["index"] == index else None
 
     def events(
         self,

@@ -137,7 +137,7 @@ def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict
 
 
 class StatefulScorer:
-    """The non-Faust adapter: identity states in memory, ``score(event, findings)`` for the seal step.
+    """Identity states in memory, ``score(event, findings)`` for the seal step (the worker's scorer).
 
     Memory is a cache of at most ``max_identities`` states (least recently seen forgotten). With a
     ``loader``, an identity missing from memory is read from durable storage (in the worker, the
@@ -197,8 +197,7 @@ class StatefulScorer:
             return
         stored = self.bulk_loader(sorted(keys))
         for key in sorted(keys):
-            state = stored.get(key)
-            self._remember(key, (_state_from(key, state) if state is not None else None) or IdentityState())
+            self._remember(key, _state_from(key, stored.get(key)))
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
         """Identities scored since the last call, each with its state in plain form."""
@@ -217,7 +216,7 @@ class StatefulScorer:
         stored: Mapping[str, Any] | None = self._evicted.pop(key, None)
         if stored is None and self.loader is not None:
             stored = self.loader(key)
-        return (_state_from(key, stored) if stored is not None else None) or IdentityState()
+        return _state_from(key, stored)
 
     def state(self, key: str) -> IdentityState | None:
         return self._states.get(key)
@@ -227,16 +226,22 @@ class StatefulScorer:
         return {key: state.to_dict() for key, state in self._states.items()}
 
     def restore(self, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace every state with ``snapshot``'s (changes not yet taken are dropped with them)."""
         self._states = OrderedDict((key, IdentityState.from_dict(value)) for key, value in snapshot.items())
+        self._changed.clear()
+        self._evicted = {}
 
 
-def _state_from(key: str, stored: Mapping[str, Any]) -> IdentityState | None:
+def _state_from(key: str, stored: Mapping[str, Any] | None) -> IdentityState:
+    """The identity's state from its stored form; a fresh one when there is none."""
+    if stored is None:
+        return IdentityState()
     try:
         return IdentityState.from_dict(stored)
     except ValueError as exc:
         # An old or damaged state costs only the identity's history, never the event.
         logger.warning("identity %s: stored behaviour state unusable (%s); starting afresh", key, exc)
-        return None
+        return IdentityState()
 
 
 @dataclass(frozen=True)

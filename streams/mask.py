@@ -22,7 +22,8 @@ class Masker(Protocol):
         ...
 
     def holds(self, session_id: str) -> bool:
-        """Whether the session's stream holds bytes back (an unfinished token) for its next event."""
+        """Whether the session's streams hold bytes back for its next event (an unfinished
+        token of output, or keystrokes of a line not yet ended)."""
         ...
 
 

@@ -215,6 +215,13 @@ def test_stateful_scorer_snapshot_restore_and_bound() -> None:
     ]
 
 
+def test_restoring_drops_changes_of_states_it_replaces() -> None:
+    scorer = StatefulScorer()
+    scorer.score(CORPUS[0].event, list(CORPUS[0].findings))
+    scorer.restore({})  # the scored identity is gone, and so is its pending change
+    assert scorer.take_changes() == {}
+
+
 def test_the_seal_step_records_the_risk() -> None:
     registry = default_registry()
     step = SealStep(registry, scorer=StatefulScorer())
