@@ -341,9 +341,7 @@ class MaskingEngine:
                 b2 = b if b < hi else hi
                 if b2 > a2:
                     segment = raw[a2:b2]
-                    out[a2 - lo : b2 - lo] = (
-                        segment.translate(_ASCII_MASK) if segment.isascii() else mask_bytes(segment)
-                    )
+                    out[a2 - lo : b2 - lo] = mask_bytes(segment)
             raw_start = ranges[0][0]
             if raw_start >= lo:
                 value = (entity, clean[start:end])
