@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     decode_processes: int = Field(0, ge=0, le=64)
     idle_timeout_seconds: float = Field(1800.0, gt=0)
     idle_check_seconds: float = Field(5.0, gt=0)
+    # Terminal bytes the masker holds back (an unfinished token) keep their message, and every
+    # later message of its partition, uncommitted; after this long they are put on record.
+    hold_flush_seconds: float = Field(15.0, gt=0)
     dlq_limit: int = Field(1000, ge=1, description="dead letters allowed per dlq_window_seconds")
     dlq_window_seconds: float = Field(60.0, gt=0)
     # Keep the risk scorer's per-identity behaviour state in the index (else memory only,

@@ -212,6 +212,7 @@ def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:
         session_timeout_seconds=settings.kafka_session_timeout_seconds,
         idle_timeout_seconds=settings.idle_timeout_seconds,
         idle_check_seconds=settings.idle_check_seconds,
+        hold_flush_seconds=settings.hold_flush_seconds,
     )
 
 

@@ -28,15 +28,6 @@ import fastavro
 
 from ingest.emitter import DEFAULT_TOPIC, Emitter
 from ingest.events import (
-    BODY_TYPES,
-    HTTP_EXCHANGE,
-    IDLE_TIMEOUT,
-    QUERY,
-    QUERY_RESULT,
-    SESSION_END,
-    SESSION_START,
-    TERMINAL_INPUT,
-    TERMINAL_OUTPUT,
     Body,
     Gateway,
     Identity,
@@ -49,6 +40,18 @@ from ingest.events import (
     now_us,
 )
 from schemas import EVENT_SCHEMA, default_registry
+from schemas.bodies import (
+    BODY_TYPES,
+    HTTP_EXCHANGE,
+    IDLE_TIMEOUT,
+    OUTPUT_FLUSH,
+    QUERY,
+    QUERY_RESULT,
+    SESSION_END,
+    SESSION_START,
+    TERMINAL_INPUT,
+    TERMINAL_OUTPUT,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -721,8 +724,9 @@ def example_events() -> dict[str, SessionEvent]:
         ),
         k8s.policy_decision("secret-access", "REVIEW", "k8s.secrets.read", "service account read a Secret"),
         shell.end("exit", 0),
-        # Only the Blackbox worker writes IdleTimeout; the example shows its shape.
+        # Only the Blackbox worker writes IdleTimeout and OutputFlush; the examples show their shape.
         db.event(IDLE_TIMEOUT, {"last_seq": 1, "idle_seconds": 900}),
+        db.event(OUTPUT_FLUSH, {"last_seq": 2, "held_seconds": 15}),
     ]
     examples = {example_name(event["body"][0]): event for event in events}
     missing = {example_name(name) for name in BODY_TYPES} - set(examples)

@@ -29,8 +29,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_gzip, has_lz4, has_zstd
 
-from ingest.events import BODY_TYPES, SESSION_END
 from schemas import BATCH_SCHEMA, SchemaError, SchemaRegistry, default_registry
+from schemas.bodies import BODY_TYPES, SESSION_END
 
 logger = logging.getLogger(__name__)
 

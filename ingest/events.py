@@ -17,42 +17,24 @@ from functools import lru_cache
 from typing import Any, Literal, TypedDict, get_args
 
 from schemas import EVENT_SCHEMA, default_registry
+from schemas.bodies import (
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
+    COMMAND,
+    HTTP_EXCHANGE,
+    KUBERNETES_API_CALL,
+    POLICY_DECISION,
+    QUERY,
+    QUERY_RESULT,
+    SESSION_END,
+    SESSION_START,
+    TERMINAL_INPUT,
+    TERMINAL_OUTPUT,
+    TERMINAL_RESIZE,
+)
 
 logger = logging.getLogger(__name__)
 
-_NS = "dev.blackbox.v1"
-
-# Full record names of the body union, as the codec reads and writes them.
-SESSION_START = f"{_NS}.SessionStart"
-TERMINAL_OUTPUT = f"{_NS}.TerminalOutput"
-TERMINAL_INPUT = f"{_NS}.TerminalInput"
-TERMINAL_RESIZE = f"{_NS}.TerminalResize"
-QUERY = f"{_NS}.Query"
-QUERY_RESULT = f"{_NS}.QueryResult"
-KUBERNETES_API_CALL = f"{_NS}.KubernetesApiCall"
-HTTP_EXCHANGE = f"{_NS}.HttpExchange"
-COMMAND = f"{_NS}.Command"
-APPROVAL_REQUESTED = f"{_NS}.ApprovalRequested"
-APPROVAL_DECIDED = f"{_NS}.ApprovalDecided"
-POLICY_DECISION = f"{_NS}.PolicyDecision"
-SESSION_END = f"{_NS}.SessionEnd"
-IDLE_TIMEOUT = f"{_NS}.IdleTimeout"
-BODY_TYPES: tuple[str, ...] = (
-    SESSION_START,
-    TERMINAL_OUTPUT,
-    TERMINAL_INPUT,
-    TERMINAL_RESIZE,
-    QUERY,
-    QUERY_RESULT,
-    KUBERNETES_API_CALL,
-    HTTP_EXCHANGE,
-    COMMAND,
-    APPROVAL_REQUESTED,
-    APPROVAL_DECIDED,
-    POLICY_DECISION,
-    SESSION_END,
-    IDLE_TIMEOUT,
-)
 
 IdentityKind = Literal["UNKNOWN", "SERVICE_ACCOUNT", "CI_JOB", "SCANNER", "AI_AGENT", "HUMAN"]
 TargetKind = Literal["OTHER", "POSTGRES", "MYSQL", "KUBERNETES", "SSH", "HTTP"]

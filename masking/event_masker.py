@@ -17,27 +17,34 @@ from masking.context import entity_for_key, value_ok
 from masking.detectors import PASSWORD, SECRET, Span
 from masking.engine import Finding, MaskingEngine, TerminalStreamMasker, mask_bytes
 from masking.policy import Policy
+from schemas.bodies import (
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
+    COMMAND,
+    HTTP_EXCHANGE,
+    IDLE_TIMEOUT,
+    INPUT_TAIL_ATTRIBUTE,
+    KUBERNETES_API_CALL,
+    OUTPUT_FLUSH,
+    OUTPUT_TAIL_ATTRIBUTE,
+    POLICY_DECISION,
+    QUERY,
+    QUERY_RESULT,
+    SESSION_END,
+    SESSION_START,
+    TERMINAL_INPUT,
+    TERMINAL_OUTPUT,
+)
 
 logger = logging.getLogger(__name__)
 
-NS = "dev.blackbox.v1."
-TERMINAL_OUTPUT = NS + "TerminalOutput"
-TERMINAL_INPUT = NS + "TerminalInput"
-QUERY = NS + "Query"
-QUERY_RESULT = NS + "QueryResult"
-KUBERNETES_API_CALL = NS + "KubernetesApiCall"
-HTTP_EXCHANGE = NS + "HttpExchange"
-COMMAND = NS + "Command"
-SESSION_END = NS + "SessionEnd"
-IDLE_TIMEOUT = NS + "IdleTimeout"
 # Free-text fields of the other bodies (people write names and numbers into reasons and comments).
 _TEXT_FIELDS = {
-    NS + "SessionStart": ("purpose",),
-    NS + "ApprovalRequested": ("reason",),
-    NS + "ApprovalDecided": ("comment",),
-    NS + "PolicyDecision": ("reason",),
+    SESSION_START: ("purpose",),
+    APPROVAL_REQUESTED: ("reason",),
+    APPROVAL_DECIDED: ("comment",),
+    POLICY_DECISION: ("reason",),
 }
-TAIL_ATTRIBUTE = "terminal_output_tail_b64"
 
 # A prompt after which the user types a secret with echo off: sudo, ssh, psql, mysql, gpg...
 _SECRET_PROMPT = re.compile(
@@ -82,9 +89,11 @@ class EventMasker:
     Terminal streams are masked per session, in order of ``seq`` (see ``TerminalStreamMasker`` for
     the carry-over tradeoff). Events that arrive out of order (a LATE fill of a gap, a FORK) are
     masked on their own, without touching the stream. At ``SessionEnd`` the streams are flushed;
-    output bytes still held (an unfinished last token) are masked and attached to the SessionEnd
-    event as ``attributes[TAIL_ATTRIBUTE]`` (base64), so nothing the terminal printed is dropped;
-    the worker's IdleTimeout, which ends a session without a SessionEnd, gets the same.
+    bytes still held (an unfinished last token) are masked and attached to the SessionEnd event
+    as ``attributes[OUTPUT_TAIL_ATTRIBUTE]`` and ``attributes[INPUT_TAIL_ATTRIBUTE]`` (base64), so
+    nothing the terminal printed or the user typed is dropped. The worker's IdleTimeout, which
+    ends a session without a SessionEnd, gets the same, and so does its OutputFlush, which puts
+    bytes held too long on record while the session goes on (their stream starts afresh after).
     """
 
     def __init__(self, engine: MaskingEngine, *, max_hold: int = 8192) -> None:
@@ -116,7 +125,9 @@ class EventMasker:
         if body_type in (TERMINAL_OUTPUT, TERMINAL_INPUT):
             return self._terminal(event, body_type, fields, policy)
         if body_type in (SESSION_END, IDLE_TIMEOUT):  # the worker's idle seal ends a session too
-            return self._session_end(event, fields)
+            return self._release_held(event, self._sessions.pop(event["session_id"], None))
+        if body_type == OUTPUT_FLUSH:
+            return self._release_held(event, self._sessions.get(event["session_id"]))
         findings: list[Finding] = []
         new_fields: dict[str, Any] | None = None
         if body_type == QUERY_RESULT:
@@ -191,38 +202,57 @@ class EventMasker:
         secret = bytes(session.secret_input) + data[:end]
         session.secret_input.clear()
         session.secret_entry = False
-        findings: list[Finding] = []
-        policy = session.policy
-        masks_it = PASSWORD in policy.entities and not policy.allows(secret.decode("utf-8", "replace"))
-        if secret and masks_it:
-            findings.append(
-                Finding(
-                    entity_type=PASSWORD,
-                    field="body.data",
-                    start=0,
-                    end=len(secret),
-                    blind_index=self._engine.blind_index(PASSWORD, secret),
-                )
-            )
+        masked, findings = self._password(secret, session.policy, "body.data")
         rest, more = session.input.feed(data[end:])
         for f in more:
             f["start"] += len(secret)
             f["end"] += len(secret)
-        return (mask_bytes(secret) if masks_it else secret) + rest, findings + more
+        return masked + rest, findings + more
 
-    def _session_end(
-        self, event: dict[str, Any], fields: dict[str, Any]
+    def _password(self, secret: bytes, policy: Policy, path: str) -> tuple[bytes, list[Finding]]:
+        """Keystrokes typed with echo off, masked whole as one PASSWORD (unless allowed)."""
+        if not secret or PASSWORD not in policy.entities or policy.allows(secret.decode("utf-8", "replace")):
+            return secret, []
+        finding = Finding(
+            entity_type=PASSWORD,
+            field=path,
+            start=0,
+            end=len(secret),
+            blind_index=self._engine.blind_index(PASSWORD, secret),
+        )
+        return mask_bytes(secret), [finding]
+
+    def _release_held(
+        self, event: dict[str, Any], session: _Session | None
     ) -> tuple[dict[str, Any], list[Finding]]:
-        session = self._sessions.pop(event["session_id"], None)
+        """``event`` carrying, masked, whatever the session's streams held back: the output's
+        unfinished last token, keystrokes of an unfinished token or of a password being typed."""
         if session is None:
             return event, []
-        tail, findings = session.output.flush()
-        if not tail:
+        added: dict[str, str] = {}
+        findings: list[Finding] = []
+        output_tail, output_findings = session.output.flush()
+        if output_tail:
+            added[OUTPUT_TAIL_ATTRIBUTE] = base64.b64encode(output_tail).decode("ascii")
+            findings += _moved_to(output_findings, f"attributes.{OUTPUT_TAIL_ATTRIBUTE}")
+        input_tail, input_findings = session.input.flush()
+        field = f"attributes.{INPUT_TAIL_ATTRIBUTE}"
+        if session.secret_input:
+            # Typed after a password prompt, not yet ended by Enter: still the password. The rest
+            # of it, if the session goes on, is held and masked as a password of its own.
+            secret, secret_findings = self._password(bytes(session.secret_input), session.policy, field)
+            session.secret_input.clear()
+            for f in secret_findings:
+                f["start"] += len(input_tail)
+                f["end"] += len(input_tail)
+            input_tail += secret
+            input_findings += secret_findings
+        if input_tail:
+            added[INPUT_TAIL_ATTRIBUTE] = base64.b64encode(input_tail).decode("ascii")
+            findings += _moved_to(input_findings, field)
+        if not added:
             return event, []
-        attributes = {**event.get("attributes", {}), TAIL_ATTRIBUTE: base64.b64encode(tail).decode("ascii")}
-        for f in findings:
-            f["field"] = f"attributes.{TAIL_ATTRIBUTE}"
-        return {**event, "attributes": attributes}, findings
+        return {**event, "attributes": {**event.get("attributes", {}), **added}}, findings
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -444,3 +474,9 @@ def _tuple_end(statement: bytes, start: int) -> int:
         elif c == 0x29 and not in_quote:
             return i
     return len(statement)
+
+
+def _moved_to(findings: list[Finding], field: str) -> list[Finding]:
+    for f in findings:
+        f["field"] = field
+    return findings

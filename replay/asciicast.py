@@ -18,26 +18,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.bodies import (
+    IDLE_TIMEOUT,
+    INPUT_TAIL_ATTRIBUTE,
+    OUTPUT_FLUSH,
+    OUTPUT_TAIL_ATTRIBUTE,
+    SESSION_END,
+    SESSION_START,
+    TERMINAL_INPUT,
+    TERMINAL_OUTPUT,
+    TERMINAL_RESIZE,
+)
+
 logger = logging.getLogger(__name__)
 
-_NS = "dev.blackbox.v1."
-SESSION_START = _NS + "SessionStart"
-TERMINAL_OUTPUT = _NS + "TerminalOutput"
-TERMINAL_INPUT = _NS + "TerminalInput"
-TERMINAL_RESIZE = _NS + "TerminalResize"
-SESSION_END = _NS + "SessionEnd"
-IDLE_TIMEOUT = _NS + "IdleTimeout"
-# Events that end a session and may carry the output the masker held back (see OUTPUT_TAIL_ATTRIBUTE).
-_ENDS = (SESSION_END, IDLE_TIMEOUT)
-# Set by the masker on SessionEnd and IdleTimeout: terminal output it held back, masked
-# (masking/event_masker.py).
-OUTPUT_TAIL_ATTRIBUTE = "terminal_output_tail_b64"
+# Events that may carry the terminal output and keystrokes the masker held back (an unfinished
+# token), masked, in the attributes named in schemas.bodies.
+_CARRY_HELD = frozenset({SESSION_END, IDLE_TIMEOUT, OUTPUT_FLUSH})
 
 DEFAULT_WIDTH = 80
 DEFAULT_HEIGHT = 24
 # Record kinds whose event is part of what happened. A FORK carries a conflicting second
 # version of an already chained seq: evidence of tampering upstream, not terminal output.
 _REPLAYED_KINDS = frozenset({"EVENT", "LATE"})
+_HELD_TAILS = ((OUTPUT_TAIL_ATTRIBUTE, TERMINAL_OUTPUT), (INPUT_TAIL_ATTRIBUTE, TERMINAL_INPUT))
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,15 @@ def _events(items: Iterable[Any]) -> Iterable[_Event]:
         else:
             event = value
         body_type, body = event["body"]
-        tail = (event.get("attributes") or {}).get(OUTPUT_TAIL_ATTRIBUTE)
-        if body_type in _ENDS and tail:
-            # Output the masker held back (it could have been the start of a secret) until the
-            # session ended; it belongs on screen just before the end.
-            data = base64.b64decode(tail)
-            yield _Event(int(event["seq"]), int(event["event_time"]), TERMINAL_OUTPUT, {"data": data})
+        if body_type in _CARRY_HELD:
+            # Bytes the masker held back (they could have been the start of a secret) until this
+            # event: they happened just before it.
+            attributes = event.get("attributes") or {}
+            for attribute, stream in _HELD_TAILS:
+                tail = attributes.get(attribute)
+                if tail:
+                    data = base64.b64decode(tail)
+                    yield _Event(int(event["seq"]), int(event["event_time"]), stream, {"data": data})
         yield _Event(int(event["seq"]), int(event["event_time"]), body_type, body)
 
 

@@ -22,7 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from risk.model import (
+from risk.model import Hit
+from risk.policy import US_PER_HOUR, BehaviourParams
+from risk.rules import feed_keystrokes
+from schemas.bodies import (
     COMMAND,
     HTTP_EXCHANGE,
     KUBERNETES_API_CALL,
@@ -30,10 +33,7 @@ from risk.model import (
     QUERY_RESULT,
     SESSION_END,
     TERMINAL_OUTPUT,
-    Hit,
 )
-from risk.policy import US_PER_HOUR, BehaviourParams
-from risk.rules import feed_keystrokes
 
 STATE_VERSION = 1
 US_PER_MINUTE = 60_000_000

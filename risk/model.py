@@ -4,17 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NS = "dev.blackbox.v1."
-QUERY = NS + "Query"
-QUERY_RESULT = NS + "QueryResult"
-KUBERNETES_API_CALL = NS + "KubernetesApiCall"
-HTTP_EXCHANGE = NS + "HttpExchange"
-COMMAND = NS + "Command"
-TERMINAL_INPUT = NS + "TerminalInput"
-TERMINAL_OUTPUT = NS + "TerminalOutput"
-SESSION_END = NS + "SessionEnd"
-IDLE_TIMEOUT = NS + "IdleTimeout"
-
 
 @dataclass(frozen=True, slots=True)
 class Hit:

@@ -26,18 +26,11 @@ from typing import Any
 
 from risk import behaviour
 from risk.behaviour import IdentityState
-from risk.model import (
-    COMMAND,
-    HTTP_EXCHANGE,
-    IDLE_TIMEOUT,
-    KUBERNETES_API_CALL,
-    QUERY,
-    TERMINAL_INPUT,
-    Hit,
-)
+from risk.model import Hit
 from risk.policy import US_PER_HOUR, KindPolicy, Policy, default_policy
 from risk.rules import command_line, http_hits, kubernetes_hits, shell_hits
 from risk.sql import analyze, dialect_for, sql_hits
+from schemas.bodies import COMMAND, HTTP_EXCHANGE, KUBERNETES_API_CALL, QUERY, TERMINAL_INPUT, WORKER_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +67,7 @@ class RiskScorer:
         """The Risk of ``event`` ({"score", "reasons"}) and the identity's state after it.
 
         Pure: ``state`` (None for an identity never seen) is not modified. The risk is None
-        only for IdleTimeout markers, which the worker emits and no identity performed.
+        only for the worker's requests (IdleTimeout, OutputFlush), which no identity performed.
         """
         new_state = state.copy() if state is not None else IdentityState()
         return self.score_owned(event, findings, new_state), new_state
@@ -84,7 +77,7 @@ class RiskScorer:
     ) -> dict[str, Any] | None:
         """`score` for a caller that owns ``state``: updates it in place instead of copying."""
         body_name, body = event["body"]
-        if body_name == IDLE_TIMEOUT:
+        if body_name in WORKER_REQUESTS:
             return None
         policy = self.policy.for_kind(str(event["identity"]["kind"]))
         hits = behaviour.assess(state, event, findings, policy.behaviour)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from schemas.bodies import TERMINAL_INPUT, TERMINAL_OUTPUT
+
 RECORD_KINDS = ("EVENT", "GAP", "LATE", "FORK", "SEAL")
 _KIND_INDEX = {kind: index for index, kind in enumerate(RECORD_KINDS)}
 _NULL = b"\x00"
@@ -107,7 +109,7 @@ def encode_sealed_record(value: dict[str, Any], event_bytes: bytes | None) -> by
 
 # The last field of a SessionEvent is its body, and these bodies hold one field, ``data``: the
 # event's encoding ends with that field, so a masked copy is the same prefix and the new data.
-SINGLE_DATA_BODIES = frozenset({"dev.blackbox.v1.TerminalOutput", "dev.blackbox.v1.TerminalInput"})
+SINGLE_DATA_BODIES = frozenset({TERMINAL_OUTPUT, TERMINAL_INPUT})
 
 
 def with_terminal_data(event_bytes: bytes, old_data: bytes, new_data: bytes) -> bytes:

@@ -4,7 +4,9 @@ The agent takes batches of raw messages without acknowledging them (collected by
 `streams.intake.BatchIntake` while the previous batch is sealed), hands each batch to
 `SealPipeline.process` (in a thread: it is CPU and blocking I/O), publishes the dead letters
 and sealed batches, waits for the broker to confirm them, and only then acknowledges the
-batch, so Faust commits an offset only after its records are durable everywhere.
+batch, so Faust commits an offset only after its records are durable everywhere. Messages are
+acknowledged in offset order per partition, never past one whose terminal bytes the masker still
+holds (`PartitionAcks`); a timer asks to put bytes held too long on record (`output_flush_event`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import gc
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +25,11 @@ from typing import Any, cast
 import faust
 
 from schemas import EVENT_SCHEMA, SchemaRegistry
+from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH
 from streams.behaviour_store import BehaviourStore, PersistentScorerState
 from streams.intake import BatchIntake
 from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
-from streams.seal import IDLE_TIMEOUT, SessionState
+from streams.seal import SessionState
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ Taken = tuple[Any, SourceMessage]  # a Faust event from the stream, and the mess
 LOGGED_DEAD_LETTERS = 5  # per batch: a flood of bad input must not become a flood of log lines
 DECODE_AHEAD_MESSAGES = 50  # arrived messages per decode_ahead call: a decoder job each, per partition
 WORKER_GATEWAY = {"id": "blackbox-worker", "product": "blackbox", "version": "1"}
+UNKNOWN_IDENTITY: dict[str, Any] = {"principal": "unknown", "kind": "UNKNOWN", "issuer": None, "groups": []}
+UNKNOWN_TARGET: dict[str, Any] = {"name": "unknown", "kind": "OTHER", "host": None, "database": None}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class WorkerConfig:
     session_timeout_seconds: float = 30.0
     idle_timeout_seconds: float = 1800.0
     idle_check_seconds: float = 5.0
+    hold_flush_seconds: float = 15.0
     commit_interval_seconds: float = 1.0
 
 
@@ -69,6 +76,7 @@ class WorkerMetrics:
     skipped_messages: int = 0
     last_batch_seconds: float = 0.0
     intake_messages: int = 0  # messages waiting for the next batch when the last one started
+    unacknowledged_messages: int = 0  # sealed, waiting behind a message whose bytes are held
     started_at: float = field(default_factory=time.time)
 
     def gauges(self) -> dict[str, float]:
@@ -82,6 +90,7 @@ class WorkerMetrics:
             "blackbox_worker_archive_objects_total": self.objects,
             "blackbox_worker_last_batch_seconds": self.last_batch_seconds,
             "blackbox_worker_intake_messages": self.intake_messages,
+            "blackbox_worker_unacknowledged_messages": self.unacknowledged_messages,
         }
 
     def add(self, outcome: BatchOutcome, messages: int, seconds: float) -> None:
@@ -105,12 +114,59 @@ def idle_timeout_event(state: SessionState, idle_seconds: float) -> dict[str, An
         "seq": max(state.last_seq, 0),
         "event_time": state.last_event_at_us,
         "gateway": WORKER_GATEWAY,
-        "identity": state.identity
-        or {"principal": "unknown", "kind": "UNKNOWN", "issuer": None, "groups": []},
-        "target": state.target or {"name": "unknown", "kind": "OTHER", "host": None, "database": None},
+        "identity": state.identity or UNKNOWN_IDENTITY,
+        "target": state.target or UNKNOWN_TARGET,
         "attributes": {},
         "body": (IDLE_TIMEOUT, {"last_seq": state.last_seq, "idle_seconds": int(idle_seconds)}),
     }
+
+
+def output_flush_event(state: SessionState, held_seconds: float) -> dict[str, Any]:
+    """The worker's request to put on record what the masker holds of a session's terminal
+    streams; the seal step ignores it if the session did anything since."""
+    return {
+        "event_id": f"flush-{state.session_id}-{state.last_seq}",
+        "session_id": state.session_id,
+        "seq": max(state.last_seq, 0),
+        "event_time": state.last_event_at_us,
+        "gateway": WORKER_GATEWAY,
+        "identity": state.identity or UNKNOWN_IDENTITY,
+        "target": state.target or UNKNOWN_TARGET,
+        "attributes": {},
+        "body": (OUTPUT_FLUSH, {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}),
+    }
+
+
+class PartitionAcks:
+    """Acknowledges a partition's messages in offset order, never past one still held.
+
+    Faust commits the end of the first run of consecutive acknowledged offsets, and it does not
+    see a hole at the committed offset itself: acknowledging the messages after a held one would
+    let it commit past the held one, and a crash would lose the bytes only that message carries.
+    So sealed messages wait here until every message before them in their partition is done.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, deque[tuple[int, Any]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(waiting) for waiting in self._waiting.values())
+
+    def add(self, partition: int, offset: int, event: Any) -> None:
+        self._waiting.setdefault(partition, deque()).append((offset, event))
+
+    def ready(self, held: frozenset[tuple[int, int]]) -> list[Any]:
+        """Events to acknowledge now, in offset order: each partition's run up to its first held."""
+        done = []
+        for partition, waiting in self._waiting.items():
+            while waiting and (partition, waiting[0][0]) not in held:
+                done.append(waiting.popleft()[1])
+        return done
+
+    def drop(self, partitions: set[int]) -> None:
+        """Revoked partitions: their next owner reads again from the last commit."""
+        for partition in partitions:
+            self._waiting.pop(partition, None)
 
 
 def build_app(
@@ -201,8 +257,8 @@ def build_app(
         if pending:
             await asyncio.gather(*pending)
 
-    # Messages whose terminal bytes the masker still holds, acknowledged once it lets them go.
-    held_events: dict[tuple[int, int], Any] = {}
+    # Sealed messages not acknowledged yet: behind one whose terminal bytes the masker holds.
+    acks = PartitionAcks()
     # The running agent's intake (concurrency=1: one at a time), so a revocation can drop what
     # it holds of the partitions this worker lost. Each item: the Faust event (to acknowledge)
     # and its SourceMessage, built once on arrival.
@@ -234,13 +290,10 @@ def build_app(
                 await app.crash(exc)
                 return
             for event, message in batch:
-                key = (message.partition, message.offset)
-                if key in outcome.held:
-                    held_events[key] = event
-                else:
-                    await stream.ack(event)
-            for key in [key for key in held_events if key not in outcome.held]:
-                await stream.ack(held_events.pop(key))
+                acks.add(message.partition, message.offset, event)
+            for event in acks.ready(outcome.held):
+                await stream.ack(event)
+            metrics.unacknowledged_messages = len(acks)
             metrics.add(outcome, len(messages), time.perf_counter() - started)
 
     crashing: list[asyncio.Future[None]] = []  # referenced, so the task is not collected early
@@ -288,6 +341,15 @@ def build_app(
             )
             value = registry.encode(EVENT_SCHEMA, idle_timeout_event(state, config.idle_timeout_seconds))
             await events.send(key=state.session_id.encode(), value=value, force=True)
+        overdue = await asyncio.to_thread(run_locked, pipeline.overdue_holds, config.hold_flush_seconds)
+        for state in overdue:
+            logger.info(
+                "session %s: terminal bytes held back for %.0fs; asking to put them on record",
+                state.session_id,
+                config.hold_flush_seconds,
+            )
+            value = registry.encode(EVENT_SCHEMA, output_flush_event(state, config.hold_flush_seconds))
+            await events.send(key=state.session_id.encode(), value=value, force=True)
 
     async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         lost = {tp.partition for tp in revoked if tp.topic == config.events_topic}
@@ -296,10 +358,9 @@ def build_app(
         for intake in intakes:
             intake.drop(lambda taken: taken[1].partition in lost)
         arrived[:] = [message for message in arrived if message.partition not in lost]
+        acks.drop(lost)
         for partition in sorted(lost):
             await asyncio.to_thread(run_locked, pipeline.forget_partition, partition)
-            for key in [key for key in held_events if key[0] == partition]:
-                del held_events[key]  # the next owner gets them again from the last commit
 
     app.on_partitions_revoked.connect(cast(Any, forget_revoked))
 

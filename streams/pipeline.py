@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from ledger.chain import record_hash
 from schemas import SEALED_BATCH_SCHEMA, SEALED_SCHEMA, SchemaRegistry
+from schemas.bodies import OUTPUT_FLUSH, WORKER_REQUESTS
 from storage.archive import (
     ArchivedRecord,
     BlockLocation,
@@ -43,7 +44,7 @@ from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.decode import DecodedMessage, Decoder
-from streams.seal import SealedRecord, SealStep, SessionState, replay_state
+from streams.seal import SealedRecord, SealStep, SessionState, carries_gateway_event, replay_state
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class SessionCache:
     def stage(self, state: SessionState, records: Iterable[SealedRecord]) -> None:
         self._staged_states[state.session_id] = state
         for record in records:
-            if record.value["kind"] == "EVENT" or record.value["kind"] == "LATE":
+            if carries_gateway_event(record.value):
                 self._staged_digests[(state.session_id, record.value["source_seq"])] = record.value[
                     "event_digest"
                 ]
@@ -245,6 +246,8 @@ class SessionCache:
             self.forget(session_id)
 
 
+# The worker's requests as the events table names body types (see summarize).
+_WORKER_REQUEST_TYPES = sorted(name.rsplit(".", 1)[-1] for name in WORKER_REQUESTS)
 _SESSION_COLUMNS = ", ".join(field.name for field in SESSIONS_ARROW)
 # Column names are this module's own constants; values are bound server-side.
 _STATES_BY_ID_SQL = f"SELECT {_SESSION_COLUMNS} FROM sessions FINAL WHERE session_id IN {{ids:Array(String)}}"  # noqa: S608
@@ -383,6 +386,10 @@ class SealPipeline:
         self._alerts_again: list[tuple[str, bytes]] = []
         # partition → session → offset of the earliest message whose bytes the masker holds
         self._holding: dict[int, dict[str, int]] = {}
+        # session → when the masker began holding its bytes, and the session's last_seq when a
+        # flush of them was last asked for (see overdue_holds)
+        self._holding_since: dict[str, float] = {}
+        self._flush_requested: dict[str, int] = {}
 
     @property
     def index(self) -> Index:
@@ -565,8 +572,8 @@ class SealPipeline:
             "look up an event digest",
             lambda: self._index.query(
                 "SELECT event_digest FROM events WHERE session_id = {sid:String} AND source_seq = {seq:Int64}"
-                " AND kind IN ('EVENT', 'LATE') LIMIT 1",
-                {"sid": session_id, "seq": seq},
+                " AND kind IN ('EVENT', 'LATE') AND body_type NOT IN {requests:Array(String)} LIMIT 1",
+                {"sid": session_id, "seq": seq, "requests": _WORKER_REQUEST_TYPES},
             ),
         )
         rows = table.column("event_digest").to_pylist()
@@ -849,8 +856,14 @@ class SealPipeline:
         with self._ahead_lock:
             for key in [key for key in self._decoding_ahead if key[0] == partition]:
                 del self._decoding_ahead[key]
-        for session_id in self._holding.pop(partition, {}):
-            self._seal.forget_stream(session_id)  # the next owner rebuilds it from redelivery
+        # The masker's streams of the partition's sessions: the next owner rebuilds what was held
+        # from redelivery, and this worker, should the partition come back, from the archive.
+        sessions = set(self._holding.pop(partition, {}))
+        sessions.update(sid for sid, state in self.cache.states.items() if state.partition == partition)
+        for session_id in sessions:
+            self._seal.forget_stream(session_id)
+            self._holding_since.pop(session_id, None)
+            self._flush_requested.pop(session_id, None)
         self.cache.forget_partition(partition)
 
     # -- what the masker holds back ----------------------------------------------------------
@@ -859,8 +872,28 @@ class SealPipeline:
         holding = self._holding.setdefault(message.partition, {})
         if self._seal.holds_output(session_id):
             holding.setdefault(session_id, message.offset)  # the earliest message still held
+            self._holding_since.setdefault(session_id, self._clock())
         else:
             holding.pop(session_id, None)
+            self._holding_since.pop(session_id, None)
+            self._flush_requested.pop(session_id, None)
+
+    def overdue_holds(self, hold_seconds: float) -> list[SessionState]:
+        """Open sessions whose bytes the masker has held for ``hold_seconds`` and whose flush was
+        not asked for yet at their current last event. A held message holds back the commit of
+        its partition (see `held_messages`), so the worker asks, through the event topic, to put
+        the bytes on record instead of waiting for the session's next event."""
+        now = self._clock()
+        overdue = []
+        for session_id, since in self._holding_since.items():
+            state = self.cache.states.get(session_id)
+            if state is None or state.sealed or now - since < hold_seconds:
+                continue
+            if self._flush_requested.get(session_id) == state.last_seq:
+                continue
+            self._flush_requested[session_id] = state.last_seq
+            overdue.append(state)
+        return overdue
 
     def _rewarm(self, partition: int, skipped: list[tuple[SourceMessage, DecodedMessage]]) -> None:
         """Messages delivered again but already archived: feed their terminal events of open
@@ -868,6 +901,7 @@ class SealPipeline:
         and reach the archive with the session's next event."""
         sessions = {d.events[0][0]["session_id"] for _, d in skipped if d.events}
         self._load_states(partition, sessions)
+        fed_upto: dict[str, int] = {}  # session → seq of its last event seen again here
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -876,8 +910,18 @@ class SealPipeline:
             if state is None or state.sealed:
                 continue
             for event, _ in decoded.events:
-                if event["seq"] <= state.last_seq:
-                    self._seal.rewarm(event)
+                seq = event["seq"]
+                if seq > state.last_seq:
+                    continue
+                if event["body"][0] == OUTPUT_FLUSH:
+                    # It flushed only if nothing had followed its last_seq: the same test as
+                    # sealing made, over the events seen again before it.
+                    if fed_upto.get(session_id) == event["body"][1]["last_seq"]:
+                        self._seal.rewarm(event)
+                    continue
+                if event["body"][0] not in WORKER_REQUESTS:
+                    fed_upto[session_id] = max(fed_upto.get(session_id, -1), seq)
+                self._seal.rewarm(event)
             self._note_holding(message, session_id)
 
     # -- idle sessions ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 from ledger.chain import GENESIS, record_hash
 from schemas import EVENT_SCHEMA, SchemaRegistry
+from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH, SESSION_END, WORKER_REQUESTS
 from schemas.sealed import SINGLE_DATA_BODIES, encode_sealed_record, with_terminal_data
 from streams.mask import Masker, NoMasking
 from streams.score import NoScoring, Scorer
@@ -25,9 +26,6 @@ from streams.validate import InvalidEvent, validate_event
 
 logger = logging.getLogger(__name__)
 
-NS = "dev.blackbox.v1."
-SESSION_END = NS + "SessionEnd"
-IDLE_TIMEOUT = NS + "IdleTimeout"
 
 # Seq lookups older than the in-memory window go to the index; see SessionCache.
 DigestLookup = Callable[[str, int], bytes | None]
@@ -94,7 +92,7 @@ class BatchSealResult:
 class SealResult:
     records: tuple[SealedRecord, ...]
     state: SessionState
-    outcome: str  # "sealed", "duplicate", "idle_ignored"
+    outcome: str  # "sealed", "duplicate", "request_ignored"
 
 
 def advance(state: SessionState, value: dict[str, Any], digest_of_record: bytes) -> SessionState:
@@ -134,6 +132,17 @@ def _apply(state: SessionState, value: dict[str, Any], digest_of_record: bytes) 
         state.seal_reason = value["seal"]["reason"]
     state.next_index += 1
     state.head_hash = digest_of_record
+
+
+_GATEWAY_KINDS = frozenset({"EVENT", "LATE"})
+
+
+def carries_gateway_event(value: Mapping[str, Any]) -> bool:
+    """Whether a sealed record holds a gateway's event under its ``source_seq``: what a
+    duplicate is compared with. The worker's requests reuse the seq of the session's last
+    event, so they are not."""
+    kind = value["kind"]
+    return kind in _GATEWAY_KINDS and value["event"]["body"][0] not in WORKER_REQUESTS
 
 
 def _fill(missing: tuple[tuple[int, int], ...], seq: int) -> tuple[tuple[int, int], ...]:
@@ -212,7 +221,7 @@ class SealStep:
                 continue
             duplicates += outcome == "duplicate"
             for record in records[before:]:
-                if record.value["kind"] == "EVENT" or record.value["kind"] == "LATE":
+                if carries_gateway_event(record.value):
                     seen[record.value["source_seq"]] = record.value["event_digest"]
         return BatchSealResult(records, current, duplicates, refused)
 
@@ -233,17 +242,19 @@ class SealStep:
         """
         validate_event(event, message_key)
         body_type = event["body"][0]
-        if body_type == IDLE_TIMEOUT:
-            # The worker asked to seal an idle session; anything since makes the request stale.
+        if body_type in WORKER_REQUESTS:
+            # The worker asked to seal an idle session, or to put on record the bytes the masker
+            # has held back too long; anything the session did since makes the request stale.
             if current.sealed or current.next_index == 0 or current.last_seq != event["body"][1]["last_seq"]:
-                return "idle_ignored"
+                return "request_ignored"
             masked, findings = self._masker.mask(event)
             if masked is not event:
-                # Output the masker still held (an unfinished token) rides on the request that
-                # ends the session, as on a SessionEnd, instead of being dropped with the session.
+                # What the masker held (an unfinished token) rides on the request, as on a
+                # SessionEnd, instead of being dropped with the session or held without end.
                 self._chain_event(current, "EVENT", event, event_bytes, masked, findings, None, records)
-            self._seal(current, "idle_timeout", records)
-            return "sealed"
+            if body_type == IDLE_TIMEOUT:
+                self._seal(current, "idle_timeout", records)
+            return "sealed" if records else "request_ignored"
         seq = event["seq"]
         digest = hashlib.sha256(event_bytes).digest()
         kind = "EVENT"
@@ -316,9 +327,10 @@ class SealStep:
         return self._masker.holds(session_id)
 
     def rewarm(self, event: dict[str, Any]) -> None:
-        """Feed an already-sealed terminal event to the masker again, output discarded: after a
-        crash the redelivered events rebuild what the masker held, so it is not lost."""
-        if event["body"][0] in SINGLE_DATA_BODIES:
+        """Feed an already-sealed terminal event (or a flush of what was held, which the caller
+        knows was not stale) to the masker again, output discarded: after a crash the
+        redelivered events rebuild what the masker held, so it is not lost."""
+        if event["body"][0] in SINGLE_DATA_BODIES or event["body"][0] == OUTPUT_FLUSH:
             self._masker.mask(event)
 
     def forget_stream(self, session_id: str) -> None:

@@ -11,17 +11,9 @@ from pathlib import Path
 import pytest
 
 from ingest.asciicast import AsciicastError, import_asciicast, parse_asciicast, read_asciicast, session_events
-from ingest.events import (
-    SESSION_END,
-    SESSION_START,
-    TERMINAL_INPUT,
-    TERMINAL_OUTPUT,
-    TERMINAL_RESIZE,
-    SessionEvent,
-    make_identity,
-    make_target,
-)
+from ingest.events import SessionEvent, make_identity, make_target
 from schemas import EVENT_SCHEMA, default_registry
+from schemas.bodies import SESSION_END, SESSION_START, TERMINAL_INPUT, TERMINAL_OUTPUT, TERMINAL_RESIZE
 from tests.fixtures.kafka import create_topics
 from tests.test_emitter import by_session, consume
 

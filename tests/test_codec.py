@@ -161,3 +161,16 @@ def test_history_directory_is_loaded(tmp_path: Path) -> None:
     newer = _registry(_newer_event_schema())
     message = newer.encode(EVENT_SCHEMA, {**make_event("s-1", 0), "tenant": "x"})
     assert registry.decode_events(message).events[0][0]["session_id"] == "s-1"
+
+
+def test_events_of_the_first_schema_version_are_read_with_the_same_bytes() -> None:
+    """Gateways built against v1 (before the worker's OutputFlush body was appended) go on
+    working, and their events hash the same: appending a union branch changes no encoding."""
+    v1_dir = AVRO_DIR / "history" / "v1"
+    v1 = _registry(json.loads((v1_dir / "session_event.avsc").read_text()))
+    assert v1.fingerprint_of(EVENT_SCHEMA) != REGISTRY.fingerprint_of(EVENT_SCHEMA)
+    event = make_event("s-1", 3, body("TerminalOutput", data=b"hello\r\n"))
+    message = v1.encode(BATCH_SCHEMA, {"session_id": "s-1", "events": [event]})
+    ((value, raw),) = REGISTRY.decode_events(message).events
+    assert value == event
+    assert raw == v1.encode_body(EVENT_SCHEMA, event)

@@ -11,7 +11,9 @@ import pytest
 
 from blackbox.topics import ensure_topics
 from ingest.demo import demo_sessions, emit_demo, generate_load
-from ingest.events import (
+from ingest.events import SessionEvent
+from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
+from schemas.bodies import (
     HTTP_EXCHANGE,
     KUBERNETES_API_CALL,
     QUERY_RESULT,
@@ -19,9 +21,7 @@ from ingest.events import (
     SESSION_START,
     TERMINAL_INPUT,
     TERMINAL_OUTPUT,
-    SessionEvent,
 )
-from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
 from tests.test_emitter import by_session, consume
 
 START = 1_767_225_600_000_000

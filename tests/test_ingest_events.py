@@ -8,13 +8,9 @@ import uuid
 import pytest
 
 from ingest.events import (
-    BODY_TYPES,
     IDENTITY_KINDS,
     POLICY_OUTCOMES,
-    SESSION_END,
     TARGET_KINDS,
-    TERMINAL_INPUT,
-    TERMINAL_OUTPUT,
     SessionBuilder,
     SessionClosed,
     SessionEvent,
@@ -26,6 +22,7 @@ from ingest.events import (
     schema_enums,
 )
 from schemas import EVENT_SCHEMA, default_registry
+from schemas.bodies import BODY_TYPES, SESSION_END, TERMINAL_INPUT, TERMINAL_OUTPUT
 
 
 def _builder(clock_start: int = 1_700_000_000_000_000) -> SessionBuilder:

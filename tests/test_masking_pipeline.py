@@ -14,12 +14,14 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import TokenVerifier, generate_ed25519_keypair, mint_token
 from masking.engine import MaskingEngine, blind_index
-from masking.event_masker import TAIL_ATTRIBUTE, EventMasker
+from masking.event_masker import EventMasker
 from masking.policy import load_default_policy
 from replay.reader import SessionReader
 from schemas import BATCH_SCHEMA, default_registry
+from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE
 from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
+from streams.app import idle_timeout_event, output_flush_event
 from streams.pipeline import PipelineConfig, SealPipeline, SourceMessage
 from streams.seal import SealStep
 from tests.eventdata import body, end, make_event, output
@@ -202,5 +204,115 @@ def test_bytes_the_masker_held_survive_a_crash(tmp_path: Path) -> None:
     records = [value for _, value in read_archive(store).records]
     session_end = records[-2]["event"]
     assert session_end["body"][0].endswith("SessionEnd")
-    assert base64.b64decode(session_end["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
+    assert base64.b64decode(session_end["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
     assert [record["event"]["body"][1]["data"] for record in records[:1]] == [b"bye "]
+
+
+class HeldSession:
+    """A masking pipeline over one session's messages, with a clock the test moves."""
+
+    def __init__(self, tmp_path: Path, index: Index, session_id: str = "s-held") -> None:
+        self.store = LocalWormStore(tmp_path / "archive", retention=None)
+        self.index = index
+        self.session_id = session_id
+        self.now = 1000.0
+
+    def worker(self) -> SealPipeline:
+        masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
+        return SealPipeline(
+            REGISTRY,
+            SealStep(REGISTRY, masker=masker),
+            self.store,
+            self.index,
+            PipelineConfig(),
+            clock=lambda: self.now,
+        )
+
+    def message(self, offset: int, *events: dict[str, Any]) -> SourceMessage:
+        value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": self.session_id, "events": list(events)})
+        return SourceMessage("events", 0, offset, self.session_id.encode(), value)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [value for _, value in read_archive(self.store).by_session()[self.session_id]]
+
+
+def test_bytes_held_too_long_are_asked_for_once_and_put_on_record(tmp_path: Path) -> None:
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        worker = session.worker()
+        held = worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
+        assert held.held == {(0, 0)}
+        assert worker.overdue_holds(15) == []  # held for no time yet
+        session.now += 20
+        [state] = worker.overdue_holds(15)
+        assert (state.session_id, state.last_seq) == ("s-held", 0)
+        assert worker.overdue_holds(15) == []  # asked once for this point of the session
+        flushed = worker.process([session.message(1, output_flush_event(state, 15))])
+        assert flushed.held == frozenset()
+        session.now += 20
+        assert worker.overdue_holds(15) == []
+    flush = session.records()[-1]
+    assert flush["event"]["body"][0].endswith("OutputFlush")
+    assert base64.b64decode(flush["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+
+
+def test_a_flush_seen_again_after_a_crash_is_not_held_twice(tmp_path: Path) -> None:
+    """After a crash the new worker reads again from the held message: it must flush again where
+    the first worker did, or it would hold the flushed bytes once more and record them twice."""
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        first = session.worker()
+        held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
+        first.process([held])
+        [state] = first.overdue_holds(0)
+        flush = session.message(1, output_flush_event(state, 15))
+        first.process([flush])
+
+        restarted = session.worker()  # the first died before its commit went past offset 1
+        later = [
+            session.message(2, make_event("s-held", 1, output("more\r\n"))),
+            session.message(3, make_event("s-held", 2, end())),
+        ]
+        outcome = restarted.process([held, flush, *later])
+        assert outcome.skipped_messages == 2
+    records = session.records()
+    assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "EVENT", "SEAL"]
+    assert records[2]["event"]["body"][1]["data"] == b"more\r\n"
+    assert OUTPUT_TAIL_ATTRIBUTE not in records[3]["event"]["attributes"]
+
+
+def test_a_stale_flush_seen_again_after_a_crash_flushes_nothing(tmp_path: Path) -> None:
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        first = session.worker()
+        held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
+        first.process([held])
+        [state] = first.overdue_holds(0)
+        resize = session.message(1, make_event("s-held", 1, body("TerminalResize", cols=100, rows=30)))
+        stale = session.message(2, output_flush_event(state, 15))
+        assert first.process([resize, stale]).held == {(0, 0)}  # the flush came too late
+
+        restarted = session.worker()
+        outcome = restarted.process([held, resize, stale, session.message(3, make_event("s-held", 2, end()))])
+        assert outcome.skipped_messages == 3
+    records = session.records()
+    assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "SEAL"]
+    assert base64.b64decode(records[2]["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+
+
+def test_the_last_event_retried_after_an_idle_seal_is_a_duplicate_not_a_dead_letter(tmp_path: Path) -> None:
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        last = make_event("s-held", 0, output("bye ada@lovelace.org"))
+        first = session.worker()
+        first.process([session.message(0, last)])
+        [state] = first.idle_sessions(0)
+        first.process([session.message(1, idle_timeout_event(state, 60))])
+        for worker in (first, session.worker()):  # from memory, and from the index after a restart
+            retried = worker.process([session.message(2, last)])
+            assert retried.dead_letters == []
+            assert retried.duplicates == 1

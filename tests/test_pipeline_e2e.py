@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ingest.demo import generate_load
 from ingest.emitter import Emitter
 from ledger.chain import record_hash
-from masking.event_masker import TAIL_ATTRIBUTE
 from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
+from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from tests.eventdata import end, make_event, output
 from tests.stack import (
@@ -235,17 +235,24 @@ def test_a_session_that_never_ends_is_sealed_when_idle(kafka_bootstrap: str, tmp
 
 def test_output_the_masker_held_survives_a_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
     """A session's last output ends in what could be the start of an address, so the masker holds
-    it back for the next event. The message stays unacknowledged; the worker is killed before the
-    next event comes; the new worker gets the message again and still puts the (masked) bytes on
-    record with the session's end, after which the message is acknowledged."""
+    it back for the next event. Its message stays unacknowledged, and so does every later message
+    of the partition (another session's, here), or Faust would commit past it. The worker is
+    killed before the next event comes; the new worker gets the message again and still puts the
+    (masked) bytes on record with the session's end, after which everything is acknowledged."""
     topics = Topics.fresh(kafka_bootstrap, partitions=1)
     archive = tmp_path / "archive"
-    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}")
-    # Faust holds commits behind an unacknowledged message only once this process has committed
-    # past offset 0 (its check of a gap at the head skips a committed offset of 0 or none), so
-    # two other sessions come first, as in any partition that has lived a little.
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "data",
+        f"file://{archive}",
+        {"BLACKBOX_HOLD_FLUSH_SECONDS": "600"},
+    )
+    # Two sessions come first, as in any partition that has lived a little: Faust's own check of
+    # a gap at the head skips a committed offset of 0 or none.
     before = [[make_event(f"s-before-{n}", 0), make_event(f"s-before-{n}", 1, end())] for n in range(2)]
     held = [make_event("s-held", 0), make_event("s-held", 1, output("bye ada@lovelace.org"))]
+    after = [make_event("s-after", 0), make_event("s-after", 1, end())]
     worker.start()
     try:
         asyncio.run(emit(kafka_bootstrap, topics.events, before))
@@ -253,26 +260,61 @@ def test_output_the_masker_held_survives_a_sigkill(kafka_bootstrap: str, tmp_pat
         wait_for_commit(kafka_bootstrap, topics, 2)
         asyncio.run(emit(kafka_bootstrap, topics.events, [held]))
         wait_for_sealed(kafka_bootstrap, topics.sealed, 8, alive=worker.alive)
+        asyncio.run(emit(kafka_bootstrap, topics.events, [after]))  # sealed, but behind the held one
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 11, alive=worker.alive)
         time.sleep(2.0)  # a commit would have happened by now
         assert asyncio.run(committed(kafka_bootstrap, topics.group, topics.events)) == 2  # still held
         worker.kill()
 
         worker.start()
         deadline = time.monotonic() + 60
-        while "partition 0: archived up to offset 2" not in worker.log():  # got it again, holds it
+        while "partition 0: archived up to offset 3" not in worker.log():  # got them again, holds it
             assert time.monotonic() < deadline, worker.log()[-3000:]
             time.sleep(0.2)
         asyncio.run(emit(kafka_bootstrap, topics.events, [[make_event("s-held", 2, end())]]))
-        wait_for_sealed(kafka_bootstrap, topics.sealed, 10, alive=worker.alive)
-        wait_for_commit(kafka_bootstrap, topics, 4)  # nothing is left holding commits back
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 13, alive=worker.alive)
+        wait_for_commit(kafka_bootstrap, topics, 5)  # nothing is left holding commits back
     finally:
         worker.stop()
-    store = LocalWormStore(archive, retention=None)
-    values = [value for _, value in read_archive(store).by_session()["s-held"]]
+    sessions = read_archive(LocalWormStore(archive, retention=None)).by_session()
+    values = [value for _, value in sessions["s-held"]]
     assert [value["kind"] for value in values] == ["EVENT", "EVENT", "EVENT", "SEAL"]
     assert values[1]["event"]["body"][1]["data"] == b"bye "
-    tail = values[2]["event"]["attributes"][TAIL_ATTRIBUTE]
+    tail = values[2]["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]
     assert base64.b64decode(tail) == b"*" * 16
+    assert [value["kind"] for _, value in sessions["s-after"]] == ["EVENT", "EVENT", "SEAL"]  # once
+
+
+def test_output_held_too_long_is_put_on_record_and_commits_go_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A session stops mid-token and says nothing more: after the hold limit the worker asks
+    itself to put the held bytes on record, and the partition's commits move past them."""
+    topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    archive = tmp_path / "archive"
+    settings = {"BLACKBOX_HOLD_FLUSH_SECONDS": "1", "BLACKBOX_IDLE_CHECK_SECONDS": "0.5"}
+    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}", settings)
+    held = [make_event("s-held", 0), make_event("s-held", 1, output("bye ada@lovelace.org"))]
+    after = [make_event("s-after", 0), make_event("s-after", 1, end())]
+    worker.start()
+    try:
+        asyncio.run(emit(kafka_bootstrap, topics.events, [held, after]))
+        # held (2) + after (3) + the flush of the held bytes (1)
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 6, alive=worker.alive)
+        wait_for_commit(kafka_bootstrap, topics, 3)  # both sessions and the worker's request
+        asyncio.run(emit(kafka_bootstrap, topics.events, [[make_event("s-held", 2, output("more\r\n"))]]))
+        wait_for_sealed(kafka_bootstrap, topics.sealed, 7, alive=worker.alive)
+        wait_for_commit(kafka_bootstrap, topics, 4)
+    finally:
+        worker.stop()
+    values = [
+        value for _, value in read_archive(LocalWormStore(archive, retention=None)).by_session()["s-held"]
+    ]
+    assert [value["kind"] for value in values] == ["EVENT", "EVENT", "EVENT", "EVENT"]  # still open
+    flush = values[2]["event"]
+    assert flush["body"][0].endswith("OutputFlush")
+    assert base64.b64decode(flush["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+    assert values[3]["event"]["body"][1]["data"] == b"more\r\n"
 
 
 def wait_for_commit(bootstrap: str, topics: Topics, offset: int, timeout: float = 30.0) -> None:

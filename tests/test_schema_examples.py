@@ -12,8 +12,8 @@ import fastavro
 import pytest
 
 from ingest.demo import example_events, example_name
-from ingest.events import BODY_TYPES
 from schemas import EVENT_SCHEMA, default_registry
+from schemas.bodies import BODY_TYPES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "schemas" / "examples"
 NAMES = sorted(example_name(body) for body in BODY_TYPES)

@@ -10,12 +10,20 @@ import pytest
 
 from ledger.chain import GENESIS, ChainBroken, verify_chain
 from masking.engine import MaskingEngine
-from masking.event_masker import TAIL_ATTRIBUTE, EventMasker
+from masking.event_masker import EventMasker
 from masking.policy import load_default_policy
 from replay.asciicast import render_asciicast
 from schemas import EVENT_SCHEMA, default_registry
-from streams.app import idle_timeout_event
-from streams.seal import SealedRecord, SealStep, SessionSealed, SessionState, replay_state
+from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE
+from streams.app import idle_timeout_event, output_flush_event
+from streams.seal import (
+    SealedRecord,
+    SealStep,
+    SessionSealed,
+    SessionState,
+    carries_gateway_event,
+    replay_state,
+)
 from streams.validate import InvalidEvent
 from tests.eventdata import body, end, make_event, output
 
@@ -41,7 +49,7 @@ class Chain:
             message_key=event["session_id"].encode(),
         )
         for record in result.records:
-            if record.value["kind"] in ("EVENT", "LATE"):
+            if carries_gateway_event(record.value):
                 self.digests[record.value["source_seq"]] = record.value["event_digest"]
         self.state = result.state
         self.records.extend(result.records)
@@ -122,10 +130,74 @@ def test_idle_timeout_seals_only_when_nothing_followed() -> None:
     stale = idle_timeout_event(chain.state, 60)
     chain.feed(make_event("s-1", 1))
     assert chain.feed(stale) == []
-    assert chain.outcomes[-1] == "idle_ignored"
+    assert chain.outcomes[-1] == "request_ignored"
     assert chain.feed(idle_timeout_event(chain.state, 60)) == ["SEAL"]
     assert chain.records[-1].value["seal"]["reason"] == "idle_timeout"
     assert chain.state.sealed
+
+
+def masking_chain() -> Chain:
+    chain = Chain()
+    chain.step = SealStep(REGISTRY, masker=EventMasker(MaskingEngine(load_default_policy(), b"k" * 32)))
+    return chain
+
+
+def test_the_last_event_sent_again_after_an_idle_seal_is_a_duplicate() -> None:
+    """The idle seal's record carries the held output under the last event's seq; a gateway
+    retrying that last event must still be recognised as a duplicate, not refused as a fork."""
+    chain = masking_chain()
+    last = make_event("s-1", 0, output("bye ada@lovelace.org"))
+    chain.feed(last)
+    assert chain.feed(idle_timeout_event(chain.state, 60)) == ["EVENT", "SEAL"]
+    assert chain.feed(dict(last)) == []
+    assert chain.outcomes[-1] == "duplicate"
+
+
+def test_an_output_flush_puts_held_bytes_on_record_and_the_session_goes_on() -> None:
+    chain = masking_chain()
+    chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))
+    assert chain.step.holds_output("s-1")
+    stale = output_flush_event(chain.state, 15)
+    assert chain.feed(output_flush_event(chain.state, 15)) == ["EVENT"]
+    flush = chain.records[-1].value
+    assert base64.b64decode(flush["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+    assert [finding["field"] for finding in flush["findings"]] == [f"attributes.{OUTPUT_TAIL_ATTRIBUTE}"]
+    assert flush["risk"] is None  # a request of the worker, not something the identity did
+    assert not chain.step.holds_output("s-1")
+    assert not chain.state.sealed
+    assert chain.feed(stale) == []  # asked twice: nothing is held any more
+    assert chain.outcomes[-1] == "request_ignored"
+    assert chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org"))) == []  # a retry
+    assert chain.outcomes[-1] == "duplicate"
+    assert chain.feed(make_event("s-1", 1, output("more\r\n"))) == ["EVENT"]
+    assert chain.records[-1].value["event"]["body"][1]["data"] == b"more\r\n"  # the tail is not repeated
+    assert chain.feed(make_event("s-1", 2, end())) == ["EVENT", "SEAL"]
+    verify_chain("s-1", chain.archived(), require_seal=True)
+    screen = render_asciicast([record.value for record in chain.records])
+    assert "".join(json.loads(line)[2] for line in screen.splitlines()[1:]) == "bye " + "*" * 16 + "more\r\n"
+
+
+def test_an_output_flush_after_newer_events_is_ignored() -> None:
+    chain = masking_chain()
+    chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))
+    stale = output_flush_event(chain.state, 15)
+    chain.feed(make_event("s-1", 1, body("TerminalResize", cols=100, rows=30)))  # still holding
+    assert chain.step.holds_output("s-1")
+    assert chain.feed(stale) == []
+    assert chain.outcomes[-1] == "request_ignored"
+    assert chain.step.holds_output("s-1")
+
+
+def test_keystrokes_held_at_the_end_are_kept_and_a_typed_password_stays_masked() -> None:
+    chain = masking_chain()
+    chain.feed(make_event("s-1", 0, output("[sudo] password for ada: ")))
+    chain.feed(make_event("s-1", 1, body("TerminalInput", data=b"hunter2")))  # no Enter yet
+    assert chain.records[-1].value["event"]["body"][1]["data"] == b""
+    assert chain.feed(make_event("s-1", 2, end())) == ["EVENT", "SEAL"]
+    ending = chain.records[-2].value
+    assert base64.b64decode(ending["event"]["attributes"][INPUT_TAIL_ATTRIBUTE]) == b"*" * 7
+    assert [finding["entity_type"] for finding in ending["findings"]] == ["PASSWORD"]
+    assert b"hunter2" not in b"".join(record.raw for record in chain.records)
 
 
 def test_an_idle_seal_keeps_the_output_the_masker_held_back() -> None:
@@ -135,7 +207,7 @@ def test_an_idle_seal_keeps_the_output_the_masker_held_back() -> None:
     assert chain.records[-1].value["event"]["body"][1]["data"] == b"bye "
     assert chain.feed(idle_timeout_event(chain.state, 60)) == ["EVENT", "SEAL"]
     idle = chain.records[-2].value
-    assert base64.b64decode(idle["event"]["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
+    assert base64.b64decode(idle["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
     assert [finding["entity_type"] for finding in idle["findings"]] == ["EMAIL_ADDRESS"]
     assert chain.records[-1].value["seal"]["record_count"] == 2
     verify_chain("s-1", chain.archived(), require_seal=True)

@@ -12,8 +12,8 @@ import pytest
 
 from masking import EventMasker, MaskingEngine, TerminalStreamMasker
 from masking.corpus import terminal_bytes
-from masking.event_masker import TAIL_ATTRIBUTE
 from masking.policy import PolicySet
+from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE
 
 # (context before, value, context after, entity): a few values of each type as a terminal shows them.
 VALUES = [
@@ -211,8 +211,8 @@ def test_session_end_keeps_the_held_tail(engine: MaskingEngine) -> None:
     out, _ = masker.mask(ev(0, "TerminalOutput", data=b"bye ada@lovelace.org"))
     assert out["body"][1]["data"] == b"bye "
     end, findings = masker.mask(ev(1, "SessionEnd", reason="closed", exit_code=0))
-    assert base64.b64decode(end["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
-    assert findings[0]["field"] == f"attributes.{TAIL_ATTRIBUTE}"
+    assert base64.b64decode(end["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+    assert findings[0]["field"] == f"attributes.{OUTPUT_TAIL_ATTRIBUTE}"
     assert masker.open_sessions == 0
     plain = ev(2, "SessionEnd", session="other", reason="closed", exit_code=0)
     assert masker.mask(plain)[0] is plain
@@ -237,8 +237,8 @@ def test_an_idle_timeout_ends_the_stream_like_a_session_end(engine: MaskingEngin
     masker = EventMasker(engine)
     masker.mask(ev(0, "TerminalOutput", data=b"bye ada@lovelace.org"))
     idle, findings = masker.mask(ev(0, "IdleTimeout", last_seq=0, idle_seconds=1800))
-    assert base64.b64decode(idle["attributes"][TAIL_ATTRIBUTE]) == b"*" * 16
-    assert findings[0]["field"] == f"attributes.{TAIL_ATTRIBUTE}"
+    assert base64.b64decode(idle["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+    assert findings[0]["field"] == f"attributes.{OUTPUT_TAIL_ATTRIBUTE}"
     assert masker.open_sessions == 0
 
 

@@ -1,0 +1,30 @@
+"""The agent's acknowledgements: in offset order per partition, never past a held message."""
+
+from __future__ import annotations
+
+from streams.app import PartitionAcks
+
+
+def test_nothing_after_a_held_message_is_acknowledged_until_it_is_let_go() -> None:
+    acks = PartitionAcks()
+    for offset in range(5):
+        acks.add(0, offset, f"p0@{offset}")
+    acks.add(1, 0, "p1@0")
+    # Offset 2 of partition 0 is held: Faust would commit past it if 3 and 4 were acknowledged.
+    assert acks.ready(frozenset({(0, 2)})) == ["p0@0", "p0@1", "p1@0"]
+    assert len(acks) == 3
+    acks.add(0, 5, "p0@5")
+    assert acks.ready(frozenset({(0, 2)})) == []
+    assert acks.ready(frozenset()) == ["p0@2", "p0@3", "p0@4", "p0@5"]
+    assert len(acks) == 0
+
+
+def test_a_revoked_partition_is_forgotten_and_others_go_on() -> None:
+    acks = PartitionAcks()
+    acks.add(0, 7, "p0@7")
+    acks.add(0, 8, "p0@8")
+    acks.add(1, 3, "p1@3")
+    assert acks.ready(frozenset({(0, 7), (1, 3)})) == []
+    acks.drop({0})  # its next owner reads again from offset 7
+    assert len(acks) == 1
+    assert acks.ready(frozenset()) == ["p1@3"]
