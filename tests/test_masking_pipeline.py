@@ -316,3 +316,32 @@ def test_the_last_event_retried_after_an_idle_seal_is_a_duplicate_not_a_dead_let
             retried = worker.process([session.message(2, last)])
             assert retried.dead_letters == []
             assert retried.duplicates == 1
+
+
+def test_a_revoked_partition_leaves_no_masker_state_behind(tmp_path: Path) -> None:
+    """Sessions of a lost partition end with its next owner: their stream state (context lines,
+    table headers), held or not, must not stay here for ever."""
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
+        worker = SealPipeline(
+            REGISTRY, SealStep(REGISTRY, masker=masker), session.store, index, PipelineConfig()
+        )
+        worker.process(
+            [
+                session.message(0, make_event("s-held", 0, output("name | email\r\n"))),  # holds nothing
+                SourceMessage(
+                    "events",
+                    1,
+                    0,
+                    b"s-other",
+                    REGISTRY.encode(
+                        BATCH_SCHEMA, {"session_id": "s-other", "events": [make_event("s-other", 0)]}
+                    ),
+                ),
+            ]
+        )
+        assert masker.open_sessions == 2
+        worker.forget_partition(0)
+        assert masker.open_sessions == 1  # the other partition's session is still this worker's
