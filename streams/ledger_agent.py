@@ -295,13 +295,11 @@ class LedgerProcess:
 
     def assign(self, partitions: Iterable[int]) -> None:
         partitions = list(partitions)
-        self._assigned.update(partitions)
-        self._call("assign", partitions)
+        self._call("assign", partitions, before=lambda: self._assigned.update(partitions))
 
     def revoke(self, partitions: Iterable[int]) -> None:
         partitions = list(partitions)
-        self._assigned.difference_update(partitions)
-        self._call("revoke", partitions)
+        self._call("revoke", partitions, before=lambda: self._assigned.difference_update(partitions))
 
     def on_sealed(self, partitions: Iterable[int]) -> None:
         self._call("on_sealed", list(partitions))
@@ -321,11 +319,15 @@ class LedgerProcess:
         with self._lock:
             self._stop()
 
-    def _call(self, method: str, *args: Any) -> None:
+    def _call(self, method: str, *args: Any, before: Callable[[], None] | None = None) -> None:
+        """Run ``method`` in the child. ``before`` updates what a restarted child is told it holds,
+        under the same lock, so a restart in another thread never sees it half changed."""
         with self._lock:
+            if before is not None:
+                before()
             for attempt in (1, 2):
-                connection = self._connection or self._start()
                 try:
+                    connection = self._connection or self._start()
                     connection.send((method, args))
                     failure, self._gauges = connection.recv()
                 except (EOFError, OSError) as exc:

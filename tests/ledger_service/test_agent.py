@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.log import LedgerConflict, ShardLedger, ledger_prefix
+from ledger.log import LedgerConflict, LedgerError, ShardLedger, ledger_prefix
 from ledger.signer import Ed25519FileSigner, InvalidKey, Verifier
 from replay.audit import audit_archive
 from replay.proofs import LedgerView
@@ -220,6 +220,33 @@ def _service_in_child(archive: Path, key_file: Path) -> LedgerService:
     """What `LedgerProcess` runs in its child (module level: it is pickled)."""
     store = LocalWormStore(archive, retention=None)
     return LedgerService(store, Ed25519FileSigner.load(key_file), EPOCH, checkpoint_interval_seconds=0.01)
+
+
+def _service_that_cannot_restart(broken: Path, archive: Path, key_file: Path) -> LedgerService:
+    if broken.exists():
+        raise RuntimeError("the ledger cannot start")
+    return _service_in_child(archive, key_file)
+
+
+def test_a_child_that_dies_while_restarting_is_a_ledger_error(
+    growing: tuple[Path, list[Path]], ledgered_template: Path, tmp_path: Path
+) -> None:
+    """A replacement child that dies while it is told its partitions is retried once, then
+    reported as a LedgerError, like any other death (it was a bare EOFError)."""
+    archive, _ = growing
+    broken = tmp_path / "broken"
+    ledger = LedgerProcess(
+        partial(_service_that_cannot_restart, broken, archive, ledgered_template / "ledger.key")
+    )
+    try:
+        ledger.assign(PARTITIONS)
+        broken.touch()
+        assert ledger.pid is not None
+        os.kill(ledger.pid, signal.SIGKILL)
+        with pytest.raises(LedgerError, match="died twice"):
+            ledger.on_sealed(PARTITIONS)
+    finally:
+        ledger.close()
 
 
 def test_a_ledger_in_a_child_process_ledgers_and_survives_the_childs_death(
