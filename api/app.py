@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from api.access_log import AccessLog, record_read
 from api.auth import TokenVerifier
 from api.deps import PrincipalDep, ReaderDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES, install_error_handlers
@@ -103,19 +104,26 @@ def get_session(session_id: SessionId, reader: ReaderDep, caller: PrincipalDep) 
 def session_events(
     *,
     session_id: SessionId,
+    request: Request,
     reader: ReaderDep,
     caller: PrincipalDep,
     kind: KindsQ = None,
     after_index: AfterIndexQ = None,
     limit: EventsLimitQ = DEFAULT_EVENTS_PAGE,
-) -> EventsOut:
+) -> Response:
     logger.info("%s reads the records of session %s", caller.subject, session_id)
     events = reader.events(session_id, kinds=kind, after_index=after_index, limit=limit)
-    return EventsOut(
-        session_id=session_id,
-        events=[EventOut.model_validate(event) for event in events],
-        next_after_index=events[-1]["index"] if len(events) == limit else None,
+    body = (
+        EventsOut(
+            session_id=session_id,
+            events=[EventOut.model_validate(event) for event in events],
+            next_after_index=events[-1]["index"] if len(events) == limit else None,
+        )
+        .model_dump_json()
+        .encode()
     )
+    record_read(request, caller, session_id, len(body))
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -125,12 +133,14 @@ def session_events(
 )
 def session_asciicast(
     session_id: SessionId,
+    request: Request,
     reader: ReaderDep,
     caller: PrincipalDep,
     include_input: Annotated[bool, Query(description="Also replay keystrokes as input events.")] = False,
 ) -> Response:
     logger.info("%s replays session %s", caller.subject, session_id)
-    cast = reader.asciicast(session_id, include_input=include_input)
+    cast = reader.asciicast(session_id, include_input=include_input).encode()
+    record_read(request, caller, session_id, len(cast))
     filename = _UNSAFE_FILENAME.sub("_", session_id) + ".cast"
     return Response(
         cast,
@@ -159,10 +169,13 @@ def create_app(
     extra_health_checks: Mapping[str, HealthCheck] | None = None,
     metrics_source: MetricsSource | None = None,
     proofs: ProofService | None = None,
+    access_log: AccessLog | None = None,
     title: str = "Blackbox",
 ) -> FastAPI:
     """The API over one reader; /api/v1 requires a bearer token that ``auth`` accepts. With
-    ``proofs`` (the ledger), the checkpoint and proof routes are served too."""
+    ``proofs`` (the ledger), the checkpoint and proof routes are served too. With
+    ``access_log``, every read of session content is put on record before it is answered
+    (`api.access_log`); without, reads are not audited."""
     app = FastAPI(
         title=title,
         summary="Audit log and replay of machine-identity sessions",
@@ -175,6 +188,7 @@ def create_app(
     checks = dict(extra_health_checks or {})
     install_error_handlers(app)
     app.state.proofs = proofs  # None: the ledger routes answer 404 (see ledger_routes.get_proofs)
+    app.state.access_log = access_log
     app.include_router(router)
     app.include_router(ledger_router)
 

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.access_log import AccessNotRecorded
 from api.auth import AuthUnavailable, Forbidden, MissingToken, Unauthenticated
 from api.models import ErrorOut
 from replay import ArchiveUnavailable, EvidenceCorrupt, InvalidQuery, SessionNotFound
@@ -33,8 +34,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "A parameter is malformed."},
     503: {
         "model": ErrorOut,
-        "description": "Index, object store or identity provider unavailable, "
-        "or archived evidence unreadable.",
+        "description": "Index, object store or identity provider unavailable, archived evidence "
+        "unreadable, or the access log cannot record a read of session content.",
     },
 }
 SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -96,6 +97,15 @@ async def _evidence_corrupt(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _access_not_recorded(request: Request, exc: Exception) -> JSONResponse:
+    return _error(
+        503,
+        "access_not_recorded",
+        f"{exc}; session content is shown only once its reading is on record. Retry later.",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 async def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
     missing = isinstance(exc, MissingToken)
     challenge = _bearer_challenge() if missing else _bearer_challenge("invalid_token", str(exc))
@@ -141,6 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidQuery, _invalid_query)
     app.add_exception_handler(ArchiveUnavailable, _archive_unavailable)
     app.add_exception_handler(EvidenceCorrupt, _evidence_corrupt)
+    app.add_exception_handler(AccessNotRecorded, _access_not_recorded)
     app.add_exception_handler(Unauthenticated, _unauthenticated)
     app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(AuthUnavailable, _auth_unavailable)

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.access_log import record_read
 from api.deps import PrincipalDep, get_principal
 from api.errors import ERROR_RESPONSES, SESSION_RESPONSES
 from api.models import VerdictOut
@@ -197,7 +198,7 @@ def get_session_proofs(session_id: SessionId, proofs: ProofsDep, caller: Princip
     },
 )
 def get_record_proof(
-    session_id: SessionId, index: RecordIndex, proofs: ProofsDep, caller: PrincipalDep
+    session_id: SessionId, index: RecordIndex, request: Request, proofs: ProofsDep, caller: PrincipalDep
 ) -> Response:
     logger.info("%s downloads the proof of session %s record %d", caller.subject, session_id, index)
     try:
@@ -206,9 +207,11 @@ def get_record_proof(
         raise EvidenceCorrupt(session_id, exc.describe()) from exc
     if proof is None:
         return Response(status_code=202, headers={"Retry-After": "2"})
+    text = proof.text().encode()  # it carries the record: session content
+    record_read(request, caller, session_id, len(text))
     filename = f"{_UNSAFE_FILENAME.sub('_', session_id)}-{index}{PROOF_SUFFIX}"
     return Response(
-        proof.text(),
+        text,
         media_type=PROOF_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

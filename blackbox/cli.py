@@ -86,6 +86,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from blackbox.settings import Settings  # noqa: PLC0415
     from blackbox.wiring import (  # noqa: PLC0415
         build_token_verifier,
+        open_access_log,
         open_archive,
         open_migrated_index,
         open_proofs,
@@ -96,10 +97,14 @@ def cmd_api(args: argparse.Namespace) -> int:
     verifier = build_token_verifier(settings)
     index = open_migrated_index(settings)
     store = open_archive(settings)
-    app = create_app(SessionReader(index, store), verifier, proofs=open_proofs(settings, index, store))
+    proofs = open_proofs(settings, index, store)
+    access_log = open_access_log(settings)
+    app = create_app(SessionReader(index, store), verifier, proofs=proofs, access_log=access_log)
     try:
         uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port)
     finally:
+        if access_log is not None:
+            access_log.close()  # ends the auditors' sessions
         index.close()
     return 0
 

@@ -30,6 +30,7 @@ from blackbox.wiring import (
     build_token_verifier,
     build_worker,
     ledger_public_key_path,
+    open_access_log,
     open_archive,
     open_migrated_index,
     open_proofs,
@@ -214,11 +215,13 @@ def _serve(
     # The worker before the API: its ledger makes the dev signing key the API proves with.
     worker = build_worker(settings, store, index, data_dir=data_dir, on_started=announce)
     verifier = build_token_verifier(settings)
+    access_log = open_access_log(settings, broker.bootstrap)
     api_app = create_app(
         SessionReader(index, store),
         verifier,
         metrics_source=worker.gauges,
         proofs=open_proofs(settings, index, store),
+        access_log=access_log,
     )
     api = _ApiServer(api_app, settings.api_host, api_port)
     api.start(api_port)
@@ -234,3 +237,5 @@ def _serve(
     finally:
         worker.close()
         api.stop()
+        if access_log is not None:
+            access_log.close()

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
+    # Put every auditor's read of session content on record (an HttpExchange in a session of
+    # their own, on events_topic) before answering it; invariant 7. Off: reads are not audited.
+    audit_reads: bool = True
     jwt_public_key_file: Path | None = None
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None

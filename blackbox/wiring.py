@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -14,8 +15,10 @@ from urllib.parse import urlsplit
 
 import faust
 
+from api.access_log import KafkaAccessLog
 from api.auth import TokenVerifier
 from blackbox.settings import ConfigurationError, Settings
+from ingest.emitter import EmitError
 from ledger.signer import InvalidKey, Signer, Verifier
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
@@ -292,3 +295,27 @@ def open_proofs(settings: Settings, index: Index, store: ObjectStore) -> ProofSe
     except InvalidKey as exc:
         raise ConfigurationError(f"ledger public key: {exc}") from exc
     return ProofService(index, store, public_key)
+
+
+def open_access_log(settings: Settings, bootstrap: str | None = None) -> KafkaAccessLog | None:
+    """The API's record of auditors' reads, started; None when ``audit_reads`` is off."""
+    if not settings.audit_reads:
+        logger.warning("BLACKBOX_AUDIT_READS is off: reads of session content are not put on record")
+        return None
+    access_log = KafkaAccessLog(
+        bootstrap or settings.kafka_bootstrap, settings.events_topic, version=_package_version()
+    )
+    try:
+        return access_log.start()
+    except EmitError as exc:
+        raise ConfigurationError(
+            f"cannot record auditors' reads: {exc}. The API serves session content only once each "
+            "read is on record; start Kafka, or set BLACKBOX_AUDIT_READS=false to serve reads unaudited"
+        ) from exc
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("blackbox-audit")
+    except importlib.metadata.PackageNotFoundError:
+        return ""

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
 from api import TokenVerifier, create_app, generate_ed25519_keypair, mint_token
+from api.access_log import AccessLog
 from ingest.asciicast import parse_asciicast, session_events
 from ingest.events import make_identity, make_target
 from replay import SessionReader, SessionSummary
@@ -25,6 +26,7 @@ from storage.index import Index
 from storage.objectstore import LocalWormStore, ObjectStore
 from streams.pipeline import PipelineConfig, SealPipeline, SourceMessage
 from streams.seal import SealStep
+from tests.access import RecordingAccessLog
 from tests.test_reader import (
     T0,
     BitFlipStore,
@@ -103,9 +105,10 @@ def make_client(store: LocalWormStore, index: Index, verifier: TokenVerifier) ->
         reader_store: ObjectStore | None = None,
         reader: SessionReader | None = None,
         health: dict[str, Callable[[], object]] | None = None,
+        access_log: AccessLog | None = None,
     ) -> TestClient:
         reader = reader or SessionReader(index, reader_store or store)
-        app = create_app(reader, verifier, extra_health_checks=health)
+        app = create_app(reader, verifier, extra_health_checks=health, access_log=access_log)
         # Server exceptions become responses, as in production, so 500s can be asserted on.
         return TestClient(app, raise_server_exceptions=False)
 
@@ -413,3 +416,37 @@ def test_ledger_routes_of_an_api_without_the_ledger_say_so(
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
     assert "ledger is not enabled" in response.json()["message"]
+
+
+# -- reads on record (invariant 7) --------------------------------------------------------------
+
+
+def test_reads_of_session_content_are_recorded_before_they_are_answered(
+    make_client: Callable[..., TestClient], sessions: Any, auditor: dict[str, str]
+) -> None:
+    access_log = RecordingAccessLog()
+    with make_client(access_log=access_log) as client:
+        assert client.get("/api/v1/sessions", headers=auditor).status_code == 200
+        assert client.get("/api/v1/sessions/s1", headers=auditor).status_code == 200
+        assert access_log.reads == []  # listings and summaries are not session content
+        events = client.get("/api/v1/sessions/s1/events?limit=2", headers=auditor)
+        cast = client.get("/api/v1/sessions/s2/asciicast", headers=auditor)
+    assert events.status_code == 200
+    assert cast.status_code == 200
+    assert events.json()["session_id"] == "s1"
+    reads = [(who, r.session_id, r.url, r.response_bytes) for who, r in access_log.reads]
+    assert reads == [
+        ("ana", "s1", "/api/v1/sessions/s1/events?limit=2", len(events.content)),
+        ("ana", "s2", "/api/v1/sessions/s2/asciicast", len(cast.content)),
+    ]
+
+
+def test_a_read_that_cannot_be_recorded_is_refused_without_content(
+    make_client: Callable[..., TestClient], sessions: Any, auditor: dict[str, str]
+) -> None:
+    with make_client(access_log=RecordingAccessLog(refuse=True)) as client:
+        response = client.get("/api/v1/sessions/s1/events", headers=auditor)
+    assert response.status_code == 503
+    assert _error(response)["error"] == "access_not_recorded"
+    assert response.headers["Retry-After"]
+    assert "日本" not in response.text  # none of the session's output

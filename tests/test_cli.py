@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from blackbox.broker import free_port
 from ledger.signer import Ed25519FileSigner
 
 SECRETS = ["jane.roe@example.org", "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE"]
@@ -86,6 +87,34 @@ def test_an_api_without_the_ledger_public_key_is_a_clear_error(tmp_path: Path) -
     )
     assert result.returncode == 2, result.stderr.decode()[-2000:]
     assert b"no ledger public key at" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_an_api_that_cannot_record_reads_does_not_start(tmp_path: Path) -> None:
+    """Reads of session content are served only once on record: with no broker to record them on,
+    the API says so and how to choose otherwise, instead of serving reads unaudited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    env.update(
+        {
+            "BLACKBOX_ENVIRONMENT": "production",
+            "BLACKBOX_JWT_JWKS_URL": "https://idp.example/jwks",
+            "BLACKBOX_BLIND_INDEX_KEY": "0123456789abcdef" * 4,
+            "BLACKBOX_LEDGER_ENABLED": "false",
+            "BLACKBOX_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+            "BLACKBOX_ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
+            "BLACKBOX_INDEX_URL": f"chdb://{tmp_path / 'index'}",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "blackbox.cli", "api", "--port", "0"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert b"cannot record auditors' reads" in result.stderr
+    assert b"BLACKBOX_AUDIT_READS=false" in result.stderr
     assert b"Traceback" not in result.stderr
 
 

@@ -29,6 +29,7 @@ from replay.proofs import (
     verify_record_proof,
 )
 from storage.index import ChdbIndex
+from tests.access import RecordingAccessLog
 from tests.ledger_service.archives import EPOCH, LOG_NAME, copy_tree, open_store, remove
 
 pytestmark = pytest.mark.clickhouse
@@ -195,14 +196,20 @@ def test_leaf_entries_match_the_inclusion_proofs(proofs: ProofService) -> None:
 
 
 @pytest.fixture
+def access_log() -> RecordingAccessLog:
+    return RecordingAccessLog()
+
+
+@pytest.fixture
 def client(
-    index: ChdbIndex, archive: Path, proofs: ProofService
+    index: ChdbIndex, archive: Path, proofs: ProofService, access_log: RecordingAccessLog
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
     private, public = generate_ed25519_keypair()
     app = create_app(
         SessionReader(index, open_store(archive)),
         TokenVerifier(public_key_pem=public, issuer="blackbox-dev", audience="blackbox"),
         proofs=proofs,
+        access_log=access_log,
     )
     token = mint_token(private, role="auditor", subject="auditor-1", ttl_seconds=300)
     with TestClient(app) as test_client:
@@ -237,7 +244,7 @@ def test_session_proofs_route(client: tuple[TestClient, dict[str, str]]) -> None
 
 
 def test_record_proof_route_serves_a_verifiable_file(
-    client: tuple[TestClient, dict[str, str]], signer: Ed25519FileSigner
+    client: tuple[TestClient, dict[str, str]], signer: Ed25519FileSigner, access_log: RecordingAccessLog
 ) -> None:
     http, auth = client
     response = http.get(f"/api/v1/sessions/{SESSION}/records/5/proof", headers=auth)
@@ -245,6 +252,9 @@ def test_record_proof_route_serves_a_verifiable_file(
     assert response.headers["content-disposition"].endswith('.tlog-proof"')
     proven = verify_record_proof(RecordProof.parse(response.text), signer.verifier())
     assert (proven.entry.session_id, proven.entry.index) == (SESSION, 5)
+    # The file carries the record: a read of session content, on record before it was served.
+    [(who, read)] = access_log.reads
+    assert (who, read.session_id, read.response_bytes) == ("auditor-1", SESSION, len(response.content))
     assert http.get(f"/api/v1/sessions/{SESSION}/records/999/proof", headers=auth).status_code == 400
 
 
