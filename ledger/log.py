@@ -197,10 +197,8 @@ class LeafEntry:
         return RECORD_KINDS[self.kind] if self.kind < len(RECORD_KINDS) else f"kind#{self.kind}"
 
     def encode(self) -> bytes:
-        sid = self.session_id.encode("utf-8")
-        return (
-            ENTRY_HEAD.pack(ENTRY_FORMAT, self.kind, self.length, self.index, self.record_hash, len(sid))
-            + sid
+        return encode_entry(
+            self.session_id.encode("utf-8"), self.index, self.kind, self.length, self.record_hash
         )
 
     @classmethod
@@ -219,6 +217,11 @@ class LeafEntry:
             )
         session_id = data[ENTRY_HEAD.size :].decode("utf-8")  # UnicodeDecodeError is a ValueError
         return cls(session_id, index, kind, length, digest)
+
+
+def encode_entry(session_id: bytes, index: int, kind: int, length: int, record_hash: bytes) -> bytes:
+    """A leaf entry's bytes (`LeafEntry.encode`), for a caller that has the parts at hand."""
+    return ENTRY_HEAD.pack(ENTRY_FORMAT, kind, length, index, record_hash, len(session_id)) + session_id
 
 
 def zigzag_long(n: int) -> bytes:
@@ -288,7 +291,15 @@ def entry_for_record(raw: bytes, record_hash: bytes | None = None) -> LeafEntry:
 def record_prefix(session_id: str, index: int) -> bytes:
     """The first bytes of any SealedRecord of this session at this index."""
     sid = session_id.encode("utf-8")
-    return zigzag_long(len(sid)) + sid + zigzag_long(index)
+    return zigzag_long(len(sid)) + sid + _index_bytes(index)
+
+
+# Chain indexes as Avro longs: a session's first records are most of them, so look those up.
+_SMALL_INDEXES = tuple(zigzag_long(n) for n in range(4096))
+
+
+def _index_bytes(index: int) -> bytes:
+    return _SMALL_INDEXES[index] if 0 <= index < len(_SMALL_INDEXES) else zigzag_long(index)
 
 
 # -- root entries -----------------------------------------------------------------------------
@@ -403,10 +414,24 @@ class LedgeredBlock:
     first_index: int
     records: tuple[bytes, ...]
     hashes: tuple[bytes, ...]
+    kinds: tuple[int, ...]
+
+    def entries(self) -> list[bytes]:
+        """The leaf entry of each record, in order (`entry_for_record` without parsing heads again:
+        the cut already read each record's session id, index and kind)."""
+        sid = self.session_id.encode("utf-8")
+        first = self.first_index
+        return [
+            encode_entry(sid, first + position, kind, len(raw), digest)
+            for position, (raw, digest, kind) in enumerate(
+                zip(self.records, self.hashes, self.kinds, strict=True)
+            )
+        ]
 
 
-def split_block(payload: bytes, count: int) -> tuple[list[bytes], list[bytes]] | None:
+def split_block(payload: bytes, count: int) -> tuple[list[bytes], list[bytes], list[int]] | None:
     """Cut a block's records apart by following their hash chain; None if the chain does not lead.
+    Returns the records, their hashes and their kinds.
 
     Avro records carry no length, and decoding one with fastavro costs ~30 µs. But record k+1
     starts with its session id, its index, its kind and then SHA-256 of record k: a boundary
@@ -422,10 +447,13 @@ def split_block(payload: bytes, count: int) -> tuple[list[bytes], list[bytes]] |
         return None
     records: list[bytes] = []
     hashes: list[bytes] = []
+    kinds = [head.kind]
     start = 0
     minimum = head.length  # a record is at least its head long
+    sid = head.session_id.encode("utf-8")
+    session_prefix = zigzag_long(len(sid)) + sid
     for offset in range(1, count):
-        following = record_prefix(head.session_id, head.index + offset)
+        following = session_prefix + _index_bytes(head.index + offset)
         search = start + minimum
         while True:
             candidate = payload.find(following, search)
@@ -443,12 +471,13 @@ def split_block(payload: bytes, count: int) -> tuple[list[bytes], list[bytes]] |
             search = candidate + 1
         records.append(payload[start:candidate])
         hashes.append(digest)
+        kinds.append(payload[at] >> 1)  # zigzag of a small enum index
         start = candidate
         minimum = len(following) + 2 + HASH_SIZE
     last = payload[start:]
     records.append(last)
     hashes.append(_sha256(last).digest())
-    return records, hashes
+    return records, hashes, kinds
 
 
 _KIND_PREFIXES = frozenset(bytes([value]) for value in _KIND_BYTES)
@@ -468,8 +497,12 @@ def split_object(data: bytes) -> list[LedgeredBlock]:
                 decoded = [[record.raw for record in records] for _, records in iter_blocks(data)]
             records = decoded[number]
             hashes = [_sha256(raw).digest() for raw in records]
+            try:
+                kinds = [read_record_head(raw).kind for raw in records]
+            except ValueError as exc:
+                raise ArchiveFormatError(f"block {number} holds a record that is not sealed: {exc}") from exc
         else:
-            records, hashes = split
+            records, hashes, kinds = split
         if len(records) != block.count:
             raise ArchiveFormatError(
                 f"block {number} holds {len(records)} records, its header says {block.count}"
@@ -480,7 +513,13 @@ def split_object(data: bytes) -> list[LedgeredBlock]:
             raise ArchiveFormatError(f"block {number} does not start with a sealed record: {exc}") from exc
         blocks.append(
             LedgeredBlock(
-                block.offset, block.length, head.session_id, head.index, tuple(records), tuple(hashes)
+                block.offset,
+                block.length,
+                head.session_id,
+                head.index,
+                tuple(records),
+                tuple(hashes),
+                tuple(kinds),
             )
         )
     return blocks
@@ -733,9 +772,7 @@ class ShardLedger:
         )
         put_exact(self.store, marker_key(self.origin, key), marker.encode())
         for block in blocks:
-            for raw, digest in zip(block.records, block.hashes, strict=True):
-                entry = entry_for_record(raw, digest)
-                builder.append(entry.encode())
+            builder.extend(block.entries())
         for tile, tile_bytes in builder.take_full():
             put_exact(self.store, self._prefix + tile.path, tile_bytes)
         self._last_object = key

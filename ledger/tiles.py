@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger.merkle import (
@@ -526,15 +526,8 @@ class TileBuilder:
 
     def append(self, entry: bytes) -> int:
         """Add an entry (leaf data); return its index."""
-        if not self._with_entries:
-            raise ValueError("this builder holds leaf hashes only; use append_leaf_hash")
-        if len(entry) > MAX_ENTRY_SIZE:
-            raise ValueError(f"entry is {len(entry)} bytes; a bundle entry holds at most {MAX_ENTRY_SIZE}")
-        index = self._range.append(leaf_hash(entry), self._visit)
-        self._entries.append(entry)
-        if len(self._entries) == TILE_WIDTH:
-            self._full.append((BundleID(index // TILE_WIDTH), encode_bundle(self._entries)))
-            self._entries = []
+        index = self.size
+        self.extend([entry])
         return index
 
     def append_leaf_hash(self, leaf: bytes) -> int:
@@ -542,9 +535,34 @@ class TileBuilder:
             raise ValueError("this builder writes entry bundles; use append with the entry")
         return self._range.append(leaf, self._visit)
 
-    def extend(self, entries: Iterable[bytes]) -> None:
+    def extend(self, entries: Sequence[bytes]) -> None:
+        """Add entries (leaf data) in order: the ledger's hot loop. Leaves fill the level-0 tile
+        and the entry bundle in slices; only the rare nodes at higher tile levels are visited
+        one by one. The tiles and bundles are those of appending the entries one at a time."""
+        if not self._with_entries:
+            raise ValueError("this builder holds leaf hashes only; use append_leaf_hash")
         for entry in entries:
-            self.append(entry)
+            if len(entry) > MAX_ENTRY_SIZE:
+                raise ValueError(
+                    f"entry is {len(entry)} bytes; a bundle entry holds at most {MAX_ENTRY_SIZE}"
+                )
+        first = self.size
+        leaves = [leaf_hash(entry) for entry in entries]
+        higher = self._range.extend_visiting(leaves, TILE_HEIGHT)
+        row, done = self._levels[0], 0
+        while done < len(leaves):
+            room = TILE_WIDTH - len(row)
+            row.extend(leaves[done : done + room])
+            self._entries.extend(entries[done : done + room])
+            done += room
+            if len(row) == TILE_WIDTH:  # the entries (one per leaf) fill their bundle with it
+                tile = (first + done - 1) // TILE_WIDTH
+                self._full.append((TileID(0, tile), encode_tile(row)))
+                self._full.append((BundleID(tile), encode_bundle(self._entries)))
+                row = self._levels[0] = []
+                self._entries = []
+        for level, index, node in higher:
+            self._visit(level, index, node)
 
     def _visit(self, level: int, index: int, node: bytes) -> None:
         tile_level, rise = divmod(level, TILE_HEIGHT)

@@ -28,6 +28,7 @@ from ledger.log import (
     entry_for_record,
     latest_key,
     ledger_prefix,
+    read_record_head,
     record_prefix,
     split_block,
     split_object,
@@ -133,9 +134,12 @@ def test_blocks_cut_along_the_chain_are_the_avro_records(bare: Path) -> None:
     for partition in PARTITIONS:
         for key in archive_keys(store, partition):
             data = store.get(key)
-            cut = [list(block.records) for block in split_object(data)]
+            blocks = split_object(data)
             decoded = [[record.raw for record in records] for _, records in iter_blocks(data)]
-            assert cut == decoded
+            assert [list(block.records) for block in blocks] == decoded
+            # Entries built from the cut are those read from each record's own bytes.
+            entries = [entry for block in blocks for entry in block.entries()]
+            assert entries == [entry_for_record(raw).encode() for records in decoded for raw in records]
 
 
 def sealed(session_id: str, bodies: list[Any]) -> list[bytes]:
@@ -155,6 +159,7 @@ def test_content_that_looks_like_the_next_record_does_not_fool_the_cut() -> None
     assert split_block(b"".join(records), len(records)) == (
         records,
         [hashlib.sha256(raw).digest() for raw in records],
+        [read_record_head(raw).kind for raw in records],
     )
 
 
