@@ -22,6 +22,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import Request
@@ -49,27 +50,16 @@ class AccessLog(Protocol):
         """Put ``read`` on record; returns once it is durable, raises AccessNotRecorded if not."""
 
 
+@dataclass(frozen=True, slots=True)
 class ContentRead:
     """What an auditor is about to be shown: the request and the answer's size."""
 
-    __slots__ = ("client", "method", "response_bytes", "session_id", "url", "user_agent")
-
-    def __init__(
-        self,
-        session_id: str,
-        method: str,
-        url: str,
-        response_bytes: int,
-        *,
-        client: str | None = None,
-        user_agent: str | None = None,
-    ) -> None:
-        self.session_id = session_id
-        self.method = method
-        self.url = url
-        self.response_bytes = response_bytes
-        self.client = client
-        self.user_agent = user_agent
+    session_id: str
+    method: str
+    url: str
+    response_bytes: int
+    client: str | None = None
+    user_agent: str | None = None
 
 
 class KafkaAccessLog:

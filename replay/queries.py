@@ -23,15 +23,9 @@ INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 
 # Times cross as integer microseconds (toUnixTimestamp64Micro) rather than Arrow timestamps,
-# so that no client-side timezone or precision conversion can shift them. The two session
-# statements list the same columns; they are spelled out rather than spliced so that each
-# statement is plain text.
-
-# Newest first, ties broken by session_id so that the keyset cursor (started_at, session_id)
-# names exactly one position; the tuple comparison is the keyset condition.
-SEARCH_SESSIONS = """
-SELECT
-    session_id,
+# so that no client-side timezone or precision conversion can shift them. Both session
+# statements return these columns (this module's own text; every value is a bound parameter).
+_SESSION_COLUMNS = """    session_id,
     principal,
     identity_kind,
     issuer,
@@ -51,7 +45,14 @@ SELECT
     seal_reason,
     gap_count,
     fork_count,
-    max_risk
+    max_risk"""
+
+# Newest first, ties broken by session_id so that the keyset cursor (started_at, session_id)
+# names exactly one position; the tuple comparison is the keyset condition.
+SEARCH_SESSIONS = (
+    "\nSELECT\n"
+    + _SESSION_COLUMNS
+    + """
 FROM sessions FINAL
 WHERE ({principal:String} = '' OR principal = {principal:String})
   AND ({identity_kind:String} = '' OR identity_kind = {identity_kind:String})
@@ -64,34 +65,17 @@ WHERE ({principal:String} = '' OR principal = {principal:String})
 ORDER BY started_at DESC, session_id DESC
 LIMIT {limit:UInt32}
 """
+)
 
-GET_SESSION = """
-SELECT
-    session_id,
-    principal,
-    identity_kind,
-    issuer,
-    groups,
-    target_name,
-    target_kind,
-    target_host,
-    target_database,
-    gateway_id,
-    gateway_product,
-    toUnixTimestamp64Micro(started_at) AS started_at_us,
-    toUnixTimestamp64Micro(last_event_at) AS last_event_at_us,
-    record_count,
-    last_seq,
-    lower(hex(head_hash)) AS head_hash_hex,
-    sealed,
-    seal_reason,
-    gap_count,
-    fork_count,
-    max_risk
+GET_SESSION = (
+    "\nSELECT\n"
+    + _SESSION_COLUMNS
+    + """
 FROM sessions FINAL
 WHERE session_id = {session_id:String}
 LIMIT 1
 """
+)
 
 # DISTINCT because an index batch replayed outside the deduplication window may repeat rows;
 # identical rows describe the same block and are harmless once collapsed.
