@@ -453,6 +453,16 @@ class TerminalStreamMasker:
         self._reset()
         return out
 
+    def release(self) -> tuple[bytes, list[Finding]]:
+        """Emit the held tail, masked as complete, and go on: unlike `flush`, the line and the
+        multi-line context stay, so a prompt still governs what is typed after it and a table's
+        header its next rows. The stream is still a pure function of the calls made on it."""
+        if self.held == 0:
+            return b"", []
+        out = self._process(self._buf, final=True)
+        self._emitted = len(self._buf)
+        return out
+
     def _reset(self) -> None:
         self._buf = b""
         self._emitted = 0

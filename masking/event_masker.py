@@ -125,9 +125,9 @@ class EventMasker:
         if body_type in (TERMINAL_OUTPUT, TERMINAL_INPUT):
             return self._terminal(event, body_type, fields, policy)
         if body_type in (SESSION_END, IDLE_TIMEOUT):  # the worker's idle seal ends a session too
-            return self._release_held(event, self._sessions.pop(event["session_id"], None))
+            return self._release_held(event, self._sessions.pop(event["session_id"], None), ending=True)
         if body_type == OUTPUT_FLUSH:
-            return self._release_held(event, self._sessions.get(event["session_id"]))
+            return self._release_held(event, self._sessions.get(event["session_id"]), ending=False)
         findings: list[Finding] = []
         new_fields: dict[str, Any] | None = None
         if body_type == QUERY_RESULT:
@@ -223,19 +223,21 @@ class EventMasker:
         return mask_bytes(secret), [finding]
 
     def _release_held(
-        self, event: dict[str, Any], session: _Session | None
+        self, event: dict[str, Any], session: _Session | None, *, ending: bool
     ) -> tuple[dict[str, Any], list[Finding]]:
         """``event`` carrying, masked, whatever the session's streams held back: the output's
-        unfinished last token, keystrokes of an unfinished token or of a password being typed."""
+        unfinished last token, keystrokes of an unfinished token or of a password being typed.
+        A session that goes on (not ``ending``) keeps its streams' context: a password prompt
+        held back and released still masks what is typed after it."""
         if session is None:
             return event, []
         added: dict[str, str] = {}
         findings: list[Finding] = []
-        output_tail, output_findings = session.output.flush()
+        output_tail, output_findings = session.output.flush() if ending else session.output.release()
         if output_tail:
             added[OUTPUT_TAIL_ATTRIBUTE] = base64.b64encode(output_tail).decode("ascii")
             findings += _moved_to(output_findings, f"attributes.{OUTPUT_TAIL_ATTRIBUTE}")
-        input_tail, input_findings = session.input.flush()
+        input_tail, input_findings = session.input.flush() if ending else session.input.release()
         field = f"attributes.{INPUT_TAIL_ATTRIBUTE}"
         if session.secret_input:
             # Typed after a password prompt, not yet ended by Enter: still the password. The rest

@@ -901,7 +901,6 @@ class SealPipeline:
         and reach the archive with the session's next event."""
         sessions = {d.events[0][0]["session_id"] for _, d in skipped if d.events}
         self._load_states(partition, sessions)
-        fed_upto: dict[str, int] = {}  # session → seq of its last event seen again here
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -914,15 +913,24 @@ class SealPipeline:
                 if seq > state.last_seq:
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
-                    # It flushed only if nothing had followed its last_seq: the same test as
-                    # sealing made, over the events seen again before it.
-                    if fed_upto.get(session_id) == event["body"][1]["last_seq"]:
-                        self._seal.rewarm(event)
+                    # Sealing let held bytes go at this request only if it put them on record (it
+                    # ignores a stale request, and one that finds nothing held changes nothing).
+                    if self._is_recorded(session_id, event["event_id"]):
+                        self._seal.rewarm(event, message.key)
                     continue
-                if event["body"][0] not in WORKER_REQUESTS:
-                    fed_upto[session_id] = max(fed_upto.get(session_id, -1), seq)
-                self._seal.rewarm(event)
+                self._seal.rewarm(event, message.key)
             self._note_holding(message, session_id)
+
+    def _is_recorded(self, session_id: str, event_id: str) -> bool:
+        table = self._retry(
+            "look up a record",
+            lambda: self._index.query(
+                "SELECT record_index FROM events WHERE session_id = {sid:String} AND event_id = {eid:String}"
+                " LIMIT 1",
+                {"sid": session_id, "eid": event_id},
+            ),
+        )
+        return bool(table.num_rows > 0)
 
     # -- idle sessions ---------------------------------------------------------------------
 

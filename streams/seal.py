@@ -326,12 +326,18 @@ class SealStep:
         they came in must be delivered again after a crash (see `rewarm`)."""
         return self._masker.holds(session_id)
 
-    def rewarm(self, event: dict[str, Any]) -> None:
+    def rewarm(self, event: dict[str, Any], message_key: bytes | None) -> None:
         """Feed an already-sealed terminal event (or a flush of what was held, which the caller
-        knows was not stale) to the masker again, output discarded: after a crash the
-        redelivered events rebuild what the masker held, so it is not lost."""
-        if event["body"][0] in SINGLE_DATA_BODIES or event["body"][0] == OUTPUT_FLUSH:
-            self._masker.mask(event)
+        knows was put on record) to the masker again, output discarded: after a crash the
+        redelivered events rebuild what the masker held, so it is not lost. An event sealing
+        refused never reached the masker, so it does not here either."""
+        if event["body"][0] not in SINGLE_DATA_BODIES and event["body"][0] != OUTPUT_FLUSH:
+            return
+        try:
+            validate_event(event, message_key)
+        except InvalidEvent:
+            return
+        self._masker.mask(event)
 
     def forget_stream(self, session_id: str) -> None:
         """Drop the masker's state of a session this worker no longer owns."""

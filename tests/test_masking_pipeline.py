@@ -345,3 +345,28 @@ def test_a_revoked_partition_leaves_no_masker_state_behind(tmp_path: Path) -> No
         assert masker.open_sessions == 2
         worker.forget_partition(0)
         assert masker.open_sessions == 1  # the other partition's session is still this worker's
+
+
+def test_a_flush_after_a_refused_event_is_repeated_after_a_crash(tmp_path: Path) -> None:
+    """An event refused into the DLQ does not make a later flush stale; recovery must agree with
+    sealing on that, or it would hold the flushed bytes again and record them twice."""
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        first = session.worker()
+        held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
+        first.process([held])
+        [state] = first.overdue_holds(0)
+        refused = session.message(1, make_event("s-held", 1, output("xyz"), at_us=1))  # a bad time
+        flush = session.message(2, output_flush_event(state, 15))
+        resize = session.message(3, make_event("s-held", 1, body("TerminalResize", cols=100, rows=30)))
+        outcome = first.process([refused, flush, resize])
+        assert len(outcome.dead_letters) == 1
+        assert outcome.held == frozenset()  # the flush put the bytes on record
+
+        restarted = session.worker()  # the first died before its commit went past offset 0
+        ending = session.message(4, make_event("s-held", 2, output("\r\n")), make_event("s-held", 3, end()))
+        restarted.process([held, refused, flush, resize, ending])
+    records = session.records()
+    assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "EVENT", "EVENT", "SEAL"]
+    assert records[3]["event"]["body"][1]["data"] == b"\r\n"  # not the flushed bytes a second time

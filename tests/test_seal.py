@@ -188,6 +188,31 @@ def test_an_output_flush_after_newer_events_is_ignored() -> None:
     assert chain.step.holds_output("s-1")
 
 
+def test_a_prompt_released_by_a_flush_still_masks_the_password_typed_after_it() -> None:
+    """The prompt ends without a space, so the masker holds it; a pause past the hold limit puts
+    it on record, and what the user then types must still be masked as the password."""
+    chain = masking_chain()
+    chain.feed(make_event("s-1", 0, output("ada@host:~$ sudo ls\r\nPassword:")))
+    assert chain.step.holds_output("s-1")
+    assert chain.feed(output_flush_event(chain.state, 15)) == ["EVENT"]
+    chain.feed(make_event("s-1", 1, body("TerminalInput", data=b"hunter2-Correct-Horse\r")))
+    typed = chain.records[-1].value
+    assert typed["event"]["body"][1]["data"] == b"*" * 21 + b"\r"
+    assert [finding["entity_type"] for finding in typed["findings"]] == ["PASSWORD"]
+    assert b"hunter2" not in b"".join(record.raw for record in chain.records)
+
+
+def test_a_flush_keeps_a_tables_header_for_its_next_rows() -> None:
+    chain = masking_chain()
+    header = " id | patient_name   | mrn\r\n----+----------------+---------\r\n"
+    chain.feed(make_event("s-1", 0, output(header + "  1 | Ada Lovelace   | A123")))
+    chain.feed(output_flush_event(chain.state, 15))
+    chain.feed(make_event("s-1", 1, output("4567\r\n  2 | Grace Hopper   | B7654321\r\n")))
+    rows = chain.records[-1].value["event"]["body"][1]["data"]
+    assert b"Grace Hopper" not in rows
+    assert b"B7654321" not in rows
+
+
 def test_keystrokes_held_at_the_end_are_kept_and_a_typed_password_stays_masked() -> None:
     chain = masking_chain()
     chain.feed(make_event("s-1", 0, output("[sudo] password for ada: ")))
