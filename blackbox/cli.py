@@ -96,11 +96,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = Settings()
     verifier = build_token_verifier(settings)
     index = open_migrated_index(settings)
-    store = open_archive(settings)
-    proofs = open_proofs(settings, index, store)
-    access_log = open_access_log(settings)
-    app = create_app(SessionReader(index, store), verifier, proofs=proofs, access_log=access_log)
+    access_log = None
     try:
+        store = open_archive(settings)
+        proofs = open_proofs(settings, index, store)
+        access_log = open_access_log(settings)
+        app = create_app(SessionReader(index, store), verifier, proofs=proofs, access_log=access_log)
         uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port)
     finally:
         if access_log is not None:

@@ -212,30 +212,31 @@ def _serve(
             flush=True,
         )
 
-    # The worker before the API: its ledger makes the dev signing key the API proves with.
-    worker = build_worker(settings, store, index, data_dir=data_dir, on_started=announce)
-    verifier = build_token_verifier(settings)
     access_log = open_access_log(settings, broker.bootstrap)
-    api_app = create_app(
-        SessionReader(index, store),
-        verifier,
-        metrics_source=worker.gauges,
-        proofs=open_proofs(settings, index, store),
-        access_log=access_log,
-    )
-    api = _ApiServer(api_app, settings.api_host, api_port)
-    api.start(api_port)
-    (data_dir / STACK_FILE).write_text(
-        json.dumps({"bootstrap": broker.bootstrap, "api_url": api_url, "pid": os.getpid()})
-    )
-
+    worker = api = None
     try:
+        # The worker before the API: its ledger makes the dev signing key the API proves with.
+        worker = build_worker(settings, store, index, data_dir=data_dir, on_started=announce)
+        api_app = create_app(
+            SessionReader(index, store),
+            build_token_verifier(settings),
+            metrics_source=worker.gauges,
+            proofs=open_proofs(settings, index, store),
+            access_log=access_log,
+        )
+        api = _ApiServer(api_app, settings.api_host, api_port)
+        api.start(api_port)
+        (data_dir / STACK_FILE).write_text(
+            json.dumps({"bootstrap": broker.bootstrap, "api_url": api_url, "pid": os.getpid()})
+        )
         run_worker(worker.app, loglevel=settings.log_level)
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
     finally:
-        worker.close()
-        api.stop()
+        if worker is not None:
+            worker.close()
+        if api is not None:
+            api.stop()
         if access_log is not None:
             access_log.close()

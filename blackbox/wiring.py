@@ -15,10 +15,9 @@ from urllib.parse import urlsplit
 
 import faust
 
-from api.access_log import KafkaAccessLog
+from api.access_log import AccessNotRecorded, KafkaAccessLog
 from api.auth import TokenVerifier
 from blackbox.settings import ConfigurationError, Settings
-from ingest.emitter import EmitError
 from ledger.signer import InvalidKey, Signer, Verifier
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
@@ -303,11 +302,15 @@ def open_access_log(settings: Settings, bootstrap: str | None = None) -> KafkaAc
         logger.warning("BLACKBOX_AUDIT_READS is off: reads of session content are not put on record")
         return None
     access_log = KafkaAccessLog(
-        bootstrap or settings.kafka_bootstrap, settings.events_topic, version=_package_version()
+        bootstrap or settings.kafka_bootstrap,
+        settings.events_topic,
+        version=_package_version(),
+        # Well before the worker's idle timeout seals the session (and refuses reads after).
+        quiet_seconds=settings.idle_timeout_seconds / 2,
     )
     try:
         return access_log.start()
-    except EmitError as exc:
+    except AccessNotRecorded as exc:
         raise ConfigurationError(
             f"cannot record auditors' reads: {exc}. The API serves session content only once each "
             "read is on record; start Kafka, or set BLACKBOX_AUDIT_READS=false to serve reads unaudited"

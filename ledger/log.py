@@ -414,19 +414,7 @@ class LedgeredBlock:
     first_index: int
     records: tuple[bytes, ...]
     hashes: tuple[bytes, ...]
-    kinds: tuple[int, ...]
-
-    def entries(self) -> list[bytes]:
-        """The leaf entry of each record, in order (`entry_for_record` without parsing heads again:
-        the cut already read each record's session id, index and kind)."""
-        sid = self.session_id.encode("utf-8")
-        first = self.first_index
-        return [
-            encode_entry(sid, first + position, kind, len(raw), digest)
-            for position, (raw, digest, kind) in enumerate(
-                zip(self.records, self.hashes, self.kinds, strict=True)
-            )
-        ]
+    entries: tuple[bytes, ...]  # the leaf entry of each record, in order
 
 
 def split_block(payload: bytes, count: int) -> tuple[list[bytes], list[bytes], list[int]] | None:
@@ -484,6 +472,17 @@ _KIND_PREFIXES = frozenset(bytes([value]) for value in _KIND_BYTES)
 _HASH_PREFIX = bytes([_HASH_LENGTH_BYTE])
 
 
+def _chained_entries(records: list[bytes], hashes: list[bytes], kinds: list[int]) -> list[bytes]:
+    """Leaf entries of records cut along their chain (`split_block`): the cut has read each
+    record's session id, index and kind already, so no head is parsed again."""
+    head = read_record_head(records[0])
+    sid = head.session_id.encode("utf-8")
+    return [
+        encode_entry(sid, head.index + position, kind, len(raw), digest)
+        for position, (raw, digest, kind) in enumerate(zip(records, hashes, kinds, strict=True))
+    ]
+
+
 def split_object(data: bytes) -> list[LedgeredBlock]:
     """Every block of an archive object, cut into records (see `split_block`); a block the chain
     does not cut is decoded with fastavro instead, so what the ledger commits to is never a guess."""
@@ -498,11 +497,14 @@ def split_object(data: bytes) -> list[LedgeredBlock]:
             records = decoded[number]
             hashes = [_sha256(raw).digest() for raw in records]
             try:
-                kinds = [read_record_head(raw).kind for raw in records]
+                # Each record's own head: a block that does not chain is the forensic case, where
+                # nothing about its records may be assumed.
+                entries = [entry_for_record(raw, d).encode() for raw, d in zip(records, hashes, strict=True)]
             except ValueError as exc:
                 raise ArchiveFormatError(f"block {number} holds a record that is not sealed: {exc}") from exc
         else:
             records, hashes, kinds = split
+            entries = _chained_entries(records, hashes, kinds)
         if len(records) != block.count:
             raise ArchiveFormatError(
                 f"block {number} holds {len(records)} records, its header says {block.count}"
@@ -519,7 +521,7 @@ def split_object(data: bytes) -> list[LedgeredBlock]:
                 head.index,
                 tuple(records),
                 tuple(hashes),
-                tuple(kinds),
+                tuple(entries),
             )
         )
     return blocks
@@ -772,7 +774,7 @@ class ShardLedger:
         )
         put_exact(self.store, marker_key(self.origin, key), marker.encode())
         for block in blocks:
-            builder.extend(block.entries())
+            builder.extend(block.entries)
         for tile, tile_bytes in builder.take_full():
             put_exact(self.store, self._prefix + tile.path, tile_bytes)
         self._last_object = key

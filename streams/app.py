@@ -148,11 +148,20 @@ class PartitionAcks:
 
     def __init__(self) -> None:
         self._waiting: dict[int, deque[tuple[int, Any]]] = {}
+        self._revocations: dict[int, int] = {}
 
     def __len__(self) -> int:
         return sum(len(waiting) for waiting in self._waiting.values())
 
-    def add(self, partition: int, offset: int, event: Any) -> None:
+    def generation(self, partition: int) -> int:
+        """How many times the partition was revoked: taken with a batch, handed back to `add`."""
+        return self._revocations.get(partition, 0)
+
+    def add(self, partition: int, offset: int, event: Any, generation: int) -> None:
+        """A sealed message, from a batch taken at the partition's ``generation``. One whose
+        partition was revoked meanwhile is left unacknowledged: it is the next owner's now."""
+        if generation != self._revocations.get(partition, 0):
+            return
         self._waiting.setdefault(partition, deque()).append((offset, event))
 
     def ready(self, held: frozenset[tuple[int, int]]) -> list[Any]:
@@ -167,6 +176,7 @@ class PartitionAcks:
         """Revoked partitions: their next owner reads again from the last commit."""
         for partition in partitions:
             self._waiting.pop(partition, None)
+            self._revocations[partition] = self._revocations.get(partition, 0) + 1
 
 
 def build_app(
@@ -277,6 +287,7 @@ def build_app(
     async def seal_batches(intake: BatchIntake[Taken], stream: Any) -> None:
         while True:
             batch = await intake.take()
+            generations = {message.partition: acks.generation(message.partition) for _, message in batch}
             metrics.intake_messages = len(intake)
             started = time.perf_counter()
             messages = [message for _, message in batch]
@@ -290,7 +301,7 @@ def build_app(
                 await app.crash(exc)
                 return
             for event, message in batch:
-                acks.add(message.partition, message.offset, event)
+                acks.add(message.partition, message.offset, event, generations[message.partition])
             for event in acks.ready(outcome.held):
                 await stream.ack(event)
             metrics.unacknowledged_messages = len(acks)

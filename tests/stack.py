@@ -116,7 +116,7 @@ class WorkerProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-async def _read_topic(
+async def read_topic(
     bootstrap: str, topic: str, done: Any, limit_seconds: float, alive: Any = None
 ) -> list[Any]:
     consumer = AIOKafkaConsumer(
@@ -163,7 +163,7 @@ def wait_for_sealed(
     is the end-to-end signal. After a crash a batch may be published twice; count distinct.
     """
     messages = asyncio.run(
-        _read_topic(
+        read_topic(
             bootstrap, topic, lambda m: len(set(sealed_records(m))) >= expected_records, timeout, alive
         )
     )
@@ -171,7 +171,7 @@ def wait_for_sealed(
 
 
 def read_dlq(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
-    return asyncio.run(_read_topic(bootstrap, topic, lambda m: len(m) >= expected, timeout))
+    return asyncio.run(read_topic(bootstrap, topic, lambda m: len(m) >= expected, timeout))
 
 
 @dataclass

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,11 +17,21 @@ from blackbox.broker import TansuBroker, free_port
 from blackbox.topics import ensure_topics
 from schemas import default_registry
 from schemas.bodies import HTTP_EXCHANGE, SESSION_END, SESSION_START
-from tests.stack import Topics, read_dlq
+from tests.stack import Topics, read_topic
 
 pytestmark = pytest.mark.kafka
 
 REGISTRY = default_registry()
+
+
+def read_events(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` events on ``topic``, however the emitter batched them."""
+
+    def decoded(messages: list[Any]) -> list[dict[str, Any]]:
+        return [event for m in messages for event, _ in REGISTRY.decode_events(m.value).events]
+
+    messages = asyncio.run(read_topic(bootstrap, topic, lambda ms: len(decoded(ms)) >= count, 60))
+    return decoded(messages)
 
 
 def auditor(subject: str) -> Principal:
@@ -38,8 +50,7 @@ def test_each_auditors_reads_are_one_session_ended_when_the_api_stops(kafka_boot
     finally:
         access_log.close()
     # Each read was on the broker before record() returned; close() ended both sessions.
-    messages = read_dlq(kafka_bootstrap, topics.events, 2)  # the emitter batches per session
-    events = [event for m in messages for event, _ in REGISTRY.decode_events(m.value).events]
+    events = read_events(kafka_bootstrap, topics.events, 7)
     by_principal: dict[str, list[dict[str, object]]] = {}
     for event in sorted(events, key=lambda e: (e["session_id"], e["seq"])):
         by_principal.setdefault(event["identity"]["principal"], []).append(event)
@@ -84,8 +95,7 @@ def test_a_read_that_cannot_be_recorded_is_refused_and_the_next_starts_afresh(tm
                 break
             except AccessNotRecorded:
                 assert time.monotonic() < deadline, "the access log did not recover"
-        messages = read_dlq(broker.bootstrap, "events", 1)
-        events = [event for m in messages for event, _ in REGISTRY.decode_events(m.value).events]
+        events = read_events(broker.bootstrap, "events", 2)
         [served] = [e for e in events if e["body"][0] == HTTP_EXCHANGE and e["body"][1]["url"] == url]
         # The read served sits in a session of its own from seq 0, not after a gap where a refused
         # read was. (A refused read may still reach the log: it holds every read served, and
@@ -95,3 +105,60 @@ def test_a_read_that_cannot_be_recorded_is_refused_and_the_next_starts_afresh(tm
     finally:
         access_log.close()
         broker.stop()
+
+
+def test_a_quiet_auditor_session_ends_before_the_worker_would_seal_it(kafka_bootstrap: str) -> None:
+    """The worker seals sessions idle for its idle timeout and refuses events after that; the
+    access log ends a quiet session itself and opens another for the next read."""
+    topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    now = [1000.0]
+    access_log = KafkaAccessLog(
+        kafka_bootstrap, topics.events, quiet_seconds=60, clock=lambda: now[0]
+    ).start()
+    try:
+        access_log.record(auditor("ada"), ContentRead("s-1", "GET", "/api/v1/sessions/s-1/events", 10))
+        now[0] += 61
+        access_log.record(auditor("ada"), ContentRead("s-2", "GET", "/api/v1/sessions/s-2/events", 10))
+    finally:
+        access_log.close()
+    events = read_events(kafka_bootstrap, topics.events, 6)
+    sessions: dict[str, list[tuple[int, str, str]]] = {}
+    for e in events:
+        detail = e["body"][1].get("reason") or e["attributes"].get(READ_SESSION_ATTRIBUTE, "")
+        sessions.setdefault(e["session_id"], []).append((e["seq"], e["body"][0], detail))
+    first, second = sorted(sessions.values(), key=lambda s: [x[2] for x in s].count("s-1"), reverse=True)
+    assert sorted(first) == [(0, SESSION_START, ""), (1, HTTP_EXCHANGE, "s-1"), (2, SESSION_END, "quiet")]
+    assert sorted(second) == [
+        (0, SESSION_START, ""),
+        (1, HTTP_EXCHANGE, "s-2"),
+        (2, SESSION_END, "api stopped"),
+    ]
+
+
+def test_reads_from_many_threads_are_each_recorded_once(kafka_bootstrap: str) -> None:
+    topics = Topics.fresh(kafka_bootstrap, partitions=2)
+    access_log = KafkaAccessLog(kafka_bootstrap, topics.events).start()
+    reads = [(f"auditor-{n % 3}", f"s-{n}") for n in range(24)]
+    try:
+        with ThreadPoolExecutor(8) as pool:  # as FastAPI's worker threads call it
+            list(
+                pool.map(
+                    lambda read: access_log.record(
+                        auditor(read[0]), ContentRead(read[1], "GET", f"/api/v1/sessions/{read[1]}/events", 1)
+                    ),
+                    reads,
+                )
+            )
+    finally:
+        access_log.close()
+    events = read_events(kafka_bootstrap, topics.events, 30)
+    recorded = sorted(
+        (e["identity"]["principal"], e["attributes"][READ_SESSION_ATTRIBUTE])
+        for e in events
+        if e["body"][0] == HTTP_EXCHANGE
+    )
+    assert recorded == sorted(reads)
+    for principal in {who for who, _ in reads}:  # one session each, seqs without gaps
+        mine = [e for e in events if e["identity"]["principal"] == principal]
+        assert len({e["session_id"] for e in mine}) == 1
+        assert sorted(e["seq"] for e in mine) == list(range(len(mine)))

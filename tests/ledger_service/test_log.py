@@ -138,7 +138,7 @@ def test_blocks_cut_along_the_chain_are_the_avro_records(bare: Path) -> None:
             decoded = [[record.raw for record in records] for _, records in iter_blocks(data)]
             assert [list(block.records) for block in blocks] == decoded
             # Entries built from the cut are those read from each record's own bytes.
-            entries = [entry for block in blocks for entry in block.entries()]
+            entries = [entry for block in blocks for entry in block.entries]
             assert entries == [entry_for_record(raw).encode() for records in decoded for raw in records]
 
 
@@ -170,7 +170,11 @@ def test_a_block_that_does_not_chain_is_decoded_instead() -> None:
     assert split_block(b"".join(unlinked), 2) is None
     key = "e1/p00000/00000000000000000000-00000000000000000001.avro"
     data = build_object(key, REGISTRY.canonical_json(SEALED_SCHEMA), [unlinked]).data
-    assert list(split_object(data)[0].records) == unlinked
+    [block] = split_object(data)
+    assert list(block.records) == unlinked
+    # Entries from each record's own head: index 0 and 2, not the 0 and 1 a run would suggest.
+    assert list(block.entries) == [entry_for_record(raw).encode() for raw in unlinked]
+    assert [LeafEntry.decode(entry).index for entry in block.entries] == [0, 2]
 
 
 # -- finding the latest checkpoint ------------------------------------------------------------------
