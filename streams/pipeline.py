@@ -44,7 +44,14 @@ from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.decode import DecodedMessage, Decoder
-from streams.seal import SealedRecord, SealStep, SessionState, carries_gateway_event, replay_state
+from streams.seal import (
+    SealedRecord,
+    SealStep,
+    SessionState,
+    carries_gateway_event,
+    is_worker_request,
+    replay_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +201,7 @@ class SessionCache:
         self.idle_requested: set[str] = set()
         self._staged_states: dict[str, SessionState] = {}
         self._staged_digests: dict[tuple[str, int], bytes] = {}
+        self._staged_active: set[str] = set()  # sessions with records of their own in the batch
 
     def get(self, session_id: str) -> SessionState | None:
         return self._staged_states.get(session_id) or self.states.get(session_id)
@@ -201,6 +209,10 @@ class SessionCache:
     def stage(self, state: SessionState, records: Iterable[SealedRecord]) -> None:
         self._staged_states[state.session_id] = state
         for record in records:
+            if not is_worker_request(record.value):
+                # The worker's own requests (a flush of held bytes) do not make a session active:
+                # its idle time runs from its gateway's last event.
+                self._staged_active.add(state.session_id)
             if carries_gateway_event(record.value):
                 self._staged_digests[(state.session_id, record.value["source_seq"])] = record.value[
                     "event_digest"
@@ -227,13 +239,15 @@ class SessionCache:
                 self.forget(session_id)
             else:
                 self.states[session_id] = state
-                self.last_seen[session_id] = now
-                self.idle_requested.discard(session_id)
+                if session_id in self._staged_active or session_id not in self.last_seen:
+                    self.last_seen[session_id] = now
+                    self.idle_requested.discard(session_id)
         self.discard()
 
     def discard(self) -> None:
         self._staged_states = {}
         self._staged_digests = {}
+        self._staged_active = set()
 
     def forget(self, session_id: str) -> None:
         self.states.pop(session_id, None)

@@ -137,6 +137,12 @@ def _apply(state: SessionState, value: dict[str, Any], digest_of_record: bytes) 
 _GATEWAY_KINDS = frozenset({"EVENT", "LATE"})
 
 
+def is_worker_request(value: Mapping[str, Any]) -> bool:
+    """Whether a sealed record carries one of the worker's own requests (IdleTimeout, OutputFlush)."""
+    event = value.get("event")
+    return event is not None and event["body"][0] in WORKER_REQUESTS
+
+
 def carries_gateway_event(value: Mapping[str, Any]) -> bool:
     """Whether a sealed record holds a gateway's event under its ``source_seq``: what a
     duplicate is compared with. The worker's requests reuse the seq of the session's last

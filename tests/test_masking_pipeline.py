@@ -370,3 +370,17 @@ def test_a_flush_after_a_refused_event_is_repeated_after_a_crash(tmp_path: Path)
     records = session.records()
     assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "EVENT", "EVENT", "SEAL"]
     assert records[3]["event"]["body"][1]["data"] == b"\r\n"  # not the flushed bytes a second time
+
+
+def test_a_flush_does_not_put_off_the_idle_seal(tmp_path: Path) -> None:
+    """A session's idle time runs from its gateway's last event, not from the worker's flush."""
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        worker = session.worker()
+        worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
+        session.now += 20
+        [state] = worker.overdue_holds(15)
+        worker.process([session.message(1, output_flush_event(state, 15))])
+        session.now += 1780  # 1800 s after the gateway's last event, 1780 after the flush
+        assert [s.session_id for s in worker.idle_sessions(1800)] == ["s-held"]
