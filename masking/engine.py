@@ -456,11 +456,16 @@ class TerminalStreamMasker:
     def release(self) -> tuple[bytes, list[Finding]]:
         """Emit the held tail, masked as complete, and go on: unlike `flush`, the line and the
         multi-line context stay, so a prompt still governs what is typed after it and a table's
-        header its next rows. The stream is still a pure function of the calls made on it."""
-        if self.held == 0:
+        header its next rows. An escape sequence cut off at the end stays held (it is no text,
+        and it completes with the next chunk). The stream is still a pure function of the calls
+        made on it. A value cut by the release is emitted in two parts: the first as it looks
+        alone, the second masked (without a second finding) if the whole is a value."""
+        cut = incomplete_escape(self._buf)
+        end = len(self._buf) if cut < 0 else cut
+        if end <= self._emitted:
             return b"", []
-        out = self._process(self._buf, final=True)
-        self._emitted = len(self._buf)
+        out = self._process(self._buf[:end], final=True)
+        self._emitted = end
         return out
 
     def _reset(self) -> None:

@@ -81,6 +81,7 @@ class _Session:
     last_seq: int = -1
     secret_input: bytearray = field(default_factory=bytearray)
     secret_entry: bool = False
+    prompt_answered: bool = False  # the password prompt on the current line has had its Enter
 
 
 class EventMasker:
@@ -115,9 +116,16 @@ class EventMasker:
         return tail
 
     def holds(self, session_id: str) -> bool:
-        """Whether output or keystrokes of the session are held back for its next event."""
+        """Whether the session's stream state is not yet on record: output or keystrokes held
+        back for its next event, or a password prompt whose answer has not ended with Enter.
+        The prompt is only in memory (it decides that what is typed next is a password), so the
+        message that printed it must come again after a crash, like held bytes."""
         session = self._sessions.get(session_id)
-        return session is not None and bool(session.output.held or session.input.held or session.secret_input)
+        if session is None:
+            return False
+        if session.output.held or session.input.held or session.secret_input or session.secret_entry:
+            return True
+        return not session.prompt_answered and bool(_SECRET_PROMPT.search(session.output.current_line()))
 
     def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
         body_type, fields = event["body"]
@@ -177,6 +185,7 @@ class EventMasker:
         else:
             session.last_seq = seq
             if body_type == TERMINAL_OUTPUT:
+                session.prompt_answered = False  # the current line may be a new prompt
                 out, findings = session.output.feed(data)
             else:
                 out, findings = self._input(session, data)
@@ -202,6 +211,7 @@ class EventMasker:
         secret = bytes(session.secret_input) + data[:end]
         session.secret_input.clear()
         session.secret_entry = False
+        session.prompt_answered = True  # until more output comes: the prompt line stays current
         masked, findings = self._password(secret, session.policy, "body.data")
         rest, more = session.input.feed(data[end:])
         for f in more:

@@ -384,3 +384,30 @@ def test_a_flush_does_not_put_off_the_idle_seal(tmp_path: Path) -> None:
         worker.process([session.message(1, output_flush_event(state, 15))])
         session.now += 1780  # 1800 s after the gateway's last event, 1780 after the flush
         assert [s.session_id for s in worker.idle_sessions(1800)] == ["s-held"]
+
+
+def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(tmp_path: Path) -> None:
+    """Only the masker knows that a prompt asked for a password: the message that printed it
+    stays unacknowledged until the answer's Enter, so that a new worker sees the prompt again
+    and masks what is typed after it."""
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        first = session.worker()
+        prompt = session.message(0, make_event("s-held", 0, output("[sudo] password for ada: ")))
+        typed = session.message(1, make_event("s-held", 1, body("TerminalInput", data=b"hunt")))
+        assert first.process([prompt]).held == {(0, 0)}  # before any keystroke
+        assert first.process([typed]).held == {(0, 0)}  # still the prompt's message
+
+        restarted = session.worker()  # Kafka delivers again from offset 0
+        rest = [
+            session.message(2, make_event("s-held", 2, body("TerminalInput", data=b"er2\r"))),
+            session.message(3, make_event("s-held", 3, output("\r\nok\r\n"))),
+        ]
+        assert restarted.process([prompt, typed, *rest]).held == frozenset()
+        ending = restarted.process([session.message(4, make_event("s-held", 4, end()))])
+        assert ending.held == frozenset()
+    records = session.records()
+    assert b"hunter2" not in b"".join(repr(r).encode() for r in records)
+    entered = records[2]["event"]["body"][1]["data"]
+    assert entered == b"*******\r"  # the whole password, masked at its Enter

@@ -12,6 +12,7 @@ import pytest
 
 from masking import EventMasker, MaskingEngine, TerminalStreamMasker
 from masking.corpus import terminal_bytes
+from masking.engine import incomplete_escape
 from masking.policy import PolicySet
 from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE
 
@@ -255,3 +256,29 @@ def test_a_typed_password_follows_the_policy(engine: MaskingEngine) -> None:
         final, findings = masker.mask(ev(9, "TerminalInput", data=b"\r"))
         assert final["body"][1]["data"] == b"hunter2\r"
         assert findings == []
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"abc \x1b]0;ti", b"tle", b"\x07 done\n"],  # a title (OSC) cut at the release
+        [b"ls --color \x1b[3", b"1mred\x1b[0m\n"],  # a colour (CSI) cut at the release
+        [b"bye ada@lovelace.o", b"rg and more\n"],  # a value cut at the release
+    ],
+)
+def test_a_release_emits_every_byte_once(engine: MaskingEngine, chunks: list[bytes]) -> None:
+    """A flush mid-session releases what is held and the stream goes on: together the pieces are
+    the stream, each byte once (an escape sequence cut at the release stays held until whole)."""
+    masker = engine.stream()
+    first, *rest = chunks
+    out, _ = masker.feed(first)
+    released, _ = masker.release()
+    out += released
+    cut = incomplete_escape(first)
+    assert masker.held == (len(first) - cut if cut >= 0 else 0)
+    for chunk in rest:
+        out += masker.feed(chunk)[0]
+    out += masker.flush()[0]
+    assert len(out) == sum(len(chunk) for chunk in chunks)
+    if b"@" not in first:
+        assert out == b"".join(chunks)  # nothing here to mask
