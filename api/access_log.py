@@ -240,6 +240,8 @@ class KafkaAccessLog:
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 def _claim(caller: Principal, name: str) -> str | None:
