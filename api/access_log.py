@@ -52,6 +52,9 @@ class AccessLog(Protocol):
     def record(self, caller: Principal, read: ContentRead) -> None:
         """Put ``read`` on record; returns once it is durable, raises AccessNotRecorded if not."""
 
+    def gauges(self) -> dict[str, float]:
+        """Counters for /metrics."""
+
 
 @dataclass(frozen=True, slots=True)
 class ContentRead:
@@ -108,6 +111,9 @@ class KafkaAccessLog:
         self._one_at_a_time: asyncio.Lock | None = None
         self._quiet_timer: asyncio.Task[None] | None = None
         self._started = False
+        self._counts_lock = threading.Lock()
+        self._recorded = 0
+        self._refused = 0
 
     def start(self) -> KafkaAccessLog:
         """Connect to the broker; raises `AccessNotRecorded` when it cannot."""
@@ -126,13 +132,25 @@ class KafkaAccessLog:
             raise AccessNotRecorded("the access log is not running")
         try:
             self._run(self._record(caller, read))
+            with self._counts_lock:
+                self._recorded += 1
         except Exception as exc:  # any failure: the content is not served (never a 500 either)
+            with self._counts_lock:
+                self._refused += 1
             logger.error(
                 "the read of session %s by %s was not recorded: %s", read.session_id, caller.subject, exc
             )
             raise AccessNotRecorded(
                 f"the access log cannot record this read now ({type(exc).__name__})"
             ) from exc
+
+    def gauges(self) -> dict[str, float]:
+        with self._counts_lock:
+            return {
+                "blackbox_access_log_reads_recorded_total": self._recorded,
+                "blackbox_access_log_reads_refused_total": self._refused,
+                "blackbox_access_log_sessions_open": len(self._sessions),
+            }
 
     def close(self) -> None:
         """End every auditor's session and stop."""

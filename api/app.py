@@ -207,6 +207,17 @@ def create_app(
         body = HealthOut(status="ok" if healthy else "unavailable", checks=results)
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
-    install_metrics(app, metrics_source)
+    install_metrics(app, _with_access_log(metrics_source, access_log))
     mount_web_ui(app)
     return app
+
+
+def _with_access_log(source: MetricsSource | None, access_log: AccessLog | None) -> MetricsSource | None:
+    if access_log is None:
+        return source
+    log = access_log  # a name the closure can rely on being non-None
+
+    def gauges() -> dict[str, float]:
+        return {**(source() if source is not None else {}), **log.gauges()}
+
+    return gauges

@@ -21,3 +21,6 @@ class RecordingAccessLog:
         if self.refuse:
             raise AccessNotRecorded("the access log cannot record this read now (EmitError)")
         self.reads.append((caller.subject, read))
+
+    def gauges(self) -> dict[str, float]:
+        return {"blackbox_access_log_reads_recorded_total": len(self.reads)}

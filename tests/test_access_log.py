@@ -47,6 +47,11 @@ def test_each_auditors_reads_are_one_session_ended_when_the_api_stops(kafka_boot
         access_log.record(
             auditor("ada"), ContentRead("s-2", "GET", "/api/v1/sessions/s-2/events?limit=5", 90)
         )
+        assert access_log.gauges() == {
+            "blackbox_access_log_reads_recorded_total": 3,
+            "blackbox_access_log_reads_refused_total": 0,
+            "blackbox_access_log_sessions_open": 2,
+        }
     finally:
         access_log.close()
     # Each read was on the broker before record() returned; close() ended both sessions.
@@ -82,6 +87,7 @@ def test_a_read_that_cannot_be_recorded_is_refused_and_the_next_starts_afresh(tm
         with pytest.raises(AccessNotRecorded, match="cannot record"):
             access_log.record(auditor("ada"), ContentRead("s-1", "GET", "/api/v1/sessions/s-1/asciicast", 10))
         assert time.monotonic() - started < 10  # refused within the timeout, not hung
+        assert access_log.gauges()["blackbox_access_log_reads_refused_total"] == 1
 
         broker = TansuBroker(port, log_file=tmp_path / "tansu-again.log").start()  # memory store: empty
         asyncio.run(ensure_topics(broker.bootstrap, 1, ("events",)))

@@ -431,9 +431,11 @@ def test_reads_of_session_content_are_recorded_before_they_are_answered(
         assert access_log.reads == []  # listings and summaries are not session content
         events = client.get("/api/v1/sessions/s1/events?limit=2", headers=auditor)
         cast = client.get("/api/v1/sessions/s2/asciicast", headers=auditor)
+        metrics = client.get("/metrics").text
     assert events.status_code == 200
     assert cast.status_code == 200
     assert events.json()["session_id"] == "s1"
+    assert "blackbox_access_log_reads_recorded_total 2" in metrics
     reads = [(who, r.session_id, r.url, r.response_bytes) for who, r in access_log.reads]
     assert reads == [
         ("ana", "s1", "/api/v1/sessions/s1/events?limit=2", len(events.content)),
