@@ -80,6 +80,39 @@ def canonical_form(parsed: Any) -> str:
     return str(to_parsing_canonical_form(expand_schema(parsed)))
 
 
+def reads_unchanged(writer: Any, reader: Any) -> bool:
+    """Whether bytes written with ``writer`` decode with ``reader`` as if it were the writer:
+    the same schema up to branches appended to unions and symbols appended to enums (their
+    indexes, and so every older datum's bytes, stay the same). Both in Parsing Canonical Form,
+    as parsed JSON. Such a writer needs no resolution: its messages take the fast path."""
+    if isinstance(writer, str) or isinstance(reader, str):
+        return bool(writer == reader)
+    if isinstance(writer, list) or isinstance(reader, list):
+        return (
+            isinstance(writer, list)
+            and isinstance(reader, list)
+            and len(writer) <= len(reader)
+            and all(reads_unchanged(w, r) for w, r in zip(writer, reader, strict=False))
+        )
+    kind = writer.get("type")
+    if kind != reader.get("type") or writer.get("name") != reader.get("name"):
+        return False
+    if kind == "record":
+        fields, reader_fields = writer["fields"], reader["fields"]
+        return len(fields) == len(reader_fields) and all(
+            w["name"] == r["name"] and reads_unchanged(w["type"], r["type"])
+            for w, r in zip(fields, reader_fields, strict=True)
+        )
+    if kind == "enum":
+        symbols = writer["symbols"]
+        return bool(reader["symbols"][: len(symbols)] == symbols)
+    if kind == "array":
+        return reads_unchanged(writer["items"], reader["items"])
+    if kind == "map":
+        return reads_unchanged(writer["values"], reader["values"])
+    return bool(writer == reader)  # fixed, and primitives written as {"type": ...}
+
+
 def _crc64_fingerprint(parsed: Any) -> bytes:
     return bytes.fromhex(fingerprint(canonical_form(parsed), "CRC-64-AVRO"))
 
@@ -120,7 +153,11 @@ class SchemaRegistry:
                 if reader is None:
                     logger.warning("historical schema %s has no current version; skipped", name)
                     continue
-                self._by_fingerprint[fp] = _WriterSchema(name, fp, parsed, reader)
+                if reads_unchanged(json.loads(canonical_form(parsed)), json.loads(canonical_form(reader))):
+                    # Older bytes are current bytes: read them as such, without resolution.
+                    self._by_fingerprint[fp] = _WriterSchema(name, fp, reader, None)
+                else:
+                    self._by_fingerprint[fp] = _WriterSchema(name, fp, parsed, reader)
 
     @classmethod
     def from_directory(cls, directory: Path = AVRO_DIR) -> SchemaRegistry:
@@ -150,6 +187,12 @@ class SchemaRegistry:
 
     def knows(self, fp: bytes) -> bool:
         return fp in self._by_fingerprint
+
+    def resolves(self, fp: bytes) -> bool:
+        """Whether messages of this writer are resolved into the current schema and their events
+        encoded again (the slow path); False for the current schemas and for older ones whose
+        bytes the current schemas read unchanged."""
+        return self._by_fingerprint[fp].reader is not None
 
     def encode(self, name: str, value: Any) -> bytes:
         """Single-object encoding of ``value`` with the current schema ``name``."""

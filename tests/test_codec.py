@@ -19,7 +19,7 @@ from schemas import (
     UnknownFingerprint,
     default_registry,
 )
-from schemas.codec import AVRO_DIR, canonical_form
+from schemas.codec import AVRO_DIR, canonical_form, reads_unchanged
 from tests.eventdata import body, make_event
 
 REGISTRY = default_registry()
@@ -171,6 +171,34 @@ def test_events_of_the_first_schema_version_are_read_with_the_same_bytes() -> No
     assert v1.fingerprint_of(EVENT_SCHEMA) != REGISTRY.fingerprint_of(EVENT_SCHEMA)
     event = make_event("s-1", 3, body("TerminalOutput", data=b"hello\r\n"))
     message = v1.encode(BATCH_SCHEMA, {"session_id": "s-1", "events": [event]})
+    assert not REGISTRY.resolves(v1.fingerprint_of(BATCH_SCHEMA))  # the fast path: no re-encoding
     ((value, raw),) = REGISTRY.decode_events(message).events
     assert value == event
     assert raw == v1.encode_body(EVENT_SCHEMA, event)
+    assert raw == message[-len(raw) - 1 : -1]  # the message's own bytes (a zero count ends the array)
+
+
+def test_only_appended_union_branches_and_enum_symbols_read_unchanged() -> None:
+    current = json.loads(canonical_form(REGISTRY.schema(EVENT_SCHEMA)))
+    body = next(f for f in current["fields"] if f["name"] == "body")
+    kind = next(f for f in current["fields"] if f["name"] == "identity")["type"]["fields"][1]["type"]
+    assert reads_unchanged(current, current)
+
+    fewer_bodies = copy.deepcopy(current)
+    next(f for f in fewer_bodies["fields"] if f["name"] == "body")["type"] = body["type"][:-1]
+    assert reads_unchanged(fewer_bodies, current)  # an older writer: its branches keep their index
+    assert not reads_unchanged(current, fewer_bodies)  # a newer one may write a branch unknown here
+
+    moved = copy.deepcopy(current)
+    next(f for f in moved["fields"] if f["name"] == "body")["type"] = body["type"][1:] + body["type"][:1]
+    assert not reads_unchanged(moved, current)  # the same branches, other indexes
+
+    fewer_kinds = copy.deepcopy(current)
+    next(f for f in fewer_kinds["fields"] if f["name"] == "identity")["type"]["fields"][1]["type"] = {
+        **kind,
+        "symbols": kind["symbols"][:-1],
+    }
+    assert reads_unchanged(fewer_kinds, current)
+    assert not reads_unchanged(json.loads(canonical_form(parse_schema(_newer_event_schema()))), current)
+    newer = _registry(_newer_event_schema()).fingerprint_of(EVENT_SCHEMA)
+    assert _registry(_raw("session_event.avsc"), history=[_newer_event_schema()]).resolves(newer)
