@@ -411,3 +411,25 @@ def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(tmp_path:
     assert b"hunter2" not in b"".join(repr(r).encode() for r in records)
     entered = records[2]["event"]["body"][1]["data"]
     assert entered == b"*******\r"  # the whole password, masked at its Enter
+
+
+def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(tmp_path: Path) -> None:
+    """Another session's conflicting repeat of an event chained before the window was masked
+    alone when sealed; recovery must not feed it into that session's rebuilt stream, or its
+    unfinished last token would reach the record again with the session's next event."""
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        session = HeldSession(tmp_path, index)
+        other = HeldSession(tmp_path, index, "s-other")
+        first = session.worker()
+        first.process([other.message(0, make_event("s-other", 0, output("done\r\n")))])
+        held = session.message(1, make_event("s-held", 0, output("bye ada@lovelace.org")))
+        fork = other.message(2, make_event("s-other", 0, output("bye bob@example.o"), event_id="x"))
+        assert first.process([held, fork]).held == {(0, 1)}  # the fork, masked alone, holds nothing
+
+        restarted = session.worker()  # Kafka delivers again from offset 1
+        later = other.message(3, make_event("s-other", 1, output("rg\r\n")))
+        restarted.process([held, fork, later])
+    records = [value for _, value in read_archive(other.store).by_session()["s-other"]]
+    assert [r["kind"] for r in records] == ["EVENT", "FORK", "EVENT"]
+    assert records[2]["event"]["body"][1]["data"] == b"rg\r\n"  # nothing of the fork before it
