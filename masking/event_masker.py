@@ -127,11 +127,11 @@ class EventMasker:
             return True
         return not session.prompt_answered and bool(_SECRET_PROMPT.search(session.output.current_line()))
 
-    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[Finding]]:
+    def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Finding]]:
         body_type, fields = event["body"]
         policy = self._policy(event)
         if body_type in (TERMINAL_OUTPUT, TERMINAL_INPUT):
-            return self._terminal(event, body_type, fields, policy)
+            return self._terminal(event, body_type, fields, policy, alone=alone)
         if body_type in (SESSION_END, IDLE_TIMEOUT):  # the worker's idle seal ends a session too
             return self._release_held(event, self._sessions.pop(event["session_id"], None), ending=True)
         if body_type == OUTPUT_FLUSH:
@@ -174,12 +174,12 @@ class EventMasker:
         return session
 
     def _terminal(
-        self, event: dict[str, Any], body_type: str, fields: dict[str, Any], policy: Policy
+        self, event: dict[str, Any], body_type: str, fields: dict[str, Any], policy: Policy, *, alone: bool
     ) -> tuple[dict[str, Any], list[Finding]]:
         data: bytes = fields["data"]
         session = self._session(event["session_id"], policy)
         seq = event["seq"]
-        if seq <= session.last_seq:
+        if alone or seq <= session.last_seq:
             # Out of order (LATE or FORK): mask alone; the stream has moved on.
             out, findings = self._engine.mask_bytes(data, "body.data", policy=session.policy)
         else:

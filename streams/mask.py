@@ -11,10 +11,14 @@ from typing import Any, Protocol
 
 
 class Masker(Protocol):
-    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
+    def mask(
+        self, event: dict[str, Any], *, alone: bool = False
+    ) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
         """The event with sensitive values replaced, and one finding per replaced value.
 
-        Returns the very same object when nothing was replaced."""
+        Returns the very same object when nothing was replaced. ``alone``: the chain did not
+        take the event in order (LATE, FORK), so a terminal event is masked on its own and its
+        session's stream is left as it was."""
         ...
 
     def end_session(self, session_id: str) -> bytes:
@@ -28,7 +32,9 @@ class Masker(Protocol):
 
 
 class NoMasking:
-    def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
+    def mask(
+        self, event: dict[str, Any], *, alone: bool = False
+    ) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
         return event, []
 
     def end_session(self, session_id: str) -> bytes:

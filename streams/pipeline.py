@@ -916,7 +916,10 @@ class SealPipeline:
         sessions = {d.events[0][0]["session_id"] for _, d in skipped if d.events}
         self._load_states(partition, sessions)
         window_start = skipped[0][0].offset
-        chained_before: dict[str, int] = {}  # session → its stream's position before the window
+        # session → its chain's last seq, from before the window (a lower bound, from the index)
+        # and then replayed event by event: only an event the chain takes in order goes into the
+        # session's terminal stream (a duplicate is dropped, LATE and FORK are masked alone).
+        chain_at: dict[str, int] = {}
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -924,15 +927,11 @@ class SealPipeline:
             state = self.cache.get(session_id)
             if state is None or state.sealed:
                 continue
-            if session_id not in chained_before:
-                chained_before[session_id] = self._streamed_before(session_id, partition, window_start)
+            if session_id not in chain_at:
+                chain_at[session_id] = self._chained_before(session_id, partition, window_start)
             for event, _ in decoded.events:
                 seq = event["seq"]
                 if seq > state.last_seq:
-                    continue
-                if seq <= chained_before[session_id] and event["body"][0] != OUTPUT_FLUSH:
-                    # The stream was past this seq before the window: sealing dropped the event
-                    # as a duplicate or masked it alone (LATE, FORK), never in the stream.
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
                     # Sealing let held bytes go at this request only if it put them on record (it
@@ -940,20 +939,21 @@ class SealPipeline:
                     if self._is_recorded(session_id, event["event_id"]):
                         self._seal.rewarm(event, message.key)
                     continue
-                self._seal.rewarm(event, message.key)
+                if seq <= chain_at[session_id]:
+                    continue
+                if self._seal.rewarm(event, message.key):
+                    chain_at[session_id] = seq
             self._note_holding(message, session_id)
 
-    def _streamed_before(self, session_id: str, partition: int, offset: int) -> int:
-        """A lower bound of the seq the session's terminal stream had reached when the message
-        at ``offset`` was sealed (-1 if none): its last terminal EVENT in archive objects wholly
-        before ``offset``. Every terminal EVENT went into the stream; a terminal event with a seq
-        at or below the bound, later, did not (the stream only moves forward)."""
+    def _chained_before(self, session_id: str, partition: int, offset: int) -> int:
+        """The session's last seq taken in order, in archive objects wholly before ``offset``: a
+        lower bound of its chain's position when the message at ``offset`` was sealed (-1 if
+        none). A lower bound errs safe: an event it lets through is fed again, never dropped."""
         table = self._retry(
-            "look up a stream's position",
+            "look up a chain's position",
             lambda: self._index.query(
                 "SELECT max(source_seq) AS last_seq, count() AS records FROM events"
-                " WHERE session_id = {sid:String} AND kind = 'EVENT'"
-                " AND body_type IN ('TerminalOutput', 'TerminalInput') AND object_key IN"
+                " WHERE session_id = {sid:String} AND kind = 'EVENT' AND object_key IN"
                 " (SELECT object_key FROM archive_objects WHERE kafka_partition = {p:UInt32}"
                 "  AND startsWith(object_key, {prefix:String}) AND last_offset < {offset:Int64})",
                 {

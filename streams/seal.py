@@ -280,7 +280,9 @@ class SealStep:
         if kind == "EVENT" and seq > current.last_seq + 1:
             gap = {"first_seq": current.last_seq + 1, "last_seq": seq - 1}
             self._chain(current, {"kind": "GAP", "gap": gap}, None, records)
-        masked, findings = self._masker.mask(event)
+        # Only an event the chain takes in order continues its session's terminal stream: what
+        # goes into the stream then follows from the chain, not from a worker's memory.
+        masked, findings = self._masker.mask(event, alone=kind != "EVENT")
         risk = self._scorer.score(masked, findings)
         self._chain_event(current, kind, event, event_bytes, masked, findings, risk, records, digest=digest)
         if kind == "EVENT" and body_type == SESSION_END:
@@ -332,18 +334,18 @@ class SealStep:
         they came in must be delivered again after a crash (see `rewarm`)."""
         return self._masker.holds(session_id)
 
-    def rewarm(self, event: dict[str, Any], message_key: bytes | None) -> None:
-        """Feed an already-sealed terminal event (or a flush of what was held, which the caller
-        knows was put on record) to the masker again, output discarded: after a crash the
-        redelivered events rebuild what the masker held, so it is not lost. An event sealing
-        refused never reached the masker, so it does not here either."""
-        if event["body"][0] not in SINGLE_DATA_BODIES and event["body"][0] != OUTPUT_FLUSH:
-            return
+    def rewarm(self, event: dict[str, Any], message_key: bytes | None) -> bool:
+        """Feed an already-sealed event that the chain took in order (or a flush of what was
+        held, which the caller knows was put on record) to the masker again, output discarded:
+        after a crash the redelivered events rebuild what the masker held, so it is not lost.
+        Returns False for an event sealing refused: it never reached the masker, nor does it here."""
         try:
             validate_event(event, message_key)
         except InvalidEvent:
-            return
-        self._masker.mask(event)
+            return False
+        if event["body"][0] in SINGLE_DATA_BODIES or event["body"][0] == OUTPUT_FLUSH:
+            self._masker.mask(event)
+        return True
 
     def forget_stream(self, session_id: str) -> None:
         """Drop the masker's state of a session this worker no longer owns."""
