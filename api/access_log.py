@@ -129,6 +129,8 @@ class KafkaAccessLog:
 
     def record(self, caller: Principal, read: ContentRead) -> None:
         if not self._started:
+            with self._counts_lock:
+                self._refused += 1
             raise AccessNotRecorded("the access log is not running")
         try:
             self._run(self._record(caller, read))
