@@ -414,28 +414,14 @@ class CompactRange:
         return index
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        """Append many leaf hashes; the hot loop of the ledger worker, so everything is local."""
-        stack = self._hashes
-        push, pop = stack.append, stack.pop
-        sha, prefix, size = _sha256, NODE_PREFIX, self._size
-        try:
-            for leaf in leaves:
-                if len(leaf) != HASH_SIZE:
-                    raise ValueError(f"leaf hash {size} is {len(leaf)} bytes, not {HASH_SIZE}")
-                current = leaf
-                carry = size
-                while carry & 1:
-                    current = sha(prefix + pop() + current).digest()
-                    carry >>= 1
-                push(current)
-                size += 1
-        finally:
-            self._size = size
+        """Append many leaf hashes."""
+        self.extend_visiting(leaves, every=0)
 
     def extend_visiting(self, leaves: Iterable[bytes], every: int) -> list[tuple[int, int, bytes]]:
-        """`extend`, returning each node it completes at a level that is a positive multiple of
-        ``every``, as (level, index, hash) in the order `append` would visit them: what a tile
-        builder needs, without a call per node."""
+        """Append many leaf hashes, returning each node completed at a level that is a positive
+        multiple of ``every`` (none for 0), as (level, index, hash) in the order `append` would
+        visit them: what a tile builder needs, without a call per node. The hot loop of the
+        ledger worker and of verification, so everything is local."""
         stack = self._hashes
         push, pop = stack.append, stack.pop
         sha, prefix, size = _sha256, NODE_PREFIX, self._size
@@ -451,7 +437,7 @@ class CompactRange:
                     current = sha(prefix + pop() + current).digest()
                     carry >>= 1
                     level += 1
-                    if level % every == 0:
+                    if every and level % every == 0:
                         visited.append((level, carry, current))
                 push(current)
                 size += 1

@@ -107,25 +107,22 @@ class WorkerMetrics:
 
 def idle_timeout_event(state: SessionState, idle_seconds: float) -> dict[str, Any]:
     """The worker's request to seal an idle session; the seal step ignores it if stale."""
-    return {
-        # Deterministic id: asking twice for the same idle point is an identical duplicate.
-        "event_id": f"idle-{state.session_id}-{state.last_seq}",
-        "session_id": state.session_id,
-        "seq": max(state.last_seq, 0),
-        "event_time": state.last_event_at_us,
-        "gateway": WORKER_GATEWAY,
-        "identity": state.identity or UNKNOWN_IDENTITY,
-        "target": state.target or UNKNOWN_TARGET,
-        "attributes": {},
-        "body": (IDLE_TIMEOUT, {"last_seq": state.last_seq, "idle_seconds": int(idle_seconds)}),
-    }
+    fields = {"last_seq": state.last_seq, "idle_seconds": int(idle_seconds)}
+    return _worker_request(state, "idle", (IDLE_TIMEOUT, fields))
 
 
 def output_flush_event(state: SessionState, held_seconds: float) -> dict[str, Any]:
     """The worker's request to put on record what the masker holds of a session's terminal
     streams; the seal step ignores it if the session did anything since."""
+    fields = {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}
+    return _worker_request(state, "flush", (OUTPUT_FLUSH, fields))
+
+
+def _worker_request(state: SessionState, kind: str, body: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """The worker's own event about a session, at its last seq (see schemas.bodies.WORKER_REQUESTS)."""
     return {
-        "event_id": f"flush-{state.session_id}-{state.last_seq}",
+        # Deterministic id: asking twice for the same point of a session is an identical duplicate.
+        "event_id": f"{kind}-{state.session_id}-{state.last_seq}",
         "session_id": state.session_id,
         "seq": max(state.last_seq, 0),
         "event_time": state.last_event_at_us,
@@ -133,7 +130,7 @@ def output_flush_event(state: SessionState, held_seconds: float) -> dict[str, An
         "identity": state.identity or UNKNOWN_IDENTITY,
         "target": state.target or UNKNOWN_TARGET,
         "attributes": {},
-        "body": (OUTPUT_FLUSH, {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}),
+        "body": body,
     }
 
 

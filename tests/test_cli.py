@@ -65,26 +65,31 @@ def test_import_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert b"missing.cast" in result.stderr
 
 
-def test_an_api_without_the_ledger_public_key_is_a_clear_error(tmp_path: Path) -> None:
-    """Production API with the ledger on and a key file that is not there: exit 2, no traceback."""
+def run_production_api(tmp_path: Path, settings: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """`blackbox api` in production mode, configured by ``settings`` on top of a minimal valid set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
     env.update(
         {
             "BLACKBOX_ENVIRONMENT": "production",
             "BLACKBOX_JWT_JWKS_URL": "https://idp.example/jwks",
             "BLACKBOX_BLIND_INDEX_KEY": "0123456789abcdef" * 4,
-            "BLACKBOX_LEDGER_PUBLIC_KEY_FILE": str(tmp_path / "missing.pub"),
             "BLACKBOX_ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
             "BLACKBOX_INDEX_URL": f"chdb://{tmp_path / 'index'}",
+            **settings,
         }
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "blackbox.cli", "api", "--port", "0"],
         capture_output=True,
         env=env,
         timeout=120,
         check=False,
     )
+
+
+def test_an_api_without_the_ledger_public_key_is_a_clear_error(tmp_path: Path) -> None:
+    """Production API with the ledger on and a key file that is not there: exit 2, no traceback."""
+    result = run_production_api(tmp_path, {"BLACKBOX_LEDGER_PUBLIC_KEY_FILE": str(tmp_path / "missing.pub")})
     assert result.returncode == 2, result.stderr.decode()[-2000:]
     assert b"no ledger public key at" in result.stderr
     assert b"Traceback" not in result.stderr
@@ -93,25 +98,8 @@ def test_an_api_without_the_ledger_public_key_is_a_clear_error(tmp_path: Path) -
 def test_an_api_that_cannot_record_reads_does_not_start(tmp_path: Path) -> None:
     """Reads of session content are served only once on record: with no broker to record them on,
     the API says so and how to choose otherwise, instead of serving reads unaudited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
-    env.update(
-        {
-            "BLACKBOX_ENVIRONMENT": "production",
-            "BLACKBOX_JWT_JWKS_URL": "https://idp.example/jwks",
-            "BLACKBOX_BLIND_INDEX_KEY": "0123456789abcdef" * 4,
-            "BLACKBOX_LEDGER_ENABLED": "false",
-            "BLACKBOX_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-            "BLACKBOX_ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
-            "BLACKBOX_INDEX_URL": f"chdb://{tmp_path / 'index'}",
-        }
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "blackbox.cli", "api", "--port", "0"],
-        capture_output=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    settings = {"BLACKBOX_LEDGER_ENABLED": "false", "BLACKBOX_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    result = run_production_api(tmp_path, settings)
     assert result.returncode == 2, result.stderr.decode()[-2000:]
     assert b"cannot record auditors' reads" in result.stderr
     assert b"BLACKBOX_AUDIT_READS=false" in result.stderr

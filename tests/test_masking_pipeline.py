@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
 from streams.app import idle_timeout_event, output_flush_event
 from streams.pipeline import PipelineConfig, SealPipeline, SourceMessage
-from streams.seal import SealStep
+from streams.seal import SealStep, SessionState
 from tests.eventdata import body, end, make_event, output
 from tests.stack import read_archive
 
@@ -177,48 +178,19 @@ def test_dead_letter_reasons_never_echo_values(tmp_path: Path) -> None:
     assert _contains_plaintext(outcome.dead_letters[0].reason) == []
 
 
-def test_bytes_the_masker_held_survive_a_crash(tmp_path: Path) -> None:
-    """The message whose tail the masker holds stays unacknowledged; after a crash it comes again,
-    and the new worker's masker holds the same bytes for the session's next event."""
-    store = LocalWormStore(tmp_path / "archive", retention=None)
-
-    def worker(index: Index) -> SealPipeline:
-        masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
-        return SealPipeline(REGISTRY, SealStep(REGISTRY, masker=masker), store, index, PipelineConfig())
-
-    def message(offset: int, *events: dict[str, Any]) -> SourceMessage:
-        value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": "s-held", "events": list(events)})
-        return SourceMessage("events", 0, offset, b"s-held", value)
-
-    first = message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))  # could still grow
-    second = message(1, make_event("s-held", 1, end()))
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        before = worker(index).process([first])
-        assert before.held == {(0, 0)}  # not to be acknowledged: the tail is only in memory
-
-        restarted = worker(index)  # the first worker died; Kafka delivers from the last commit
-        after = restarted.process([first, second])
-        assert after.skipped_messages == 1
-        assert after.held == frozenset()  # the tail is archived now: everything can be acknowledged
-    records = [value for _, value in read_archive(store).records]
-    session_end = records[-2]["event"]
-    assert session_end["body"][0].endswith("SessionEnd")
-    assert base64.b64decode(session_end["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
-    assert [record["event"]["body"][1]["data"] for record in records[:1]] == [b"bye "]
-
-
 class HeldSession:
     """A masking pipeline over one session's messages, with a clock the test moves."""
 
     def __init__(self, tmp_path: Path, index: Index, session_id: str = "s-held") -> None:
+        self.tmp_path = tmp_path
         self.store = LocalWormStore(tmp_path / "archive", retention=None)
         self.index = index
         self.session_id = session_id
         self.now = 1000.0
 
-    def worker(self) -> SealPipeline:
-        masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
+    def worker(self, masker: EventMasker | None = None) -> SealPipeline:
+        """A new worker (a new masker: what a restarted process has)."""
+        masker = masker or EventMasker(MaskingEngine(load_default_policy(), KEY))
         return SealPipeline(
             REGISTRY,
             SealStep(REGISTRY, masker=masker),
@@ -228,232 +200,222 @@ class HeldSession:
             clock=lambda: self.now,
         )
 
-    def message(self, offset: int, *events: dict[str, Any]) -> SourceMessage:
+    def message(self, offset: int, *events: dict[str, Any], partition: int = 0) -> SourceMessage:
         value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": self.session_id, "events": list(events)})
-        return SourceMessage("events", 0, offset, self.session_id.encode(), value)
+        return SourceMessage("events", partition, offset, self.session_id.encode(), value)
 
     def records(self) -> list[dict[str, Any]]:
         return [value for _, value in read_archive(self.store).by_session()[self.session_id]]
 
+    def sibling(self, session_id: str) -> HeldSession:
+        """Another session in the same partition, archive and index."""
+        return HeldSession(self.tmp_path, self.index, session_id)
 
-def test_bytes_held_too_long_are_asked_for_once_and_put_on_record(tmp_path: Path) -> None:
+    def start_holding(self, worker: SealPipeline) -> tuple[SourceMessage, SessionState]:
+        """Seal a first event that ends in what may be the start of an address (so the masker
+        holds it); returns its message and the session's state, as the worker's flush timer sees it."""
+        held = self.message(0, make_event(self.session_id, 0, output("bye ada@lovelace.org")))
+        assert worker.process([held]).held == {(0, 0)}
+        [state] = worker.overdue_holds(0)
+        return held, state
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[HeldSession]:
     with ChdbIndex(tmp_path / "index") as index:
         index.migrate()
-        session = HeldSession(tmp_path, index)
-        worker = session.worker()
-        held = worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
-        assert held.held == {(0, 0)}
-        assert worker.overdue_holds(15) == []  # held for no time yet
-        session.now += 20
-        [state] = worker.overdue_holds(15)
-        assert (state.session_id, state.last_seq) == ("s-held", 0)
-        assert worker.overdue_holds(15) == []  # asked once for this point of the session
-        flushed = worker.process([session.message(1, output_flush_event(state, 15))])
-        assert flushed.held == frozenset()
-        session.now += 20
-        assert worker.overdue_holds(15) == []
+        yield HeldSession(tmp_path, index)
+
+
+def test_bytes_the_masker_held_survive_a_crash(session: HeldSession) -> None:
+    """The message whose tail the masker holds stays unacknowledged; after a crash it comes again,
+    and the new worker's masker holds the same bytes for the session's next event."""
+    first = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))  # may grow
+    second = session.message(1, make_event("s-held", 1, end()))
+    before = session.worker().process([first])
+    assert before.held == {(0, 0)}  # not to be acknowledged: the tail is only in memory
+
+    restarted = session.worker()  # the first worker died; Kafka delivers from the last commit
+    after = restarted.process([first, second])
+    assert after.skipped_messages == 1
+    assert after.held == frozenset()  # the tail is archived now: everything can be acknowledged
+    records = session.records()
+    session_end = records[-2]["event"]
+    assert session_end["body"][0].endswith("SessionEnd")
+    assert base64.b64decode(session_end["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
+    assert [record["event"]["body"][1]["data"] for record in records[:1]] == [b"bye "]
+
+
+def test_bytes_held_too_long_are_asked_for_once_and_put_on_record(session: HeldSession) -> None:
+    worker = session.worker()
+    held = worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
+    assert held.held == {(0, 0)}
+    assert worker.overdue_holds(15) == []  # held for no time yet
+    session.now += 20
+    [state] = worker.overdue_holds(15)
+    assert (state.session_id, state.last_seq) == ("s-held", 0)
+    assert worker.overdue_holds(15) == []  # asked once for this point of the session
+    flushed = worker.process([session.message(1, output_flush_event(state, 15))])
+    assert flushed.held == frozenset()
+    session.now += 20
+    assert worker.overdue_holds(15) == []
     flush = session.records()[-1]
     assert flush["event"]["body"][0].endswith("OutputFlush")
     assert base64.b64decode(flush["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
 
 
-def test_a_flush_seen_again_after_a_crash_is_not_held_twice(tmp_path: Path) -> None:
+def test_a_flush_seen_again_after_a_crash_is_not_held_twice(session: HeldSession) -> None:
     """After a crash the new worker reads again from the held message: it must flush again where
     the first worker did, or it would hold the flushed bytes once more and record them twice."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        first = session.worker()
-        held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
-        first.process([held])
-        [state] = first.overdue_holds(0)
-        flush = session.message(1, output_flush_event(state, 15))
-        first.process([flush])
+    first = session.worker()
+    held, state = session.start_holding(first)
+    flush = session.message(1, output_flush_event(state, 15))
+    first.process([flush])
 
-        restarted = session.worker()  # the first died before its commit went past offset 1
-        later = [
-            session.message(2, make_event("s-held", 1, output("more\r\n"))),
-            session.message(3, make_event("s-held", 2, end())),
-        ]
-        outcome = restarted.process([held, flush, *later])
-        assert outcome.skipped_messages == 2
+    restarted = session.worker()  # the first died before its commit went past offset 1
+    later = [
+        session.message(2, make_event("s-held", 1, output("more\r\n"))),
+        session.message(3, make_event("s-held", 2, end())),
+    ]
+    outcome = restarted.process([held, flush, *later])
+    assert outcome.skipped_messages == 2
     records = session.records()
     assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "EVENT", "SEAL"]
     assert records[2]["event"]["body"][1]["data"] == b"more\r\n"
     assert OUTPUT_TAIL_ATTRIBUTE not in records[3]["event"]["attributes"]
 
 
-def test_a_stale_flush_seen_again_after_a_crash_flushes_nothing(tmp_path: Path) -> None:
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        first = session.worker()
-        held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
-        first.process([held])
-        [state] = first.overdue_holds(0)
-        resize = session.message(1, make_event("s-held", 1, body("TerminalResize", cols=100, rows=30)))
-        stale = session.message(2, output_flush_event(state, 15))
-        assert first.process([resize, stale]).held == {(0, 0)}  # the flush came too late
+def test_a_stale_flush_seen_again_after_a_crash_flushes_nothing(session: HeldSession) -> None:
+    first = session.worker()
+    held, state = session.start_holding(first)
+    resize = session.message(1, make_event("s-held", 1, body("TerminalResize", cols=100, rows=30)))
+    stale = session.message(2, output_flush_event(state, 15))
+    assert first.process([resize, stale]).held == {(0, 0)}  # the flush came too late
 
-        restarted = session.worker()
-        outcome = restarted.process([held, resize, stale, session.message(3, make_event("s-held", 2, end()))])
-        assert outcome.skipped_messages == 3
+    restarted = session.worker()
+    outcome = restarted.process([held, resize, stale, session.message(3, make_event("s-held", 2, end()))])
+    assert outcome.skipped_messages == 3
     records = session.records()
     assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "SEAL"]
     assert base64.b64decode(records[2]["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
 
 
-def test_the_last_event_retried_after_an_idle_seal_is_a_duplicate_not_a_dead_letter(tmp_path: Path) -> None:
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        last = make_event("s-held", 0, output("bye ada@lovelace.org"))
-        first = session.worker()
-        first.process([session.message(0, last)])
-        [state] = first.idle_sessions(0)
-        first.process([session.message(1, idle_timeout_event(state, 60))])
-        for worker in (first, session.worker()):  # from memory, and from the index after a restart
-            retried = worker.process([session.message(2, last)])
-            assert retried.dead_letters == []
-            assert retried.duplicates == 1
+def test_the_last_event_retried_after_an_idle_seal_is_a_duplicate_not_a_dead_letter(
+    session: HeldSession,
+) -> None:
+    last = make_event("s-held", 0, output("bye ada@lovelace.org"))
+    first = session.worker()
+    first.process([session.message(0, last)])
+    [state] = first.idle_sessions(0)
+    first.process([session.message(1, idle_timeout_event(state, 60))])
+    for worker in (first, session.worker()):  # from memory, and from the index after a restart
+        retried = worker.process([session.message(2, last)])
+        assert retried.dead_letters == []
+        assert retried.duplicates == 1
 
 
-def test_a_revoked_partition_leaves_no_masker_state_behind(tmp_path: Path) -> None:
+def test_a_revoked_partition_leaves_no_masker_state_behind(session: HeldSession) -> None:
     """Sessions of a lost partition end with its next owner: their stream state (context lines,
     table headers), held or not, must not stay here for ever."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
-        worker = SealPipeline(
-            REGISTRY, SealStep(REGISTRY, masker=masker), session.store, index, PipelineConfig()
-        )
-        worker.process(
-            [
-                session.message(0, make_event("s-held", 0, output("name | email\r\n"))),  # holds nothing
-                SourceMessage(
-                    "events",
-                    1,
-                    0,
-                    b"s-other",
-                    REGISTRY.encode(
-                        BATCH_SCHEMA, {"session_id": "s-other", "events": [make_event("s-other", 0)]}
-                    ),
-                ),
-            ]
-        )
-        assert masker.open_sessions == 2
-        worker.forget_partition(0)
-        assert masker.open_sessions == 1  # the other partition's session is still this worker's
+    masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
+    worker = session.worker(masker)
+    other = session.sibling("s-other").message(0, make_event("s-other", 0), partition=1)
+    worker.process([session.message(0, make_event("s-held", 0, output("name | email\r\n"))), other])
+    assert masker.open_sessions == 2
+    worker.forget_partition(0)
+    assert masker.open_sessions == 1  # the other partition's session is still this worker's
 
 
-def test_a_flush_after_a_refused_event_is_repeated_after_a_crash(tmp_path: Path) -> None:
+def test_a_flush_after_a_refused_event_is_repeated_after_a_crash(session: HeldSession) -> None:
     """An event refused into the DLQ does not make a later flush stale; recovery must agree with
     sealing on that, or it would hold the flushed bytes again and record them twice."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        first = session.worker()
-        held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
-        first.process([held])
-        [state] = first.overdue_holds(0)
-        refused = session.message(1, make_event("s-held", 1, output("xyz"), at_us=1))  # a bad time
-        flush = session.message(2, output_flush_event(state, 15))
-        resize = session.message(3, make_event("s-held", 1, body("TerminalResize", cols=100, rows=30)))
-        outcome = first.process([refused, flush, resize])
-        assert len(outcome.dead_letters) == 1
-        assert outcome.held == frozenset()  # the flush put the bytes on record
+    first = session.worker()
+    held, state = session.start_holding(first)
+    refused = session.message(1, make_event("s-held", 1, output("xyz"), at_us=1))  # a bad time
+    flush = session.message(2, output_flush_event(state, 15))
+    resize = session.message(3, make_event("s-held", 1, body("TerminalResize", cols=100, rows=30)))
+    outcome = first.process([refused, flush, resize])
+    assert len(outcome.dead_letters) == 1
+    assert outcome.held == frozenset()  # the flush put the bytes on record
 
-        restarted = session.worker()  # the first died before its commit went past offset 0
-        ending = session.message(4, make_event("s-held", 2, output("\r\n")), make_event("s-held", 3, end()))
-        restarted.process([held, refused, flush, resize, ending])
+    restarted = session.worker()  # the first died before its commit went past offset 0
+    ending = session.message(4, make_event("s-held", 2, output("\r\n")), make_event("s-held", 3, end()))
+    restarted.process([held, refused, flush, resize, ending])
     records = session.records()
     assert [r["kind"] for r in records] == ["EVENT", "EVENT", "EVENT", "EVENT", "EVENT", "SEAL"]
     assert records[3]["event"]["body"][1]["data"] == b"\r\n"  # not the flushed bytes a second time
 
 
-def test_a_flush_does_not_put_off_the_idle_seal(tmp_path: Path) -> None:
+def test_a_flush_does_not_put_off_the_idle_seal(session: HeldSession) -> None:
     """A session's idle time runs from its gateway's last event, not from the worker's flush."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        worker = session.worker()
-        worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
-        session.now += 20
-        [state] = worker.overdue_holds(15)
-        worker.process([session.message(1, output_flush_event(state, 15))])
-        session.now += 1780  # 1800 s after the gateway's last event, 1780 after the flush
-        assert [s.session_id for s in worker.idle_sessions(1800)] == ["s-held"]
+    worker = session.worker()
+    worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
+    session.now += 20
+    [state] = worker.overdue_holds(15)
+    worker.process([session.message(1, output_flush_event(state, 15))])
+    session.now += 1780  # 1800 s after the gateway's last event, 1780 after the flush
+    assert [s.session_id for s in worker.idle_sessions(1800)] == ["s-held"]
 
 
-def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(tmp_path: Path) -> None:
+def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(session: HeldSession) -> None:
     """Only the masker knows that a prompt asked for a password: the message that printed it
     stays unacknowledged until the answer's Enter, so that a new worker sees the prompt again
     and masks what is typed after it."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        first = session.worker()
-        prompt = session.message(0, make_event("s-held", 0, output("[sudo] password for ada: ")))
-        typed = session.message(1, make_event("s-held", 1, body("TerminalInput", data=b"hunt")))
-        assert first.process([prompt]).held == {(0, 0)}  # before any keystroke
-        assert first.process([typed]).held == {(0, 0)}  # still the prompt's message
+    first = session.worker()
+    prompt = session.message(0, make_event("s-held", 0, output("[sudo] password for ada: ")))
+    typed = session.message(1, make_event("s-held", 1, body("TerminalInput", data=b"hunt")))
+    assert first.process([prompt]).held == {(0, 0)}  # before any keystroke
+    assert first.process([typed]).held == {(0, 0)}  # still the prompt's message
 
-        restarted = session.worker()  # Kafka delivers again from offset 0
-        rest = [
-            session.message(2, make_event("s-held", 2, body("TerminalInput", data=b"er2\r"))),
-            session.message(3, make_event("s-held", 3, output("\r\nok\r\n"))),
-        ]
-        assert restarted.process([prompt, typed, *rest]).held == frozenset()
-        ending = restarted.process([session.message(4, make_event("s-held", 4, end()))])
-        assert ending.held == frozenset()
+    restarted = session.worker()  # Kafka delivers again from offset 0
+    rest = [
+        session.message(2, make_event("s-held", 2, body("TerminalInput", data=b"er2\r"))),
+        session.message(3, make_event("s-held", 3, output("\r\nok\r\n"))),
+    ]
+    assert restarted.process([prompt, typed, *rest]).held == frozenset()
+    ending = restarted.process([session.message(4, make_event("s-held", 4, end()))])
+    assert ending.held == frozenset()
     records = session.records()
     assert b"hunter2" not in b"".join(repr(r).encode() for r in records)
     entered = records[2]["event"]["body"][1]["data"]
     assert entered == b"*******\r"  # the whole password, masked at its Enter
 
 
-def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(tmp_path: Path) -> None:
+def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:
     """Another session's conflicting repeat of an event chained before the window was masked
     alone when sealed; recovery must not feed it into that session's rebuilt stream, or its
     unfinished last token would reach the record again with the session's next event."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        other = HeldSession(tmp_path, index, "s-other")
-        first = session.worker()
-        first.process([other.message(0, make_event("s-other", 0, output("done\r\n")))])
-        held = session.message(1, make_event("s-held", 0, output("bye ada@lovelace.org")))
-        fork = other.message(2, make_event("s-other", 0, output("bye bob@example.o"), event_id="x"))
-        assert first.process([held, fork]).held == {(0, 1)}  # the fork, masked alone, holds nothing
+    other = session.sibling("s-other")
+    first = session.worker()
+    first.process([other.message(0, make_event("s-other", 0, output("done\r\n")))])
+    held = session.message(1, make_event("s-held", 0, output("bye ada@lovelace.org")))
+    fork = other.message(2, make_event("s-other", 0, output("bye bob@example.o"), event_id="x"))
+    assert first.process([held, fork]).held == {(0, 1)}  # the fork, masked alone, holds nothing
 
-        restarted = session.worker()  # Kafka delivers again from offset 1
-        later = other.message(3, make_event("s-other", 1, output("rg\r\n")))
-        restarted.process([held, fork, later])
+    restarted = session.worker()  # Kafka delivers again from offset 1
+    later = other.message(3, make_event("s-other", 1, output("rg\r\n")))
+    restarted.process([held, fork, later])
     records = [value for _, value in read_archive(other.store).by_session()["s-other"]]
     assert [r["kind"] for r in records] == ["EVENT", "FORK", "EVENT"]
     assert records[2]["event"]["body"][1]["data"] == b"rg\r\n"  # nothing of the fork before it
 
 
-def test_late_and_fork_events_are_masked_alone_whatever_the_worker_remembers(tmp_path: Path) -> None:
+def test_late_and_fork_events_are_masked_alone_whatever_the_worker_remembers(session: HeldSession) -> None:
     """Whether a terminal event continues its session's stream follows from the chain alone: a
     LATE or FORK event is masked on its own even by a worker that has not seen the session yet
     (after a restart), so it never holds bytes that only that worker's memory has."""
-    with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        session = HeldSession(tmp_path, index)
-        query = body("Query", statement="select 1", parameters=[], database=None)
-        session.worker().process(
-            [
-                session.message(0, make_event("s-held", 0, output("ok\r\n"))),
-                session.message(1, make_event("s-held", 2, query)),  # seq 1 is missing: a gap
-            ]
-        )
-        fresh = session.worker()  # a restart: no stream state for the session
-        late = session.message(2, make_event("s-held", 1, output("bye ada@lovelace.org")))
-        fork = session.message(3, make_event("s-held", 0, output("bye bob@example.o"), event_id="x"))
-        assert fresh.process([late, fork]).held == frozenset()
-        fresh.process([session.message(4, make_event("s-held", 3, output("rg\r\n")))])
+    query = body("Query", statement="select 1", parameters=[], database=None)
+    session.worker().process(
+        [
+            session.message(0, make_event("s-held", 0, output("ok\r\n"))),
+            session.message(1, make_event("s-held", 2, query)),  # seq 1 is missing: a gap
+        ]
+    )
+    fresh = session.worker()  # a restart: no stream state for the session
+    late = session.message(2, make_event("s-held", 1, output("bye ada@lovelace.org")))
+    fork = session.message(3, make_event("s-held", 0, output("bye bob@example.o"), event_id="x"))
+    assert fresh.process([late, fork]).held == frozenset()
+    fresh.process([session.message(4, make_event("s-held", 3, output("rg\r\n")))])
     records = session.records()
     assert [r["kind"] for r in records] == ["EVENT", "GAP", "EVENT", "LATE", "FORK", "EVENT"]
     assert records[3]["event"]["body"][1]["data"] == b"bye " + b"*" * 16  # whole, on its own
