@@ -44,6 +44,7 @@ from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.decode import DecodedMessage, Decoder
+from streams.index_writes import QueuedInserts
 from streams.seal import (
     SealedRecord,
     SealStep,
@@ -352,10 +353,18 @@ def _micros(value: datetime | int) -> int:
 @dataclass
 class _PartitionBatch:
     partition: int
-    first_offset: int
-    last_offset: int
+    # the partition's messages in the batch that are not durable yet, in offset order
+    messages: list[tuple[SourceMessage, DecodedMessage]]
     # session id → records in chain order, and the offset of the message that produced each
     records: dict[str, list[tuple[SealedRecord, int]]] = field(default_factory=dict)
+
+    @property
+    def first_offset(self) -> int:
+        return self.messages[0][0].offset
+
+    @property
+    def last_offset(self) -> int:
+        return self.messages[-1][0].offset
 
 
 @dataclass
@@ -383,7 +392,9 @@ class SealPipeline:
         self._registry = registry
         self._seal = seal_step
         self._store = store
-        self._index = index
+        self._shared_index = index
+        # Inserts overlap the sealing of the next partition; reads wait for them (see index_writes).
+        self._index = QueuedInserts(index, self._retry)
         self._config = config
         self._sleep = sleep
         self._clock = clock
@@ -408,7 +419,7 @@ class SealPipeline:
     @property
     def index(self) -> Index:
         """The index this pipeline writes (others that keep state there share it)."""
-        return self._index
+        return self._shared_index
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -424,17 +435,25 @@ class SealPipeline:
             for partition, partition_messages in sorted(by_partition.items())
         }
         try:
-            for partition, chunks in decoding.items():
-                decoded = [
-                    (message, result)
-                    for chunk, fetch in chunks
-                    for message, result in zip(chunk, fetch(), strict=True)
-                ]
-                self._process_partition(partition, decoded, outcome)
+            batches = [
+                self._fresh_batch(partition, self._fetched(chunks), outcome)
+                for partition, chunks in decoding.items()
+            ]
+            # Every index read of the batch happens before its first insert is queued (a read
+            # waits for the inserts queued before it), so the inserts of one partition overlap
+            # the sealing of the next.
+            fresh = [(message, decoded) for batch in batches for message, decoded in batch.messages]
+            self._load_states({decoded.events[0][0]["session_id"] for _, decoded in fresh if decoded.events})
+            # A message is one session, and a session one identity: its first event names it.
+            self._seal.prepare(decoded.events[0][0] for _, decoded in fresh if decoded.events)
+            for batch in batches:
+                self._seal_partition(batch, outcome)
+            self._index.flush()
             self._dlq_limiter.check(len(outcome.dead_letters))
         except BaseException:
             # Records of this batch may already be durable: forget everything in memory, so
             # the next batch recovers from the archive and the index instead of a stale head.
+            self._index.discard()
             self.cache.discard()
             for partition in list(self._durable_upto):
                 self.forget_partition(partition)
@@ -523,9 +542,21 @@ class SealPipeline:
             for offset in sessions.values()
         )
 
-    def _process_partition(
+    @staticmethod
+    def _fetched(
+        chunks: list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]],
+    ) -> list[tuple[SourceMessage, DecodedMessage]]:
+        return [
+            (message, result)
+            for chunk, fetch in chunks
+            for message, result in zip(chunk, fetch(), strict=True)
+        ]
+
+    def _fresh_batch(
         self, partition: int, messages: list[tuple[SourceMessage, DecodedMessage]], outcome: BatchOutcome
-    ) -> None:
+    ) -> _PartitionBatch:
+        """The partition's messages not yet durable, after recovery and the rewarm of the rest;
+        messages that cannot be sealed at all go to the DLQ here."""
         if partition not in self._durable_upto:
             self._recover(partition)
         durable_upto = self._durable_upto[partition]
@@ -533,23 +564,22 @@ class SealPipeline:
         outcome.skipped_messages += len(messages) - len(fresh)
         if len(fresh) < len(messages):
             self._rewarm(partition, [(m, d) for m, d in messages if m.offset <= durable_upto])
-        if not fresh:
-            return
-        batch = _PartitionBatch(partition, fresh[0][0].offset, fresh[-1][0].offset)
         for message, decoded in fresh:
             if decoded.error is not None:
                 outcome.dead_letters.append(
                     DeadLetter(message.key, message.value or b"", decoded.error, message)
                 )
-        self._load_states(partition, {d.events[0][0]["session_id"] for _, d in fresh if d.events})
-        # A message is one session, and a session one identity: its first event names it.
-        self._seal.prepare(d.events[0][0] for _, d in fresh if d.events)
-        for message, decoded in fresh:
+        return _PartitionBatch(partition, fresh)
+
+    def _seal_partition(self, batch: _PartitionBatch, outcome: BatchOutcome) -> None:
+        if not batch.messages:
+            return
+        for message, decoded in batch.messages:
             if decoded.events:
                 self._seal_message(batch, message, decoded.events, outcome)
         if batch.records:
             self._write(batch, outcome)
-        self._durable_upto[partition] = batch.last_offset
+        self._durable_upto[batch.partition] = batch.last_offset
 
     def _seal_message(
         self,
@@ -708,11 +738,7 @@ class SealPipeline:
             ("sessions", pa.Table.from_pylist(session_rows, schema=SESSIONS_ARROW)),
             ("archive_objects", pa.Table.from_pylist([object_row], schema=ARCHIVE_OBJECTS_ARROW)),
         ):
-            token = f"{key}:{table}"
-            self._retry(
-                f"index {table}",
-                functools.partial(self._index.insert, table, rows_table, dedup_token=token),
-            )
+            self._index.insert(table, rows_table, dedup_token=f"{key}:{table}")
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -794,7 +820,7 @@ class SealPipeline:
         """Index an archive object from its own bytes (it was written, its rows were not)."""
         _, partition, first_offset, last_offset = _our_object(key)
         session_ids = [block[0].value["session_id"] for _, block in blocks]
-        self._load_states(partition, set(session_ids))
+        self._load_states(set(session_ids))
         states: dict[str, SessionState] = {}
         rows_by_session: dict[str, list[IndexRow]] = {}
         for session_id, (_, block) in zip(session_ids, blocks, strict=True):
@@ -832,7 +858,7 @@ class SealPipeline:
             f"record {first_index}; rebuild the index from the archive"
         )
 
-    def _load_states(self, partition: int, session_ids: set[str]) -> None:
+    def _load_states(self, session_ids: set[str]) -> None:
         unknown = [sid for sid in session_ids if self.cache.get(sid) is None]
         if not unknown:
             return
@@ -863,6 +889,7 @@ class SealPipeline:
 
     def close(self) -> None:
         self._decoder.close()
+        self._index.close()
 
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""
@@ -914,7 +941,7 @@ class SealPipeline:
         sessions to the masker, so the bytes it held when the last worker stopped are held again
         and reach the archive with the session's next event."""
         sessions = {d.events[0][0]["session_id"] for _, d in skipped if d.events}
-        self._load_states(partition, sessions)
+        self._load_states(sessions)
         window_start = skipped[0][0].offset
         # session → its chain's last seq, from before the window (a lower bound, from the index)
         # and then replayed event by event: only an event the chain takes in order goes into the

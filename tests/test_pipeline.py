@@ -140,6 +140,23 @@ def test_crash_between_archive_and_index_is_recovered_without_duplicates(
     assert counts(index)["records"] == 47
 
 
+def test_a_failed_insert_of_one_partition_leaves_the_later_partitions_to_recovery(
+    index: Index, store: LocalWormStore
+) -> None:
+    # Inserts are queued while the next partition seals; the first failure stops the ones
+    # queued behind it, so no object is marked indexed without its rows.
+    batch = [m for partition in range(3) for m in messages(3, 10, partition=partition)]
+    with pytest.raises(Crash):
+        pipeline(store, CrashingIndex(index, "events")).process(batch)
+    assert read_archive(store).objects == 3, "every partition was archived"
+    assert counts(index)["objects"] == 0
+
+    restarted = pipeline(store, index)
+    replay = restarted.process(batch)
+    assert replay.skipped_messages == len(batch)
+    assert counts(index) == {"records": 99, "distinct_records": 99, "sessions": 9, "sealed": 9, "objects": 3}
+
+
 def test_open_session_continues_its_chain_after_a_restart(index: Index, store: LocalWormStore) -> None:
     first = [make_event("s-open", seq) for seq in range(3)]
     pipeline(store, index).process(
