@@ -208,6 +208,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sessions=args.sessions,
         decode_processes=args.decode_processes,
         seal_only=args.seal_only,
+        rounds=args.rounds,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(report.render())
     return 0
@@ -288,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=200_000)
     bench.add_argument("--events-per-message", type=int, default=100)
     bench.add_argument("--sessions", type=int, default=200)
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="ceiling-and-pipeline rounds; the report gives medians"
+    )
     bench.add_argument("--decode-processes", type=int, default=0, help="the worker's decoder processes")
     bench.add_argument(
         "--seal-only", action="store_true", help="the worker without masking and scoring (the bare seal path)"

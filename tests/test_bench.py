@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from blackbox.bench import run_pipeline_bench
-
-pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
+from blackbox.bench import BenchReport, BenchSummary, run_pipeline_bench
 
 
 @pytest.mark.parametrize(
@@ -16,18 +14,46 @@ pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
     # still be sealed, or the run times out.
     [(True, 0), (True, 1), (False, 0)],
 )
+@pytest.mark.kafka
+@pytest.mark.clickhouse
+@pytest.mark.slow
 def test_the_pipeline_benchmark_measures_both_runs(seal_only: bool, decode_processes: int) -> None:
+    heard: list[str] = []
     report = run_pipeline_bench(
         events=2_000,
         events_per_message=50,
         sessions=20,
         seal_only=seal_only,
         decode_processes=decode_processes,
+        rounds=1 if decode_processes else 2,
+        progress=heard.append,
     )
+    assert len(report.rounds) == len(heard) == (1 if decode_processes else 2)
+    assert heard[0].startswith(f"round 1/{len(report.rounds)}: ceiling ")
     assert report.events == 2_000
     assert report.seal_only is seal_only
-    assert report.ceiling_seconds > 0
-    assert report.pipeline_seconds > 0
+    assert all(r.ceiling_seconds > 0 and r.pipeline_seconds > 0 for r in report.rounds)
     text = report.render()
     assert "pipeline / ceiling" in text
     assert ("seal only" in text) is seal_only
+
+
+def round_of(ceiling_seconds: float, pipeline_seconds: float) -> BenchReport:
+    return BenchReport(1_000, 100, 0.5, ceiling_seconds, pipeline_seconds, seal_only=True)
+
+
+def test_the_summary_gives_medians_and_each_round_against_its_own_ceiling() -> None:
+    summary = BenchSummary((round_of(1.0, 2.0), round_of(2.0, 2.0), round_of(1.0, 4.0)))
+    assert summary.ceiling_rate == 1_000
+    assert summary.pipeline_rate == 500
+    # ratios 0.5, 1.0, 0.25: the median of the rounds' ratios, not the ratio of the medians
+    assert summary.ratio == 0.5
+    text = summary.render()
+    assert "3 round(s)" in text
+    assert text.count("\n") == 7
+    assert "median" in text.splitlines()[-2]
+
+
+def test_a_benchmark_needs_a_round() -> None:
+    with pytest.raises(ValueError, match="at least one round"):
+        run_pipeline_bench(events=10, rounds=0)
