@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -231,7 +232,7 @@ def build_app(
             return function(*args)
 
     def process(messages: list[SourceMessage]) -> BatchOutcome:
-        with pipeline_lock:
+        with pipeline_lock, collector_paused():
             outcome = pipeline.process(messages)
             if behaviour_store is not None:
                 behaviour_store.save(behaviour_store.scorer.take_changes())
@@ -393,6 +394,26 @@ def _source_message(event: Any) -> SourceMessage:
         value=message.value,
         headers=headers,
     )
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is sealed.
+
+    A batch decodes every event of up to `batch_max_messages` messages before sealing them:
+    hundreds of thousands of live dicts, which each young-generation collection scans again
+    and then promotes, until an older-generation collection scans them all (150 ms each).
+    Measured in the seal-only benchmark, collections took 0.6 s of an 8 s run. What sealing
+    throws away is freed by reference counting (it makes no cycles); the collector resumes
+    when the batch is done and its objects are gone, and collects what else accumulated.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def run_worker(app: faust.App, loglevel: str = "INFO") -> None:
