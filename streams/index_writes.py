@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage.index import BINARY_COLUMNS, Index
+from storage.index import BINARY_COLUMNS, Index, IndexStoreError
 
 # (what the operation is, for the log; the operation) → its result, retrying outages
 Attempt = Callable[[str, Callable[[], None]], None]
@@ -41,31 +41,36 @@ class InsertSkipped(Exception):
 class QueuedInserts:
     """Inserts into ``index`` run in order on one writer thread; queries wait for them first.
 
-    Not for concurrent callers: one pipeline thread gives inserts and reads (the index itself
-    may be shared with others, who use it directly).
+    One pipeline thread gives the inserts and reads (the index itself may be shared with others,
+    who use it directly); `close` may come from another thread, while a batch is still running.
     """
 
     def __init__(self, index: Index, attempt: Attempt) -> None:
         self._index = index
         self._attempt = attempt
+        self._lock = threading.Lock()
         self._pending: list[Future[None]] = []
-        self._failed = threading.Event()  # set by the writer thread; cleared when the queue is empty
+        # The insert given last since the queue was last emptied: the next one runs only if it
+        # succeeded. Only `flush` and `discard` (the owner, between batches) start a new chain.
+        self._last: Future[None] | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def insert(self, table: str, rows: pa.Table, *, dedup_token: str | None = None) -> None:
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="blackbox-index-writer")
         operation = functools.partial(self._index.insert, table, rows, dedup_token=dedup_token)
-        self._pending.append(self._writer.submit(self._run, f"index {table}", operation))
+        with self._lock:
+            if self._closed:
+                raise IndexStoreError(f"cannot index {table}: the pipeline is closing")
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="blackbox-index-writer")
+            self._last = self._writer.submit(self._run, self._last, f"index {table}", operation)
+            self._pending.append(self._last)
 
-    def _run(self, what: str, operation: Callable[[], None]) -> None:
-        if self._failed.is_set():
+    def _run(self, previous: Future[None] | None, what: str, operation: Callable[[], None]) -> None:
+        # One writer thread runs the inserts in order: ``previous`` has finished by now.
+        if previous is not None and previous.exception() is not None:
             raise InsertSkipped(f"{what}: not run after an earlier insert failed")
-        try:
-            self._attempt(what, operation)
-        except BaseException:
-            self._failed.set()
-            raise
+        self._attempt(what, operation)
 
     def query(
         self,
@@ -78,32 +83,46 @@ class QueuedInserts:
         return self._index.query(sql, parameters, binary_columns=binary_columns)
 
     @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    @property
     def pending(self) -> int:
-        return sum(not future.done() for future in self._pending)
+        with self._lock:
+            return sum(not future.done() for future in self._pending)
 
     def flush(self) -> None:
         """Wait for every insert given so far; raise the first failure."""
-        first_failure = self._wait()
+        first_failure = self._wait(new_chain=True)
         if first_failure is not None:
             raise first_failure
 
     def discard(self) -> None:
         """Wait for every insert given so far and forget their failures (the caller is already
         failing: what is not in the index, recovery indexes from the archive)."""
-        self._wait()
+        self._wait(new_chain=True)
 
-    def _wait(self) -> BaseException | None:
-        pending, self._pending = self._pending, []
+    def _wait(self, *, new_chain: bool) -> BaseException | None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if new_chain:
+                self._last = None
         first_failure: BaseException | None = None
         for future in pending:
             failure = future.exception()
             if failure is not None and first_failure is None:
                 first_failure = failure
-        self._failed.clear()  # the queue is empty: the next batch starts afresh
         return first_failure
 
     def close(self) -> None:
-        self.discard()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+        """Refuse further inserts, wait for those given, stop the writer thread. Safe while the
+        pipeline's thread is inside a batch: that batch fails, and the chain of inserts it gave
+        is kept, so nothing runs after a failure."""
+        with self._lock:
+            self._closed = True
+        self._wait(new_chain=False)
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)

@@ -453,10 +453,12 @@ class SealPipeline:
         except BaseException:
             # Records of this batch may already be durable: forget everything in memory, so
             # the next batch recovers from the archive and the index instead of a stale head.
-            self._index.discard()
-            self.cache.discard()
-            for partition in list(self._durable_upto):
-                self.forget_partition(partition)
+            try:
+                self.cache.discard()
+                for partition in list(self._durable_upto):
+                    self.forget_partition(partition)
+            finally:
+                self._index.discard()  # no insert of this batch still running into the next
             raise
         # Decoding and sealing find bad input in two passes; the DLQ keeps the input's order.
         outcome.dead_letters.sort(

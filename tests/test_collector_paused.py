@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from streams import app
 from streams.app import collector_paused
 
 
@@ -38,4 +41,30 @@ def test_a_collector_switched_off_before_stays_off() -> None:
     gc.disable()
     with collector_paused():
         pass
+    assert not gc.isenabled()
+
+
+def test_a_batch_that_outlasts_the_limit_gets_the_collector_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch waiting out an index outage must not keep the whole process from collecting.
+    monkeypatch.setattr(app, "COLLECTOR_PAUSE_LIMIT_SECONDS", 0.05)
+    gc.enable()
+    seen: list[bool] = []
+
+    def long_batch() -> str:
+        with collector_paused():
+            seen.append(gc.isenabled())
+            time.sleep(0.3)
+            seen.append(gc.isenabled())
+        return "sealed"
+
+    assert asyncio.run(app._sealed_in_thread(long_batch)) == "sealed"
+    assert seen == [False, True]
+    assert gc.isenabled()
+
+
+def test_resuming_does_not_switch_on_a_collector_that_was_off_before() -> None:
+    gc.disable()
+    with collector_paused():
+        app.resume_collector()
+        assert not gc.isenabled()
     assert not gc.isenabled()

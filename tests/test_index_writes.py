@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from storage.index import BINARY_COLUMNS, ChdbIndex, IndexUnavailable
+from storage.index import BINARY_COLUMNS, ChdbIndex, IndexStoreError, IndexUnavailable
 from storage.index_schema import SEGMENTS_ARROW
 from streams.index_writes import QueuedInserts
 
@@ -160,3 +161,22 @@ def test_outages_are_retried_on_the_writer_thread() -> None:
     assert attempts == ["index events", "index events"]
     assert index.inserted == ["events"]
     queued.close()
+
+
+def test_closing_mid_batch_keeps_the_chain_so_nothing_runs_after_a_failure() -> None:
+    # The worker may close its pipeline while the batch thread is still giving inserts.
+    release = threading.Event()
+    index = RecordingIndex(failing={"events"}, release=release)
+    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
+    queued.insert("events", pa.table({"x": [1]}))
+    queued.insert("segments", pa.table({"x": [1]}))
+    closing = threading.Thread(target=queued.close)
+    closing.start()
+    while not queued.closed:
+        time.sleep(0.001)
+    with pytest.raises(IndexStoreError, match="closing"):
+        queued.insert("archive_objects", pa.table({"x": [1]}))
+    release.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert index.inserted == []
