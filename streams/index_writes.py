@@ -94,20 +94,24 @@ class QueuedInserts:
 
     def flush(self) -> None:
         """Wait for every insert given so far; raise the first failure."""
-        first_failure = self._wait(new_chain=True)
+        first_failure = self._wait(take=True)
         if first_failure is not None:
             raise first_failure
 
     def discard(self) -> None:
         """Wait for every insert given so far and forget their failures (the caller is already
         failing: what is not in the index, recovery indexes from the archive)."""
-        self._wait(new_chain=True)
+        self._wait(take=True)
 
-    def _wait(self, *, new_chain: bool) -> BaseException | None:
+    def _wait(self, *, take: bool) -> BaseException | None:
+        """Wait for the inserts given so far and return the first failure. ``take``: they are
+        the owner's to report, and the next insert starts a new chain; otherwise (`close`) they
+        stay queued for the owner's `flush`, which must still see their failures."""
         with self._lock:
-            pending, self._pending = self._pending, []
-            if new_chain:
-                self._last = None
+            if take:
+                pending, self._pending, self._last = self._pending, [], None
+            else:
+                pending = list(self._pending)
         first_failure: BaseException | None = None
         for future in pending:
             failure = future.exception()
@@ -117,11 +121,11 @@ class QueuedInserts:
 
     def close(self) -> None:
         """Refuse further inserts, wait for those given, stop the writer thread. Safe while the
-        pipeline's thread is inside a batch: that batch fails, and the chain of inserts it gave
-        is kept, so nothing runs after a failure."""
+        pipeline's thread is inside a batch: that batch fails, and the inserts it gave stay
+        queued for its `flush` to report, their chain unbroken, so nothing runs after a failure."""
         with self._lock:
             self._closed = True
-        self._wait(new_chain=False)
+        self._wait(take=False)
         with self._lock:
             writer, self._writer = self._writer, None
         if writer is not None:

@@ -180,3 +180,6 @@ def test_closing_mid_batch_keeps_the_chain_so_nothing_runs_after_a_failure() -> 
     closing.join(10)
     assert not closing.is_alive()
     assert index.inserted == []
+    # The batch still learns that its inserts failed: it must not count as durable.
+    with pytest.raises(RuntimeError, match="insert into events failed"):
+        queued.flush()
