@@ -66,6 +66,14 @@ class RecordingIndex:
         return pa.table({"n": [len(self.inserted)]})
 
 
+def queued_into(index: RecordingIndex, *tables: str) -> QueuedInserts:
+    """A queue over ``index`` that was given one small insert into each of ``tables``."""
+    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
+    for table in tables:
+        queued.insert(table, pa.table({"x": [1]}))
+    return queued
+
+
 def test_a_query_reads_the_inserts_given_before_it(tmp_path: Path) -> None:
     with ChdbIndex(tmp_path / "index") as index:
         index.migrate()
@@ -81,9 +89,7 @@ def test_a_query_reads_the_inserts_given_before_it(tmp_path: Path) -> None:
 def test_inserts_run_in_the_order_given_while_the_caller_goes_on() -> None:
     release = threading.Event()
     index = RecordingIndex(release=release)
-    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
-    for table in ("events", "segments", "sessions", "archive_objects"):
-        queued.insert(table, pa.table({"x": [1]}))
+    queued = queued_into(index, "events", "segments", "sessions", "archive_objects")
     assert index.inserted == [], "insert must not wait for the writer"
     assert queued.pending == 4
     release.set()
@@ -96,9 +102,7 @@ def test_after_a_failed_insert_nothing_queued_behind_it_runs() -> None:
     # An object's archive_objects row tells recovery the object is fully indexed: it must not
     # land after its events failed to.
     index = RecordingIndex(failing={"events"})
-    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
-    for table in ("events", "segments", "sessions", "archive_objects"):
-        queued.insert(table, pa.table({"x": [1]}))
+    queued = queued_into(index, "events", "segments", "sessions", "archive_objects")
     with pytest.raises(RuntimeError, match="insert into events failed"):
         queued.flush()
     assert index.inserted == []
@@ -113,9 +117,7 @@ def test_after_a_failed_insert_nothing_queued_behind_it_runs() -> None:
 
 def test_a_query_reports_a_failed_insert_before_it_instead_of_reading_past_it() -> None:
     index = RecordingIndex(failing={"events"})
-    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
-    queued.insert("events", pa.table({"x": [1]}))
-    queued.insert("sessions", pa.table({"x": [1]}))
+    queued = queued_into(index, "events", "sessions")
     with pytest.raises(RuntimeError, match="events"):
         queued.query("SELECT 1")
     assert index.queries == []
@@ -124,10 +126,7 @@ def test_a_query_reports_a_failed_insert_before_it_instead_of_reading_past_it() 
 
 def test_discard_waits_for_every_insert_and_forgets_failures() -> None:
     index = RecordingIndex(failing={"segments"})
-    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
-    queued.insert("events", pa.table({"x": [1]}))
-    queued.insert("segments", pa.table({"x": [1]}))
-    queued.insert("sessions", pa.table({"x": [1]}))
+    queued = queued_into(index, "events", "segments", "sessions")
     queued.discard()
     assert queued.pending == 0
     assert index.inserted == ["events"]
@@ -167,9 +166,7 @@ def test_closing_mid_batch_keeps_the_chain_so_nothing_runs_after_a_failure() -> 
     # The worker may close its pipeline while the batch thread is still giving inserts.
     release = threading.Event()
     index = RecordingIndex(failing={"events"}, release=release)
-    queued = QueuedInserts(index, run_once)  # type: ignore[arg-type]
-    queued.insert("events", pa.table({"x": [1]}))
-    queued.insert("segments", pa.table({"x": [1]}))
+    queued = queued_into(index, "events", "segments")
     closing = threading.Thread(target=queued.close)
     closing.start()
     while not queued.closed:
