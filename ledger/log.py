@@ -54,7 +54,8 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import zstandard
@@ -597,6 +598,22 @@ def latest_checkpoint(
     return None if key is None else read_checkpoint(store, key, verifier, origin)
 
 
+def put_exact_all(store: ObjectStore, items: Iterable[tuple[str, bytes]]) -> None:
+    """`put_exact` of every (key, data), up to ``store.put_concurrency`` at a time. Returns once
+    every put has finished; raises the first failure (the others have finished or failed too)."""
+    items = list(items)
+    workers = min(store.put_concurrency, len(items))
+    if workers <= 1:
+        for key, data in items:
+            put_exact(store, key, data)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="blackbox-ledger-put") as pool:
+        puts = [pool.submit(put_exact, store, key, data) for key, data in items]
+        wait(puts)
+    for put in puts:
+        put.result()
+
+
 def put_exact(store: ObjectStore, key: str, data: bytes) -> bool:
     """Write-once put that also accepts an identical existing object; True if this call created it.
     Anything else already under the key is LedgerConflict."""
@@ -775,8 +792,7 @@ class ShardLedger:
         put_exact(self.store, marker_key(self.origin, key), marker.encode())
         for block in blocks:
             builder.extend(block.entries)
-        for tile, tile_bytes in builder.take_full():
-            put_exact(self.store, self._prefix + tile.path, tile_bytes)
+        put_exact_all(self.store, ((self._prefix + tile.path, data) for tile, data in builder.take_full()))
         self._last_object = key
         return marker.leaf_count
 
@@ -788,8 +804,7 @@ class ShardLedger:
             size = builder.size
             if size == 0:
                 return None
-            for tile, tile_bytes in builder.partials():
-                put_exact(self.store, self._prefix + tile.path, tile_bytes)
+            put_exact_all(self.store, ((self._prefix + tile.path, data) for tile, data in builder.partials()))
             put_exact(self.store, position_key(self.origin, size), self._last_object.encode("utf-8"))
             checkpoint = Checkpoint(self.origin, size, builder.root())
             note = sign_checkpoint(checkpoint, self._signer)
@@ -884,8 +899,7 @@ class RootLedger:
         for entry in entries:
             builder.append(entry.encode())
             self._recorded[entry.origin] = max(self._recorded.get(entry.origin, 0), entry.size)
-        for tile, tile_bytes in builder.take_full():
-            put_exact(self.store, self._prefix + tile.path, tile_bytes)
+        put_exact_all(self.store, ((self._prefix + tile.path, data) for tile, data in builder.take_full()))
 
     def shard_origins(self, epoch: str | None = None) -> list[str]:
         """The shards registered for this key (of one epoch, if given)."""
@@ -937,8 +951,7 @@ class RootLedger:
             return None
         if self._latest is not None and self._latest.size == size:
             return self._latest
-        for tile, tile_bytes in builder.partials():
-            put_exact(self.store, self._prefix + tile.path, tile_bytes)
+        put_exact_all(self.store, ((self._prefix + tile.path, data) for tile, data in builder.partials()))
         checkpoint = Checkpoint(self.origin, size, builder.root())
         note = sign_checkpoint(checkpoint, self._signer)
         key = checkpoint_key(self.origin, size)

@@ -15,7 +15,7 @@ from ledger.signer import Ed25519FileSigner
 from schemas import BATCH_SCHEMA, SEALED_SCHEMA, default_registry
 from storage.archive import build_object
 from storage.index import ChdbIndex
-from storage.objectstore import LocalWormStore
+from storage.objectstore import LocalWormStore, ObjectStore
 from streams.pipeline import PipelineConfig, SealPipeline, SourceMessage
 from streams.seal import SealStep
 from tests.eventdata import end, make_event
@@ -81,7 +81,7 @@ def seal_rounds(directory: Path, workload: Workload, rounds: range, offsets: dic
 
 
 def ledger_all(
-    store: LocalWormStore, signer: Ed25519FileSigner, *, objects_per_checkpoint: int = 2
+    store: ObjectStore, signer: Ed25519FileSigner, *, objects_per_checkpoint: int = 2
 ) -> dict[int, SignedCheckpoint]:
     """Ledger every partition, checkpointing every few objects as the agent would; then the root."""
     latest: dict[int, SignedCheckpoint] = {}

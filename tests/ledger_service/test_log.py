@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,16 @@ from replay.audit import audit_archive
 from replay.proofs import LedgerView
 from schemas import EVENT_SCHEMA, SEALED_SCHEMA
 from storage.archive import build_object, iter_blocks
-from storage.objectstore import LocalWormStore, ObjectNotFound, ObjectStoreUnavailable
+from storage.objectstore import (
+    LocalWormStore,
+    ObjectNotFound,
+    ObjectStoreUnavailable,
+    Retention,
+    S3ObjectStore,
+)
 from streams.seal import SealStep, SessionState
 from tests.eventdata import make_event, output
+from tests.fixtures.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 from tests.ledger_service.archives import (
     EPOCH,
     LOG_NAME,
@@ -213,6 +221,53 @@ def test_two_ledgers_with_different_checkpoint_cadences_build_the_same_tree(
 ) -> None:
     ledger_all(open_store(bare), signer, objects_per_checkpoint=1)
     assert_same_tree(bare, reference)
+
+
+class InFlightS3Store(S3ObjectStore):
+    """An S3 store that notes the most puts it had in flight at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._counting = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        with self._counting:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return super().put_if_absent(key, data)
+        finally:
+            with self._counting:
+                self.in_flight -= 1
+
+
+@pytest.mark.s3
+def test_a_ledger_on_s3_puts_its_tiles_concurrently_and_builds_the_same_tree(
+    bare: Path,
+    signer: Ed25519FileSigner,
+    reference: dict[str, bytes],
+    moto_server: str,
+    worm_bucket: S3ObjectStore,
+) -> None:
+    store = InFlightS3Store(
+        worm_bucket.bucket,
+        endpoint_url=moto_server,
+        region=REGION,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        retention=Retention("COMPLIANCE", 1),
+    )
+    for path in all_files(bare):
+        store.put_if_absent(str(path.relative_to(bare)), path.read_bytes())
+    store.most_in_flight = 0
+
+    ledger_all(store, signer, objects_per_checkpoint=100)
+
+    assert store.most_in_flight > 1, "tiles were put one at a time"
+    written = {key: store.get(key) for key in store.list_keys("ledger/") if f"/{ROOT_NAME}/" not in key}
+    assert written == reference
 
 
 @pytest.mark.parametrize("stop_after", [1, 2, 4, 5])
