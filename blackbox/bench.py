@@ -109,10 +109,10 @@ class BenchSummary:
         for number, r in enumerate(self.rounds, 1):
             lines.append(
                 f"{number:>5} {r.events / r.emit_seconds:>11,.0f} {r.ceiling_rate:>38,.0f}"
-                f" {r.pipeline_rate:>44,.0f} {r.ratio:>20.2f}"
+                f" {r.pipeline_rate:>44,.0f} {r.ratio:>20.3f}"
             )
         lines += [
-            f"median {'':>10} {self.ceiling_rate:>38,.0f} {self.pipeline_rate:>44,.0f} {self.ratio:>20.2f}",
+            f"median {'':>10} {self.ceiling_rate:>38,.0f} {self.pipeline_rate:>44,.0f} {self.ratio:>20.3f}",
             "events/s; targets: ≥ 20,000 events/s end to end and ≥ 0.50 of the ceiling",
         ]
         return "\n".join(lines)
@@ -359,6 +359,6 @@ def run_pipeline_bench(
         if progress is not None:
             progress(
                 f"round {number}/{rounds}: ceiling {report.ceiling_rate:,.0f} events/s, "
-                f"pipeline {report.pipeline_rate:,.0f} events/s ({report.ratio:.2f})"
+                f"pipeline {report.pipeline_rate:,.0f} events/s ({report.ratio:.3f})"
             )
     return BenchSummary(tuple(reports))
