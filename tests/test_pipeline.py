@@ -145,16 +145,48 @@ def test_a_failed_insert_of_one_partition_leaves_the_later_partitions_to_recover
 ) -> None:
     # Inserts are queued while the next partition seals; the first failure stops the ones
     # queued behind it, so no object is marked indexed without its rows.
-    batch = [m for partition in range(3) for m in messages(3, 10, partition=partition)]
+    crashing = CrashingIndex(index)
+    running = pipeline(store, crashing)
+    # A first batch recovers every partition (recovery reads the index, which waits for inserts).
+    running.process([message_of(f"w-{partition}", [end()], partition, 0) for partition in range(3)])
+    batch = [m for partition in range(3) for m in messages(3, 10, partition=partition, first_offset=1)]
+    crashing.crash_on = "events"
     with pytest.raises(Crash):
-        pipeline(store, CrashingIndex(index, "events")).process(batch)
-    assert read_archive(store).objects == 3, "every partition was archived"
-    assert counts(index)["objects"] == 0
+        running.process(batch)
+    assert read_archive(store).objects == 6, "every partition was archived"
+    assert counts(index)["objects"] == 3, "no object of the failed batch is marked indexed"
 
     restarted = pipeline(store, index)
     replay = restarted.process(batch)
     assert replay.skipped_messages == len(batch)
-    assert counts(index) == {"records": 99, "distinct_records": 99, "sessions": 9, "sealed": 9, "objects": 3}
+    assert counts(index) == {
+        "records": 105,
+        "distinct_records": 105,
+        "sessions": 12,
+        "sealed": 12,
+        "objects": 6,
+    }
+
+
+def test_a_sealed_sessions_events_sent_again_without_a_key_are_duplicates(
+    index: Index, store: LocalWormStore
+) -> None:
+    # The cache forgets sealed sessions: a later batch loads the state from the index by the
+    # session id in the events (a gateway need not key its messages), never starts it again.
+    running = pipeline(store, index)
+    bodies = [None, None, None, end()]
+    running.process([message_of("s-unkeyed", bodies, 0, 0)])
+    again = message_of("s-unkeyed", bodies, 0, 1)
+    again = SourceMessage(again.topic, again.partition, again.offset, None, again.value)
+    outcome = running.process([again])
+    assert (outcome.records, outcome.duplicates) == (0, 4)
+    assert counts(index)["records"] == 5
+
+
+def message_of(session_id: str, bodies: list[Any], partition: int, offset: int) -> SourceMessage:
+    events = [make_event(session_id, seq, body) for seq, body in enumerate(bodies)]
+    value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": session_id, "events": events})
+    return SourceMessage("events", partition, offset, session_id.encode(), value)
 
 
 def test_open_session_continues_its_chain_after_a_restart(index: Index, store: LocalWormStore) -> None:
