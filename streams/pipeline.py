@@ -351,6 +351,15 @@ def _micros(value: datetime | int) -> int:
 
 
 @dataclass
+class _Hold:
+    """Bytes of a session the masker holds back (an unfinished token, a secret prompt)."""
+
+    offset: int  # the earliest message they came in: left unacknowledged until they go
+    since: float  # when the hold began (clock of the pipeline)
+    flush_asked_at_seq: int | None = None  # the session's last seq when a flush was last asked
+
+
+@dataclass
 class _PartitionBatch:
     partition: int
     # the partition's messages in the batch that are not durable yet, in offset order
@@ -409,12 +418,8 @@ class SealPipeline:
         # Announcements recovery queues for the next outcome (see _announce_again).
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
-        # partition → session → offset of the earliest message whose bytes the masker holds
-        self._holding: dict[int, dict[str, int]] = {}
-        # session → when the masker began holding its bytes, and the session's last_seq when a
-        # flush of them was last asked for (see overdue_holds)
-        self._holding_since: dict[str, float] = {}
-        self._flush_requested: dict[str, int] = {}
+        # partition → session → what the masker holds back for it (see _Hold)
+        self._holding: dict[int, dict[str, _Hold]] = {}
 
     @property
     def index(self) -> Index:
@@ -539,9 +544,9 @@ class SealPipeline:
         event of the session releases the bytes; until then a crash delivers them again and
         `rewarm` rebuilds what was held, instead of losing it."""
         return frozenset(
-            (partition, offset)
+            (partition, hold.offset)
             for partition, sessions in self._holding.items()
-            for offset in sessions.values()
+            for hold in sessions.values()
         )
 
     @staticmethod
@@ -905,21 +910,16 @@ class SealPipeline:
         sessions.update(sid for sid, state in self.cache.states.items() if state.partition == partition)
         for session_id in sessions:
             self._seal.forget_stream(session_id)
-            self._holding_since.pop(session_id, None)
-            self._flush_requested.pop(session_id, None)
         self.cache.forget_partition(partition)
 
     # -- what the masker holds back ----------------------------------------------------------
 
     def _note_holding(self, message: SourceMessage, session_id: str) -> None:
         holding = self._holding.setdefault(message.partition, {})
-        if self._seal.holds_output(session_id):
-            holding.setdefault(session_id, message.offset)  # the earliest message still held
-            self._holding_since.setdefault(session_id, self._clock())
-        else:
+        if not self._seal.holds_output(session_id):
             holding.pop(session_id, None)
-            self._holding_since.pop(session_id, None)
-            self._flush_requested.pop(session_id, None)
+        elif session_id not in holding:  # the earliest message still held is the one to keep
+            holding[session_id] = _Hold(message.offset, self._clock())
 
     def overdue_holds(self, hold_seconds: float) -> list[SessionState]:
         """Open sessions whose bytes the masker has held for ``hold_seconds`` and whose flush was
@@ -928,14 +928,15 @@ class SealPipeline:
         the bytes on record instead of waiting for the session's next event."""
         now = self._clock()
         overdue = []
-        for session_id, since in self._holding_since.items():
-            state = self.cache.states.get(session_id)
-            if state is None or state.sealed or now - since < hold_seconds:
-                continue
-            if self._flush_requested.get(session_id) == state.last_seq:
-                continue
-            self._flush_requested[session_id] = state.last_seq
-            overdue.append(state)
+        for sessions in self._holding.values():
+            for session_id, hold in sessions.items():
+                state = self.cache.states.get(session_id)
+                if state is None or state.sealed or now - hold.since < hold_seconds:
+                    continue
+                if hold.flush_asked_at_seq == state.last_seq:
+                    continue
+                hold.flush_asked_at_seq = state.last_seq
+                overdue.append(state)
         return overdue
 
     def _rewarm(self, partition: int, skipped: list[tuple[SourceMessage, DecodedMessage]]) -> None:
@@ -944,11 +945,21 @@ class SealPipeline:
         and reach the archive with the session's next event."""
         sessions = {d.events[0][0]["session_id"] for _, d in skipped if d.events}
         self._load_states(sessions)
-        window_start = skipped[0][0].offset
+        open_sessions = {sid for sid in sessions if (state := self.cache.get(sid)) and not state.sealed}
         # session → its chain's last seq, from before the window (a lower bound, from the index)
         # and then replayed event by event: only an event the chain takes in order goes into the
         # session's terminal stream (a duplicate is dropped, LATE and FORK are masked alone).
-        chain_at: dict[str, int] = {}
+        chain_at = self._chained_before(open_sessions, partition, skipped[0][0].offset)
+        # Sealing let held bytes go at a flush request only if it put them on record (it ignores
+        # a stale request, and one that finds nothing held changes nothing).
+        flushes_recorded = self._recorded(
+            {
+                (event["session_id"], event["event_id"])
+                for _, decoded in skipped
+                for event, _ in decoded.events
+                if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
+            }
+        )
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -956,16 +967,12 @@ class SealPipeline:
             state = self.cache.get(session_id)
             if state is None or state.sealed:
                 continue
-            if session_id not in chain_at:
-                chain_at[session_id] = self._chained_before(session_id, partition, window_start)
             for event, _ in decoded.events:
                 seq = event["seq"]
                 if seq > state.last_seq:
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
-                    # Sealing let held bytes go at this request only if it put them on record (it
-                    # ignores a stale request, and one that finds nothing held changes nothing).
-                    if self._is_recorded(session_id, event["event_id"]):
+                    if (session_id, event["event_id"]) in flushes_recorded:
                         self._seal.rewarm(event, message.key)
                     continue
                 if seq <= chain_at[session_id]:
@@ -974,38 +981,47 @@ class SealPipeline:
                     chain_at[session_id] = seq
             self._note_holding(message, session_id)
 
-    def _chained_before(self, session_id: str, partition: int, offset: int) -> int:
-        """The session's last seq taken in order, in archive objects wholly before ``offset``: a
+    def _chained_before(self, session_ids: set[str], partition: int, offset: int) -> dict[str, int]:
+        """Each session's last seq taken in order, in archive objects wholly before ``offset``: a
         lower bound of its chain's position when the message at ``offset`` was sealed (-1 if
         none). A lower bound errs safe: an event it lets through is fed again, never dropped."""
+        chain_at = dict.fromkeys(session_ids, -1)
+        if not session_ids:
+            return chain_at
         table = self._retry(
-            "look up a chain's position",
+            "look up chain positions",
             lambda: self._index.query(
-                "SELECT max(source_seq) AS last_seq, count() AS records FROM events"
-                " WHERE session_id = {sid:String} AND kind = 'EVENT' AND object_key IN"
+                "SELECT session_id, max(source_seq) AS last_seq FROM events"
+                " WHERE session_id IN {ids:Array(String)} AND kind = 'EVENT' AND object_key IN"
                 " (SELECT object_key FROM archive_objects WHERE kafka_partition = {p:UInt32}"
-                "  AND startsWith(object_key, {prefix:String}) AND last_offset < {offset:Int64})",
+                "  AND startsWith(object_key, {prefix:String}) AND last_offset < {offset:Int64})"
+                " GROUP BY session_id",
                 {
-                    "sid": session_id,
+                    "ids": sorted(session_ids),
                     "p": partition,
                     "prefix": object_prefix(self._config.epoch, partition),
                     "offset": offset,
                 },
             ),
         )
-        row = table.to_pylist()[0]
-        return int(row["last_seq"]) if row["records"] else -1
+        for row in table.to_pylist():
+            chain_at[row["session_id"]] = int(row["last_seq"])
+        return chain_at
 
-    def _is_recorded(self, session_id: str, event_id: str) -> bool:
+    def _recorded(self, events: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``events`` (session id, event id) the index holds a record of."""
+        if not events:
+            return set()
         table = self._retry(
-            "look up a record",
+            "look up records",
             lambda: self._index.query(
-                "SELECT record_index FROM events WHERE session_id = {sid:String} AND event_id = {eid:String}"
-                " LIMIT 1",
-                {"sid": session_id, "eid": event_id},
+                "SELECT DISTINCT session_id, event_id FROM events"
+                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}",
+                {"sids": sorted({sid for sid, _ in events}), "eids": sorted({eid for _, eid in events})},
             ),
         )
-        return bool(table.num_rows > 0)
+        found = zip(table.column("session_id").to_pylist(), table.column("event_id").to_pylist(), strict=True)
+        return set(found) & events
 
     # -- idle sessions ---------------------------------------------------------------------
 
