@@ -49,6 +49,7 @@ from ledger.merkle import root
 from ledger.signer import Ed25519FileSigner
 from replay.audit import audit_archive
 from schemas import EVENT_SCHEMA, SEALED_SCHEMA, default_registry
+from schemas.bodies import SESSION_END, TERMINAL_OUTPUT
 from schemas.sealed import encode_sealed_record
 from storage.archive import build_object, iter_blocks
 from storage.objectstore import LocalWormStore
@@ -64,9 +65,9 @@ EVENTS_PER_SESSION = 99  # then an end event and a SEAL record: 101 records a se
 
 def _event(session_id: str, seq: int, data: bytes | None) -> dict[str, object]:
     body = (
-        ("dev.blackbox.v1.TerminalOutput", {"data": data})
+        (TERMINAL_OUTPUT, {"data": data})
         if data is not None
-        else ("dev.blackbox.v1.SessionEnd", {"reason": "closed", "exit_code": 0})
+        else (SESSION_END, {"reason": "closed", "exit_code": 0})
     )
     return {
         "event_id": f"{session_id}-{seq}",

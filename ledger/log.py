@@ -414,8 +414,7 @@ class LedgeredBlock:
     session_id: str
     first_index: int
     records: tuple[bytes, ...]
-    hashes: tuple[bytes, ...]
-    entries: tuple[bytes, ...]  # the leaf entry of each record, in order
+    entries: tuple[bytes, ...]  # the leaf entry of each record (its hash among them), in order
 
 
 def split_block(payload: bytes, count: int) -> tuple[list[bytes], list[bytes], list[int]] | None:
@@ -521,7 +520,6 @@ def split_object(data: bytes) -> list[LedgeredBlock]:
                 head.session_id,
                 head.index,
                 tuple(records),
-                tuple(hashes),
                 tuple(entries),
             )
         )
@@ -896,8 +894,8 @@ class RootLedger:
             self._append(builder, [RootEntry.decode(item) for item in decode_frames(self.store.get(key))])
 
     def _append(self, builder: TileBuilder, entries: list[RootEntry]) -> None:
+        builder.extend([entry.encode() for entry in entries])
         for entry in entries:
-            builder.append(entry.encode())
             self._recorded[entry.origin] = max(self._recorded.get(entry.origin, 0), entry.size)
         put_exact_all(self.store, ((self._prefix + tile.path, data) for tile, data in builder.take_full()))
 

@@ -32,6 +32,7 @@ from replay import queries
 from replay.asciicast import render_asciicast
 from replay.errors import ArchiveUnavailable, EvidenceCorrupt, InvalidQuery, SessionNotFound
 from schemas import EVENT_SCHEMA, SEALED_SCHEMA, default_registry
+from schemas.codec import NAMESPACE
 from storage.archive import ArchivedRecord, ArchiveFormatError, ArchiveHeader, parse_header, read_block
 from storage.index import Index
 from storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreError
@@ -49,7 +50,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @lru_cache(maxsize=8)
 def _enum_symbols(schema_name: str, enum_name: str) -> tuple[str, ...]:
     """Symbols of an enum inside a shipped schema, so filters follow the contract, not a copy."""
-    wanted = f"dev.blackbox.v1.{enum_name}"
+    wanted = f"{NAMESPACE}.{enum_name}"
 
     def walk(node: Any) -> tuple[str, ...] | None:
         if isinstance(node, dict):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-NS = "dev.blackbox.v1."
+from schemas.codec import NAMESPACE
+
 # Monday 5 January 2026, 00:00 UTC.
 T0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp()) * 1_000_000
 SECOND = 1_000_000
@@ -72,7 +73,7 @@ class _Session:
             "identity": dict(self.identity),
             "target": dict(self.target),
             "attributes": {},
-            "body": (NS + kind, fields),
+            "body": (f"{NAMESPACE}.{kind}", fields),
         }
         self.builder.examples.append(Example(self.scenario, event, tuple(findings), alert, rule_id, note))
         self.seq += 1

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -207,13 +207,13 @@ class SessionCache:
     def get(self, session_id: str) -> SessionState | None:
         return self._staged_states.get(session_id) or self.states.get(session_id)
 
-    def stage(self, state: SessionState, records: Iterable[SealedRecord]) -> None:
+    def stage(self, state: SessionState, records: Sequence[SealedRecord]) -> None:
         self._staged_states[state.session_id] = state
+        # The worker's own requests (a flush of held bytes) do not make a session active: its
+        # idle time runs from its gateway's last event.
+        if any(not is_worker_request(record.value) for record in records):
+            self._staged_active.add(state.session_id)
         for record in records:
-            if not is_worker_request(record.value):
-                # The worker's own requests (a flush of held bytes) do not make a session active:
-                # its idle time runs from its gateway's last event.
-                self._staged_active.add(state.session_id)
             if carries_gateway_event(record.value):
                 self._staged_digests[(state.session_id, record.value["source_seq"])] = record.value[
                     "event_digest"

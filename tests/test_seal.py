@@ -226,8 +226,7 @@ def test_keystrokes_held_at_the_end_are_kept_and_a_typed_password_stays_masked()
 
 
 def test_an_idle_seal_keeps_the_output_the_masker_held_back() -> None:
-    chain = Chain()
-    chain.step = SealStep(REGISTRY, masker=EventMasker(MaskingEngine(load_default_policy(), b"k" * 32)))
+    chain = masking_chain()
     chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))  # the address could still grow
     assert chain.records[-1].value["event"]["body"][1]["data"] == b"bye "
     assert chain.feed(idle_timeout_event(chain.state, 60)) == ["EVENT", "SEAL"]
