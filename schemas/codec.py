@@ -20,6 +20,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import expand_schema, fingerprint, parse_schema, to_parsing_canonical_form
 
+from schemas.event_reader import EventReader, read_bytes, read_long
+
 logger = logging.getLogger(__name__)
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -138,6 +140,11 @@ class SchemaRegistry:
 
     def __init__(self, current: Mapping[str, Any], history: Iterable[Mapping[str, Any]] = ()) -> None:
         self._current = dict(current)
+        # Events of the current schema (and of older ones read unchanged) skip fastavro's
+        # generic reader for the most part; None if the event schema's layout is not its own.
+        self._event_reader = (
+            EventReader.for_schema(self._current[EVENT_SCHEMA]) if EVENT_SCHEMA in self._current else None
+        )
         self._by_fingerprint: dict[bytes, _WriterSchema] = {}
         self._fingerprint_of: dict[str, bytes] = {}
         for name, parsed in self._current.items():
@@ -241,40 +248,59 @@ class SchemaRegistry:
             encoded = [(event, self.encode_body(EVENT_SCHEMA, event)) for event in events]
             session = value["session_id"] if writer.name == BATCH_SCHEMA else None
             return EventsMessage(writer.name, session, encoded)
-        stream = io.BytesIO(message)
-        stream.seek(HEADER_SIZE)
-        event_schema = self._current[EVENT_SCHEMA]
         try:
-            if writer.name == EVENT_SCHEMA:
-                event = fastavro.schemaless_reader(stream, event_schema, None, **_READ_OPTIONS)
-                result = EventsMessage(writer.name, None, [(event, message[HEADER_SIZE : stream.tell()])])
+            if self._event_reader is None:
+                result, end = self._read_generic(writer.name, message)
+            elif writer.name == EVENT_SCHEMA:
+                events, end = self._event_reader.read_events(message, HEADER_SIZE, 1)
+                result = EventsMessage(writer.name, None, events)
             else:
-                result = self._read_batch(message, stream, event_schema)
+                result, end = self._read_batch(message, self._event_reader)
         except SchemaError:
             raise
         except Exception as exc:  # corrupt bodies raise EOFError, UnicodeDecodeError, IndexError...
             raise SchemaError(f"undecodable {writer.name} body: {type(exc).__name__}: {exc}") from exc
-        if stream.tell() != len(message):
-            raise SchemaError(f"{len(message) - stream.tell()} trailing bytes after {writer.name} body")
+        if end != len(message):
+            raise SchemaError(f"{len(message) - end} trailing bytes after {writer.name} body")
         return result
 
     @staticmethod
-    def _read_batch(message: bytes, stream: io.BytesIO, event_schema: Any) -> EventsMessage:
-        session_length = _read_varint(stream)
-        session_id = stream.read(session_length).decode()
+    def _read_batch(message: bytes, reader: EventReader) -> tuple[EventsMessage, int]:
+        raw_session_id, position = read_bytes(message, HEADER_SIZE)
         events: list[tuple[Any, bytes]] = []
         while True:  # an Avro array is a sequence of blocks ended by a zero count
-            count = _read_varint(stream)
+            count, position = read_long(message, position)
             if count == 0:
                 break
             if count < 0:  # a negative count is followed by the block's size in bytes
+                count = -count
+                _, position = read_long(message, position)
+            block, position = reader.read_events(message, position, count)
+            events.extend(block)
+        return EventsMessage(BATCH_SCHEMA, raw_session_id.decode(), events), position
+
+    def _read_generic(self, name: str, message: bytes) -> tuple[EventsMessage, int]:
+        """fastavro's reader, event by event (for an event schema `EventReader` declines)."""
+        stream = io.BytesIO(message)
+        stream.seek(HEADER_SIZE)
+        event_schema = self._current[EVENT_SCHEMA]
+        if name == EVENT_SCHEMA:
+            event = fastavro.schemaless_reader(stream, event_schema, None, **_READ_OPTIONS)
+            return EventsMessage(name, None, [(event, message[HEADER_SIZE : stream.tell()])]), stream.tell()
+        session_id = stream.read(_read_varint(stream)).decode()
+        events: list[tuple[Any, bytes]] = []
+        while True:
+            count = _read_varint(stream)
+            if count == 0:
+                break
+            if count < 0:
                 count = -count
                 _read_varint(stream)
             for _ in range(count):
                 start = stream.tell()
                 event = fastavro.schemaless_reader(stream, event_schema, None, **_READ_OPTIONS)
                 events.append((event, message[start : stream.tell()]))
-        return EventsMessage(BATCH_SCHEMA, session_id, events)
+        return EventsMessage(name, session_id, events), stream.tell()
 
     def _writer_of(self, message: bytes) -> _WriterSchema:
         if len(message) < HEADER_SIZE or message[:2] != SINGLE_OBJECT_MAGIC:
