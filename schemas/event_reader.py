@@ -5,8 +5,8 @@ time: ~11 µs per event here, the largest single cost of the seal worker. Two fa
 messages gateways send make most of that avoidable:
 
 - the events of one message belong to one session, and nearly always repeat its gateway,
-  identity, target and attributes byte for byte: that envelope is decoded once per message, and
-  every event whose bytes repeat it shares the decoded value;
+  identity, target and attributes byte for byte: that envelope is decoded when it changes (once
+  per message, as a rule), and every event whose bytes repeat it shares the decoded value;
 - every event starts with two strings and two longs, and half of all events carry terminal
   input or output, a body of one ``bytes`` field: those are read here, straight from the
   message.
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import fastavro
-from fastavro.schema import parse_schema
+from fastavro.schema import SchemaParseException, parse_schema
 
 Event = dict[str, Any]
 # The fields every event starts with, in order, and their Avro types.
@@ -105,9 +105,15 @@ class EventReader:
         body = fields[-1]
         if head != HEAD_FIELDS or body["name"] != BODY_FIELD or not isinstance(body["type"], list):
             return None
-        if not all(isinstance(branch, dict) and branch.get("type") == "record" for branch in body["type"]):
+        # With one branch, fastavro returns the body without its name; this reader always names it.
+        if len(body["type"]) < 2 or not all(
+            isinstance(branch, dict) and branch.get("type") == "record" for branch in body["type"]
+        ):
             return None
-        return cls(event_schema, dict(event_schema.get("__named_schemas", {})))
+        try:
+            return cls(event_schema, dict(event_schema.get("__named_schemas", {})))
+        except SchemaParseException:  # the schema itself defines a name the reader's records take
+            return None
 
     def read_events(self, message: bytes, position: int, count: int) -> tuple[list[tuple[Event, bytes]], int]:
         """``count`` events from ``position``: each with its exact bytes, and where they end."""

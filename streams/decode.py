@@ -1,12 +1,13 @@
 """Decoding of event messages, in this process or in a pool of processes.
 
-Decoding is the largest single cost of the seal worker (fastavro, 15–25 µs per event), and the
-worker is one Python process. A pool of decoder processes takes it onto other cores: a child
-decodes a chunk of message values and sends back the events, which costs ~2 µs per event to
-pickle on each side. `SealPipeline.decode_ahead` hands the decoders the next batch while the
-worker seals the current one. Measured on 2 cores: the worker alone 47 µs per event, with one
-decoder 37–39 µs (of which 29 in the worker). When the cores are already busy (a broker and
-the gateways on the same machine) the extra pickling is a net loss, so it stays off by default.
+Decoding is a large cost of the seal worker (~6 µs per event with `schemas.event_reader`,
+~11 µs with fastavro alone), and the worker is one Python process. A pool of decoder processes
+takes it onto other cores: a child decodes a chunk of message values and sends back the events,
+which costs ~2 µs per event to pickle on each side. `SealPipeline.decode_ahead` hands the
+decoders the next batch while the worker seals the current one. Measured on 2 cores, before the
+event reader: the worker alone 47 µs per event, with one decoder 37–39 µs (of which 29 in the
+worker). When the cores are already busy (a broker and the gateways on the same machine) the
+extra pickling is a net loss, so it stays off by default.
 The rest of sealing stays in the worker, which owns the chain states and the index connection.
 """
 
