@@ -629,13 +629,16 @@ class ContentScanner:
 
     @staticmethod
     def _emails(data: bytes, out: list[Span]) -> None:
+        local_map = b""  # translated once, at the first address (output often has one per line)
         for m in _EMAIL_DOMAIN.finditer(data):
             tld = m.group(2).lower()
             if len(tld) != 2 and tld not in _TLDS:
                 continue
+            if not local_map:
+                local_map = data.translate(_EMAIL_LOCAL_MAP)
             at = m.start()
-            window = data[max(0, at - 64) : at]
-            s = at - len(window) + window.translate(_EMAIL_LOCAL_MAP).rfind(b"\x00") + 1
+            window_start = at - 64 if at > 64 else 0
+            s = local_map.rfind(b"\x00", window_start, at) + 1 or window_start
             while s < at and data[s] in b".'=/|{}":
                 s += 1  # a local part does not start with these; they are surrounding punctuation
             if s < at:
