@@ -301,7 +301,9 @@ def build_app(
                 await app.crash(exc)
                 return
             for event, message in batch:
-                acks.add(message.partition, message.offset, event, generations[message.partition])
+                acks.add(
+                    message.partition, message.offset, without_payload(event), generations[message.partition]
+                )
             for event in acks.ready(outcome.held):
                 await stream.ack(event)
             metrics.unacknowledged_messages = len(acks)
@@ -383,6 +385,16 @@ def build_app(
             await hook()
 
     return app
+
+
+def without_payload(event: Any) -> Any:
+    """A sealed Faust event, its message's bytes let go: acknowledging it needs only its place.
+    It may wait behind a held message of its partition for long (up to the idle timeout behind
+    an unanswered password prompt), and keeping every waiting message's bytes until then would
+    grow the worker's memory with the partition's traffic."""
+    event.value = None
+    event.message.value = None
+    return event
 
 
 def _source_message(event: Any) -> SourceMessage:

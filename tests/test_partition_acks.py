@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from streams.app import PartitionAcks
+from typing import Any, cast
+
+from faust.events import Event
+from faust.types import Message
+
+from streams.app import PartitionAcks, without_payload
 
 
 def test_nothing_after_a_held_message_is_acknowledged_until_it_is_let_go() -> None:
@@ -42,3 +47,27 @@ def test_a_batch_sealed_across_a_revocation_acknowledges_nothing_of_that_partiti
     assert acks.ready(frozenset()) == ["p1@4"]
     acks.add(0, 10, "p0@10 again", acks.generation(0))  # partition 0 back, read again
     assert acks.ready(frozenset()) == ["p0@10 again"]
+
+
+def test_a_waiting_event_keeps_its_place_but_not_its_bytes() -> None:
+    """Events wait here behind a held message, for as long as the idle timeout: their bytes
+    were sealed already and must not stay in memory that long."""
+    payload = b"x" * 100_000
+    message = Message(
+        topic="events",
+        partition=2,
+        offset=41,
+        timestamp=0.0,
+        timestamp_type=0,
+        headers=[],
+        key=b"s-1",
+        value=payload,
+        checksum=None,
+    )
+    event = Event(app=cast(Any, None), key=b"s-1", value=payload, headers={}, message=message)
+    acks = PartitionAcks()
+    acks.add(2, 41, without_payload(event), 0)
+    assert event.value is None
+    assert message.value is None
+    assert (message.topic, message.partition, message.offset, message.key) == ("events", 2, 41, b"s-1")
+    assert acks.ready(frozenset()) == [event]
