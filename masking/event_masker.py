@@ -30,6 +30,7 @@ from schemas.bodies import (
     POLICY_DECISION,
     QUERY,
     QUERY_RESULT,
+    SECRET_PROMPT_ATTRIBUTE,
     SESSION_END,
     SESSION_START,
     TERMINAL_INPUT,
@@ -82,6 +83,8 @@ class _Session:
     secret_input: bytearray = field(default_factory=bytearray)
     secret_entry: bool = False
     prompt_answered: bool = False  # the password prompt on the current line has had its Enter
+    # The last event in order was a flush that put this session's open prompt on record.
+    prompt_on_record: bool = False
 
 
 class EventMasker:
@@ -94,7 +97,8 @@ class EventMasker:
     as ``attributes[OUTPUT_TAIL_ATTRIBUTE]`` and ``attributes[INPUT_TAIL_ATTRIBUTE]`` (base64), so
     nothing the terminal printed or the user typed is dropped. The worker's IdleTimeout, which
     ends a session without a SessionEnd, gets the same, and so does its OutputFlush, which puts
-    bytes held too long on record while the session goes on (their stream starts afresh after).
+    bytes held too long on record while the session goes on (their stream starts afresh after),
+    and an open password prompt with them (see `prompt_on_record`).
     """
 
     def __init__(self, engine: MaskingEngine, *, max_hold: int = 8192) -> None:
@@ -125,6 +129,29 @@ class EventMasker:
             return False
         if session.output.held or session.input.held or session.secret_input or session.secret_entry:
             return True
+        return self._prompt_open(session)
+
+    def prompt_open(self, session_id: str) -> bool:
+        """Whether what the session types next is a secret: a password prompt is unanswered, or
+        its answer is being typed."""
+        session = self._sessions.get(session_id)
+        return session is not None and (
+            bool(session.secret_input) or session.secret_entry or self._prompt_open(session)
+        )
+
+    def prompt_on_record(self, session_id: str) -> bool:
+        """Whether the session's last event in order was a flush that put its open prompt on
+        record: a worker that meets that flush again after a crash knows the prompt from it, so
+        the flush's message can stand for the earlier ones that printed the prompt."""
+        session = self._sessions.get(session_id)
+        return (
+            session is not None
+            and session.prompt_on_record
+            and not (session.output.held or session.input.held or session.secret_input)
+        )
+
+    @staticmethod
+    def _prompt_open(session: _Session) -> bool:
         return not session.prompt_answered and bool(_SECRET_PROMPT.search(session.output.current_line()))
 
     def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Finding]]:
@@ -135,7 +162,14 @@ class EventMasker:
         if body_type in (SESSION_END, IDLE_TIMEOUT):  # the worker's idle seal ends a session too
             return self._release_held(event, self._sessions.pop(event["session_id"], None), ending=True)
         if body_type == OUTPUT_FLUSH:
-            return self._release_held(event, self._sessions.get(event["session_id"]), ending=False)
+            session = self._sessions.get(event["session_id"])
+            if session is None and event["attributes"].get(SECRET_PROMPT_ATTRIBUTE):
+                # The worker that asked for this flush saw a password prompt open, and this one
+                # has not seen the session (it restarted after the prompt's message was
+                # acknowledged): what is typed next is the secret, until Enter.
+                session = self._session(event["session_id"], policy)
+                session.secret_entry = True
+            return self._release_held(event, session, ending=False)
         findings: list[Finding] = []
         new_fields: dict[str, Any] | None = None
         if body_type == QUERY_RESULT:
@@ -184,6 +218,7 @@ class EventMasker:
             out, findings = self._engine.mask_bytes(data, "body.data", policy=session.policy)
         else:
             session.last_seq = seq
+            session.prompt_on_record = False
             if body_type == TERMINAL_OUTPUT:
                 session.prompt_answered = False  # the current line may be a new prompt
                 out, findings = session.output.feed(data)
@@ -262,6 +297,12 @@ class EventMasker:
         if input_tail:
             added[INPUT_TAIL_ATTRIBUTE] = base64.b64encode(input_tail).decode("ascii")
             findings += _moved_to(input_findings, field)
+        if not ending and (session.secret_entry or self._prompt_open(session)):
+            # On record, so that this flush's message can stand for the ones that printed the
+            # prompt (see `prompt_on_record`): the request may carry it already, from the worker
+            # that asked; the record says what the masker that sealed it saw.
+            added[SECRET_PROMPT_ATTRIBUTE] = "open"
+            session.prompt_on_record = True
         if not added:
             return event, []
         return {**event, "attributes": {**event.get("attributes", {}), **added}}, findings

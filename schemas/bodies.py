@@ -52,3 +52,6 @@ WORKER_REQUESTS = frozenset({IDLE_TIMEOUT, OUTPUT_FLUSH})
 # base64. They are part of the session's terminal stream, just before the event that carries them.
 OUTPUT_TAIL_ATTRIBUTE = "terminal_output_tail_b64"
 INPUT_TAIL_ATTRIBUTE = "terminal_input_tail_b64"
+# On a worker's OutputFlush: a password prompt is open, so what is typed next is secret until
+# Enter. Set by the worker that asks for the flush, and on the record by the one that seals it.
+SECRET_PROMPT_ATTRIBUTE = "terminal_secret_prompt"  # noqa: S105  (an attribute name)

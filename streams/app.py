@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 import faust
 
 from schemas import EVENT_SCHEMA, SchemaRegistry
-from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH
+from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH, SECRET_PROMPT_ATTRIBUTE
 from streams.behaviour_store import BehaviourStore, PersistentScorerState
 from streams.intake import BatchIntake
 from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
@@ -114,11 +114,17 @@ def idle_timeout_event(state: SessionState, idle_seconds: float) -> dict[str, An
     return _worker_request(state, "idle", (IDLE_TIMEOUT, fields))
 
 
-def output_flush_event(state: SessionState, held_seconds: float) -> dict[str, Any]:
+def output_flush_event(
+    state: SessionState, held_seconds: float, *, secret_prompt: bool = False
+) -> dict[str, Any]:
     """The worker's request to put on record what the masker holds of a session's terminal
-    streams; the seal step ignores it if the session did anything since."""
+    streams; the seal step ignores it if the session did anything since. ``secret_prompt``: a
+    password prompt is open, which a worker that meets the request after a crash must know."""
     fields = {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}
-    return _worker_request(state, "flush", (OUTPUT_FLUSH, fields))
+    request = _worker_request(state, "flush", (OUTPUT_FLUSH, fields))
+    if secret_prompt:
+        request["attributes"] = {SECRET_PROMPT_ATTRIBUTE: "open"}
+    return request
 
 
 def _worker_request(state: SessionState, kind: str, body: tuple[str, dict[str, Any]]) -> dict[str, Any]:
@@ -361,7 +367,9 @@ def build_app(
                 state.session_id,
                 config.hold_flush_seconds,
             )
-            value = registry.encode(EVENT_SCHEMA, output_flush_event(state, config.hold_flush_seconds))
+            prompt = await asyncio.to_thread(run_locked, pipeline.secret_prompt_open, state.session_id)
+            request = output_flush_event(state, config.hold_flush_seconds, secret_prompt=prompt)
+            value = registry.encode(EVENT_SCHEMA, request)
             await events.send(key=state.session_id.encode(), value=value, force=True)
 
     async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

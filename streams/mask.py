@@ -27,7 +27,16 @@ class Masker(Protocol):
 
     def holds(self, session_id: str) -> bool:
         """Whether the session's streams hold bytes back for its next event (an unfinished
-        token of output, or keystrokes of a line not yet ended)."""
+        token of output, or keystrokes of a line not yet ended), or an open password prompt."""
+        ...
+
+    def prompt_open(self, session_id: str) -> bool:
+        """Whether what the session types next is a secret (an unanswered password prompt)."""
+        ...
+
+    def prompt_on_record(self, session_id: str) -> bool:
+        """Whether the session's last event was a flush that put its open prompt on record, and
+        nothing else is held: that flush's message can stand for the earlier held ones."""
         ...
 
 
@@ -41,4 +50,10 @@ class NoMasking:
         return b""
 
     def holds(self, session_id: str) -> bool:
+        return False
+
+    def prompt_open(self, session_id: str) -> bool:
+        return False
+
+    def prompt_on_record(self, session_id: str) -> bool:
         return False

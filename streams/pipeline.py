@@ -43,7 +43,7 @@ from storage.archive import (
 from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
-from streams.decode import DecodedMessage, Decoder
+from streams.decode import DecodedMessage, Decoder, Events
 from streams.index_writes import QueuedInserts
 from streams.seal import (
     SealedRecord,
@@ -607,7 +607,7 @@ class SealPipeline:
         outcome.duplicates += result.duplicates
         if not result.records:
             return
-        self._note_holding(message, session_id)
+        self._note_holding(message, session_id, events)
         self.cache.stage(result.state, result.records)
         batch.records.setdefault(session_id, []).extend((record, message.offset) for record in result.records)
         for record in result.records:
@@ -914,12 +914,22 @@ class SealPipeline:
 
     # -- what the masker holds back ----------------------------------------------------------
 
-    def _note_holding(self, message: SourceMessage, session_id: str) -> None:
+    def _note_holding(self, message: SourceMessage, session_id: str, events: Events) -> None:
         holding = self._holding.setdefault(message.partition, {})
         if not self._seal.holds_output(session_id):
             holding.pop(session_id, None)
+        elif self._seal.prompt_on_record(session_id) and any(e["body"][0] == OUTPUT_FLUSH for e, _ in events):
+            # A flush put the session's open prompt on record, with nothing else held: after a
+            # crash its message, delivered again, tells the new worker about the prompt, so the
+            # messages before it need not come again. The hold moves on to it, and the next
+            # flush moves it on again: the partition's commits trail the prompt by one flush.
+            holding[session_id] = _Hold(message.offset, self._clock())
         elif session_id not in holding:  # the earliest message still held is the one to keep
             holding[session_id] = _Hold(message.offset, self._clock())
+
+    def secret_prompt_open(self, session_id: str) -> bool:
+        """Whether a password prompt of this session is open (the flush request says so)."""
+        return self._seal.prompt_open(session_id)
 
     def overdue_holds(self, hold_seconds: float) -> list[SessionState]:
         """Open sessions whose bytes the masker has held for ``hold_seconds`` and whose flush was
@@ -979,7 +989,7 @@ class SealPipeline:
                     continue
                 if self._seal.rewarm(event, message.key):
                     chain_at[session_id] = seq
-            self._note_holding(message, session_id)
+            self._note_holding(message, session_id, decoded.events)
 
     def _chained_before(self, session_ids: set[str], partition: int, offset: int) -> dict[str, int]:
         """Each session's last seq taken in order, in archive objects wholly before ``offset``: a

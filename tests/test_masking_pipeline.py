@@ -19,7 +19,7 @@ from masking.event_masker import EventMasker
 from masking.policy import load_default_policy
 from replay.reader import SessionReader
 from schemas import BATCH_SCHEMA, default_registry
-from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE
+from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE, SECRET_PROMPT_ATTRIBUTE
 from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
 from streams.app import idle_timeout_event, output_flush_event
@@ -379,6 +379,74 @@ def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(session: 
     assert b"hunter2" not in b"".join(repr(r).encode() for r in records)
     entered = records[2]["event"]["body"][1]["data"]
     assert entered == b"*******\r"  # the whole password, masked at its Enter
+
+
+def _flush_prompt(session: HeldSession, worker: SealPipeline, offset: int) -> SourceMessage:
+    """What the worker's flush timer does for a session whose password prompt is open."""
+    session.now += 20
+    [state] = worker.overdue_holds(15)
+    assert worker.secret_prompt_open(session.session_id)
+    return session.message(offset, output_flush_event(state, 15, secret_prompt=True))
+
+
+def test_a_flush_puts_an_open_prompt_on_record_and_the_commit_moves_on(session: HeldSession) -> None:
+    """An unanswered prompt held its message, and every later message of the partition, until
+    the session went on or was sealed idle. A flush now puts the open prompt on record and the
+    hold moves on to the flush's own message; the next flush moves it on again."""
+    worker = session.worker()
+    other = session.sibling("s-other")
+    prompt = session.message(0, make_event("s-held", 0, output("[sudo] password for ada: ")))
+    assert worker.process([prompt, other.message(1, make_event("s-other", 0, output("ok\r\n")))]).held == {
+        (0, 0)
+    }
+    first_flush = _flush_prompt(session, worker, 2)
+    assert worker.process([first_flush]).held == {(0, 2)}
+    assert session.records()[-1]["event"]["attributes"][SECRET_PROMPT_ATTRIBUTE] == "open"
+    second_flush = _flush_prompt(session, worker, 3)
+    assert worker.process([second_flush]).held == {(0, 3)}
+    answer = session.message(4, make_event("s-held", 1, body("TerminalInput", data=b"hunter2\r")))
+    assert worker.process([answer]).held == frozenset()
+    assert session.records()[-1]["event"]["body"][1]["data"] == b"*******\r"
+
+
+@pytest.mark.parametrize("typed_before_the_flush", [b"", b"hunt"])
+def test_a_password_typed_after_a_crash_behind_a_recorded_prompt_stays_masked(
+    session: HeldSession, typed_before_the_flush: bytes
+) -> None:
+    """After the crash, Kafka delivers from the flush's message only: the prompt's own message
+    is not read again. The flush tells the new worker that what is typed next is the secret."""
+    worker = session.worker()
+    prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
+    messages = [prompt]
+    if typed_before_the_flush:
+        messages.append(
+            session.message(1, make_event("s-held", 1, body("TerminalInput", data=typed_before_the_flush)))
+        )
+    worker.process(messages)
+    flush = _flush_prompt(session, worker, 2)
+    assert worker.process([flush]).held == {(0, 2)}
+
+    restarted = session.worker()  # committed up to the flush's message; delivered from there on
+    seq = len(messages)
+    rest = [
+        session.message(3, make_event("s-held", seq, body("TerminalInput", data=b"er2"))),
+        session.message(4, make_event("s-held", seq + 1, output("\x07"))),  # a bell while typing
+        session.message(5, make_event("s-held", seq + 2, body("TerminalInput", data=b"xyz\r"))),
+        session.message(6, make_event("s-held", seq + 3, end())),
+    ]
+    outcome = restarted.process([flush, *rest])
+    assert outcome.skipped_messages == 1
+    assert outcome.held == frozenset()
+    records = [r for r in session.records() if r["event"] is not None]
+    inputs = [r for r in records if r["event"]["body"][0].endswith("TerminalInput")]
+    recorded = b"".join(r["event"]["body"][1]["data"] for r in inputs) + b"".join(
+        base64.b64decode(r["event"]["attributes"].get(INPUT_TAIL_ATTRIBUTE, "")) for r in records
+    )
+    for part in (b"hunt", b"er2", b"xyz"):
+        assert part not in recorded
+    entered = inputs[-1]
+    assert entered["event"]["body"][1]["data"] == b"******\r"
+    assert [f["entity_type"] for f in entered["findings"]] == ["PASSWORD"]
 
 
 def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:
