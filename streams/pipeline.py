@@ -961,14 +961,17 @@ class SealPipeline:
         # session's terminal stream (a duplicate is dropped, LATE and FORK are masked alone).
         chain_at = self._chained_before(open_sessions, partition, skipped[0][0].offset)
         # Sealing let held bytes go at a flush request only if it put them on record (it ignores
-        # a stale request, and one that finds nothing held changes nothing).
+        # a stale request, and one that finds nothing held changes nothing). Flushes asked at the
+        # same point of a session share their event id (an open prompt is flushed again and
+        # again), so a record counts for the message it was sealed from.
         flushes_recorded = self._recorded(
+            partition,
             {
-                (event["session_id"], event["event_id"])
-                for _, decoded in skipped
+                (event["session_id"], event["event_id"], message.offset)
+                for message, decoded in skipped
                 for event, _ in decoded.events
                 if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
-            }
+            },
         )
         for message, decoded in skipped:
             if not decoded.events:
@@ -982,7 +985,7 @@ class SealPipeline:
                 if seq > state.last_seq:
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
-                    if (session_id, event["event_id"]) in flushes_recorded:
+                    if (session_id, event["event_id"], message.offset) in flushes_recorded:
                         self._seal.rewarm(event, message.key)
                     continue
                 if seq <= chain_at[session_id]:
@@ -1018,19 +1021,30 @@ class SealPipeline:
             chain_at[row["session_id"]] = int(row["last_seq"])
         return chain_at
 
-    def _recorded(self, events: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of ``events`` (session id, event id) the index holds a record of."""
+    def _recorded(self, partition: int, events: set[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+        """Which of ``events`` (session id, event id, offset of its message in ``partition``) the
+        index holds a record of."""
         if not events:
             return set()
         table = self._retry(
             "look up records",
             lambda: self._index.query(
-                "SELECT DISTINCT session_id, event_id FROM events"
-                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}",
-                {"sids": sorted({sid for sid, _ in events}), "eids": sorted({eid for _, eid in events})},
+                "SELECT DISTINCT session_id, event_id, kafka_offset FROM events"
+                " WHERE kafka_partition = {partition:UInt32} AND session_id IN {sids:Array(String)}"
+                " AND event_id IN {eids:Array(String)}",
+                {
+                    "partition": partition,
+                    "sids": sorted({sid for sid, _, _ in events}),
+                    "eids": sorted({eid for _, eid, _ in events}),
+                },
             ),
         )
-        found = zip(table.column("session_id").to_pylist(), table.column("event_id").to_pylist(), strict=True)
+        found = zip(
+            table.column("session_id").to_pylist(),
+            table.column("event_id").to_pylist(),
+            table.column("kafka_offset").to_pylist(),
+            strict=True,
+        )
         return set(found) & events
 
     # -- idle sessions ---------------------------------------------------------------------

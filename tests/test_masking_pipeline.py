@@ -449,6 +449,37 @@ def test_a_password_typed_after_a_crash_behind_a_recorded_prompt_stays_masked(
     assert [f["entity_type"] for f in entered["findings"]] == ["PASSWORD"]
 
 
+def test_a_stale_flush_sharing_a_recorded_flushs_id_is_not_repeated_after_a_crash(
+    session: HeldSession,
+) -> None:
+    """An open prompt is flushed again and again at the same point of its session, under the same
+    event id. The second request came after the answer, so sealing ignored it; recovery must not
+    take it for the first, recorded one and let go of bytes the masker held after the answer."""
+    worker = session.worker()
+    worker.process([session.message(0, make_event("s-held", 0, output("Password: ")))])
+    assert worker.process([_flush_prompt(session, worker, 1)]).held == {(0, 1)}
+    second_flush = _flush_prompt(session, worker, 4)  # asked; the answer overtakes it
+    answer = session.message(2, make_event("s-held", 1, body("TerminalInput", data=b"pw\r")))
+    prompt_line = session.message(3, make_event("s-held", 2, output("\r\n$ ec")))
+    assert worker.process([answer, prompt_line]).held == {(0, 3)}  # "ec" may still grow
+    assert worker.process([second_flush]).held == {(0, 3)}  # stale: ignored
+    other = session.sibling("s-other")  # archived after it: the crash finds it done, not to seal
+    later = other.message(5, make_event("s-other", 0, output("ok\r\n")))
+    assert worker.process([later]).held == {(0, 3)}
+
+    restarted = session.worker()  # delivered again from offset 3
+    rest = [
+        session.message(6, make_event("s-held", 3, output("ho hi\r\n"))),
+        session.message(7, make_event("s-held", 4, end())),
+    ]
+    assert restarted.process([prompt_line, second_flush, later, *rest]).skipped_messages == 3
+    records = [r for r in session.records() if r["event"] is not None]
+    shown = b"".join(
+        r["event"]["body"][1]["data"] for r in records if r["event"]["body"][0].endswith("TerminalOutput")
+    )
+    assert shown.endswith(b"$ echo hi\r\n")
+
+
 def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:
     """Another session's conflicting repeat of an event chained before the window was masked
     alone when sealed; recovery must not feed it into that session's rebuilt stream, or its
