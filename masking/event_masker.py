@@ -83,8 +83,6 @@ class _Session:
     secret_input: bytearray = field(default_factory=bytearray)
     secret_entry: bool = False
     prompt_answered: bool = False  # the password prompt on the current line has had its Enter
-    # The last event in order was a flush that put this session's open prompt on record.
-    prompt_on_record: bool = False
 
 
 class EventMasker:
@@ -98,7 +96,7 @@ class EventMasker:
     nothing the terminal printed or the user typed is dropped. The worker's IdleTimeout, which
     ends a session without a SessionEnd, gets the same, and so does its OutputFlush, which puts
     bytes held too long on record while the session goes on (their stream starts afresh after),
-    and an open password prompt with them (see `prompt_on_record`).
+    and an open password prompt with them (`SECRET_PROMPT_ATTRIBUTE`).
     """
 
     def __init__(self, engine: MaskingEngine, *, max_hold: int = 8192) -> None:
@@ -139,16 +137,10 @@ class EventMasker:
             bool(session.secret_input) or session.secret_entry or self._prompt_open(session)
         )
 
-    def prompt_on_record(self, session_id: str) -> bool:
-        """Whether the session's last event in order was a flush that put its open prompt on
-        record: a worker that meets that flush again after a crash knows the prompt from it, so
-        the flush's message can stand for the earlier ones that printed the prompt."""
+    def holds_bytes(self, session_id: str) -> bool:
+        """Whether the session's streams hold bytes back (`holds` without an open prompt)."""
         session = self._sessions.get(session_id)
-        return (
-            session is not None
-            and session.prompt_on_record
-            and not (session.output.held or session.input.held or session.secret_input)
-        )
+        return session is not None and bool(session.output.held or session.input.held or session.secret_input)
 
     @staticmethod
     def _prompt_open(session: _Session) -> bool:
@@ -163,11 +155,13 @@ class EventMasker:
             return self._release_held(event, self._sessions.pop(event["session_id"], None), ending=True)
         if body_type == OUTPUT_FLUSH:
             session = self._sessions.get(event["session_id"])
-            if session is None and event["attributes"].get(SECRET_PROMPT_ATTRIBUTE):
-                # The worker that asked for this flush saw a password prompt open, and this one
-                # has not seen the session (it restarted after the prompt's message was
-                # acknowledged): what is typed next is the secret, until Enter.
-                session = self._session(event["session_id"], policy)
+            if event["attributes"].get(SECRET_PROMPT_ATTRIBUTE):
+                # The worker that asked for this flush had a password prompt of the session open
+                # (a request is sealed only if the session did nothing since). What is typed next
+                # is the secret, until Enter, even across output: a worker that restarted after
+                # the prompt's message was acknowledged learns it here, and every worker, with or
+                # without a crash, does the same from here on.
+                session = session or self._session(event["session_id"], policy)
                 session.secret_entry = True
             return self._release_held(event, session, ending=False)
         findings: list[Finding] = []
@@ -218,7 +212,6 @@ class EventMasker:
             out, findings = self._engine.mask_bytes(data, "body.data", policy=session.policy)
         else:
             session.last_seq = seq
-            session.prompt_on_record = False
             if body_type == TERMINAL_OUTPUT:
                 session.prompt_answered = False  # the current line may be a new prompt
                 out, findings = session.output.feed(data)
@@ -298,11 +291,8 @@ class EventMasker:
             added[INPUT_TAIL_ATTRIBUTE] = base64.b64encode(input_tail).decode("ascii")
             findings += _moved_to(input_findings, field)
         if not ending and (session.secret_entry or self._prompt_open(session)):
-            # On record, so that this flush's message can stand for the ones that printed the
-            # prompt (see `prompt_on_record`): the request may carry it already, from the worker
-            # that asked; the record says what the masker that sealed it saw.
+            # On record too: what is typed next is the secret (the request may say so already).
             added[SECRET_PROMPT_ATTRIBUTE] = "open"
-            session.prompt_on_record = True
         if not added:
             return event, []
         return {**event, "attributes": {**event.get("attributes", {}), **added}}, findings

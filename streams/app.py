@@ -360,14 +360,13 @@ def build_app(
             )
             value = registry.encode(EVENT_SCHEMA, idle_timeout_event(state, config.idle_timeout_seconds))
             await events.send(key=state.session_id.encode(), value=value, force=True)
-        overdue = await asyncio.to_thread(run_locked, pipeline.overdue_holds, config.hold_flush_seconds)
-        for state in overdue:
+        overdue = await asyncio.to_thread(run_locked, pipeline.overdue_flushes, config.hold_flush_seconds)
+        for state, prompt in overdue:
             logger.info(
-                "session %s: terminal bytes held back for %.0fs; asking to put them on record",
+                "session %s: terminal bytes or a password prompt held for %.0fs; asking to record them",
                 state.session_id,
                 config.hold_flush_seconds,
             )
-            prompt = await asyncio.to_thread(run_locked, pipeline.secret_prompt_open, state.session_id)
             request = output_flush_event(state, config.hold_flush_seconds, secret_prompt=prompt)
             value = registry.encode(EVENT_SCHEMA, request)
             await events.send(key=state.session_id.encode(), value=value, force=True)

@@ -34,9 +34,8 @@ class Masker(Protocol):
         """Whether what the session types next is a secret (an unanswered password prompt)."""
         ...
 
-    def prompt_on_record(self, session_id: str) -> bool:
-        """Whether the session's last event was a flush that put its open prompt on record, and
-        nothing else is held: that flush's message can stand for the earlier held ones."""
+    def holds_bytes(self, session_id: str) -> bool:
+        """Whether the session's streams hold bytes back (`holds`, an open prompt aside)."""
         ...
 
 
@@ -55,5 +54,5 @@ class NoMasking:
     def prompt_open(self, session_id: str) -> bool:
         return False
 
-    def prompt_on_record(self, session_id: str) -> bool:
+    def holds_bytes(self, session_id: str) -> bool:
         return False

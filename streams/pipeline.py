@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from ledger.chain import record_hash
 from schemas import SEALED_BATCH_SCHEMA, SEALED_SCHEMA, SchemaRegistry
-from schemas.bodies import OUTPUT_FLUSH, WORKER_REQUESTS
+from schemas.bodies import OUTPUT_FLUSH, SECRET_PROMPT_ATTRIBUTE, WORKER_REQUESTS
 from storage.archive import (
     ArchivedRecord,
     BlockLocation,
@@ -43,7 +43,7 @@ from storage.archive import (
 from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
-from streams.decode import DecodedMessage, Decoder, Events
+from streams.decode import DecodedMessage, Decoder
 from streams.index_writes import QueuedInserts
 from streams.seal import (
     SealedRecord,
@@ -607,7 +607,10 @@ class SealPipeline:
         outcome.duplicates += result.duplicates
         if not result.records:
             return
-        self._note_holding(message, session_id, events)
+        # A worker's request comes alone in its message; it has records only if sealing took it.
+        self._note_holding(
+            message, session_id, prompt_flush=len(events) == 1 and _says_prompt_open(events[0][0])
+        )
         self.cache.stage(result.state, result.records)
         batch.records.setdefault(session_id, []).extend((record, message.offset) for record in result.records)
         for record in result.records:
@@ -914,22 +917,29 @@ class SealPipeline:
 
     # -- what the masker holds back ----------------------------------------------------------
 
-    def _note_holding(self, message: SourceMessage, session_id: str, events: Events) -> None:
+    def _note_holding(self, message: SourceMessage, session_id: str, *, prompt_flush: bool = False) -> None:
+        """After sealing (or feeding again) a message of the session: which message its held
+        state needs delivered again after a crash. ``prompt_flush``: the message is a flush request
+        saying a password prompt is open, and it was sealed into a record (or, in recovery, fed
+        to the masker)."""
         holding = self._holding.setdefault(message.partition, {})
         if not self._seal.holds_output(session_id):
             holding.pop(session_id, None)
-        elif self._seal.prompt_on_record(session_id) and any(e["body"][0] == OUTPUT_FLUSH for e, _ in events):
-            # A flush put the session's open prompt on record, with nothing else held: after a
-            # crash its message, delivered again, tells the new worker about the prompt, so the
-            # messages before it need not come again. The hold moves on to it, and the next
-            # flush moves it on again: the partition's commits trail the prompt by one flush.
+        elif prompt_flush and not self._seal.holds_bytes(session_id):
+            # Only the prompt is held, and this message says so itself: delivered again after a
+            # crash, it tells any worker that what is typed next is the secret, so the messages
+            # before it need not come again. The hold moves on to it, and the next flush moves it
+            # on again: the partition's commits trail an open prompt by one flush interval.
             holding[session_id] = _Hold(message.offset, self._clock())
         elif session_id not in holding:  # the earliest message still held is the one to keep
             holding[session_id] = _Hold(message.offset, self._clock())
 
-    def secret_prompt_open(self, session_id: str) -> bool:
-        """Whether a password prompt of this session is open (the flush request says so)."""
-        return self._seal.prompt_open(session_id)
+    def overdue_flushes(self, hold_seconds: float) -> list[tuple[SessionState, bool]]:
+        """`overdue_holds`, each with whether a password prompt of the session is open (for the
+        flush request to say so): one call, so that no revocation comes between the two."""
+        return [
+            (state, self._seal.prompt_open(state.session_id)) for state in self.overdue_holds(hold_seconds)
+        ]
 
     def overdue_holds(self, hold_seconds: float) -> list[SessionState]:
         """Open sessions whose bytes the masker has held for ``hold_seconds`` and whose flush was
@@ -980,6 +990,7 @@ class SealPipeline:
             state = self.cache.get(session_id)
             if state is None or state.sealed:
                 continue
+            prompt_flush = False
             for event, _ in decoded.events:
                 seq = event["seq"]
                 if seq > state.last_seq:
@@ -987,12 +998,13 @@ class SealPipeline:
                 if event["body"][0] == OUTPUT_FLUSH:
                     if (session_id, event["event_id"], message.offset) in flushes_recorded:
                         self._seal.rewarm(event, message.key)
+                        prompt_flush = len(decoded.events) == 1 and _says_prompt_open(event)
                     continue
                 if seq <= chain_at[session_id]:
                     continue
                 if self._seal.rewarm(event, message.key):
                     chain_at[session_id] = seq
-            self._note_holding(message, session_id, decoded.events)
+            self._note_holding(message, session_id, prompt_flush=prompt_flush)
 
     def _chained_before(self, session_ids: set[str], partition: int, offset: int) -> dict[str, int]:
         """Each session's last seq taken in order, in archive objects wholly before ``offset``: a
@@ -1129,6 +1141,11 @@ class _EventRows:
 
     def table(self) -> pa.Table:
         return pa.Table.from_pydict(self.columns, schema=EVENTS_ARROW)
+
+
+def _says_prompt_open(event: dict[str, Any]) -> bool:
+    """A worker's flush request saying that a password prompt of the session is open."""
+    return event["body"][0] == OUTPUT_FLUSH and bool(event["attributes"].get(SECRET_PROMPT_ATTRIBUTE))
 
 
 def _alert(record: SealedRecord) -> bytes:

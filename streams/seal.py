@@ -338,9 +338,9 @@ class SealStep:
         """Whether the masker has a password prompt of this session open (see `output_flush_event`)."""
         return self._masker.prompt_open(session_id)
 
-    def prompt_on_record(self, session_id: str) -> bool:
-        """Whether the session's last event was a flush that put its open prompt on record."""
-        return self._masker.prompt_on_record(session_id)
+    def holds_bytes(self, session_id: str) -> bool:
+        """Whether the masker holds bytes of this session back (an open prompt aside)."""
+        return self._masker.holds_bytes(session_id)
 
     def rewarm(self, event: dict[str, Any], message_key: bytes | None) -> bool:
         """Feed an already-sealed event that the chain took in order (or a flush of what was

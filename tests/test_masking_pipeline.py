@@ -382,11 +382,26 @@ def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(session: 
 
 
 def _flush_prompt(session: HeldSession, worker: SealPipeline, offset: int) -> SourceMessage:
-    """What the worker's flush timer does for a session whose password prompt is open."""
+    """What the worker's flush timer sends for a session whose password prompt is open."""
     session.now += 20
-    [state] = worker.overdue_holds(15)
-    assert worker.secret_prompt_open(session.session_id)
-    return session.message(offset, output_flush_event(state, 15, secret_prompt=True))
+    asked = {state.session_id: (state, prompt) for state, prompt in worker.overdue_flushes(15)}
+    state, prompt = asked[session.session_id]
+    assert prompt
+    return session.message(offset, output_flush_event(state, 15, secret_prompt=prompt))
+
+
+def _keys(session: HeldSession, offset: int, seq: int, typed: bytes) -> SourceMessage:
+    return session.message(offset, make_event(session.session_id, seq, body("TerminalInput", data=typed)))
+
+
+def _recorded_input(session: HeldSession) -> bytes:
+    """Every keystroke on record, as recorded, with the tails flushes and endings carried."""
+    records = [r for r in session.records() if r["event"] is not None]
+    typed = [
+        r["event"]["body"][1]["data"] for r in records if r["event"]["body"][0].endswith("TerminalInput")
+    ]
+    tails = [base64.b64decode(r["event"]["attributes"].get(INPUT_TAIL_ATTRIBUTE, "")) for r in records]
+    return b"".join(typed + tails)
 
 
 def test_a_flush_puts_an_open_prompt_on_record_and_the_commit_moves_on(session: HeldSession) -> None:
@@ -447,6 +462,77 @@ def test_a_password_typed_after_a_crash_behind_a_recorded_prompt_stays_masked(
     entered = inputs[-1]
     assert entered["event"]["body"][1]["data"] == b"******\r"
     assert [f["entity_type"] for f in entered["findings"]] == ["PASSWORD"]
+
+
+def test_a_crash_window_from_another_sessions_hold_between_the_prompt_and_its_flush(
+    session: HeldSession,
+) -> None:
+    """Another session's hold keeps the window open before the flush, but after the prompt: the
+    prompt is not delivered again, the half-typed password is, and then the flush, which alone
+    tells the new worker that what comes next is the secret."""
+    worker = session.worker()
+    other = session.sibling("s-other")
+    prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
+    others_held = other.message(1, make_event("s-other", 0, output("bye ada@lovelace.org")))
+    typed = _keys(session, 2, 1, b"hunt")
+    assert worker.process([prompt, others_held, typed]).held == {(0, 0), (0, 1)}
+    flush = _flush_prompt(session, worker, 3)
+    assert worker.process([flush]).held == {(0, 1), (0, 3)}
+
+    restarted = session.worker()  # delivered again from offset 1
+    rest = [_keys(session, 4, 2, b"er2\r"), session.message(5, make_event("s-held", 3, end()))]
+    restarted.process([others_held, typed, flush, *rest])
+    assert b"hunt" not in _recorded_input(session)
+    assert b"er2" not in _recorded_input(session)
+
+
+def test_a_flush_request_that_does_not_say_the_prompt_is_open_does_not_move_the_hold(
+    session: HeldSession,
+) -> None:
+    """Only what is delivered again counts: the record of a flush may say the prompt is open, but
+    if its request does not, a worker meeting the request after a crash would not know."""
+    worker = session.worker()
+    prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
+    assert worker.process([prompt]).held == {(0, 0)}
+    session.now += 20
+    [(state, prompt_open)] = worker.overdue_flushes(15)
+    assert prompt_open
+    silent = session.message(1, output_flush_event(state, 15))  # e.g. from an older worker
+    assert worker.process([silent]).held == {(0, 0)}
+    assert session.records()[-1]["event"]["attributes"][SECRET_PROMPT_ATTRIBUTE] == "open"
+    worker.forget_partition(0)  # revoked: nothing of it is asked for any more
+    session.now += 20
+    assert worker.overdue_flushes(15) == []
+
+
+def test_a_stale_prompt_flush_after_other_events_does_not_move_the_hold(session: HeldSession) -> None:
+    """Events of another kind come between the flushes; the second request is stale, ignored by
+    sealing and not fed again in recovery: the hold stays where the prompt's state is."""
+    worker = session.worker()
+    other = session.sibling("s-other")
+
+    def command(offset: int, seq: int) -> SourceMessage:
+        return session.message(
+            offset, make_event("s-held", seq, body("Command", argv=["x"], cwd=None, exit_code=None))
+        )
+
+    worker.process([session.message(0, make_event("s-held", 0, output("Password: ")))])
+    first_flush = _flush_prompt(session, worker, 1)
+    assert worker.process([first_flush]).held == {(0, 1)}
+    first_command = command(2, 1)
+    assert worker.process([first_command]).held == {(0, 1)}
+    stale_flush = _flush_prompt(session, worker, 4)
+    second_command = command(3, 2)  # overtakes the request
+    later = other.message(5, make_event("s-other", 0, output("ok\r\n")))
+    assert worker.process([second_command, stale_flush, later]).held == {(0, 1)}
+
+    redelivered = [first_flush, first_command, second_command, stale_flush, later]
+    restarted = session.worker()  # delivered again from offset 1
+    assert restarted.process(redelivered).held == {(0, 1)}
+    again = session.worker()  # and once more
+    rest = [_keys(session, 6, 3, b"hunter2\r"), session.message(7, make_event("s-held", 4, end()))]
+    again.process([*redelivered, *rest])
+    assert b"hunter2" not in _recorded_input(session)
 
 
 def test_a_stale_flush_sharing_a_recorded_flushs_id_is_not_repeated_after_a_crash(
