@@ -19,9 +19,9 @@ from ingest.demo import generate_load
 from ingest.emitter import Emitter
 from ledger.chain import record_hash
 from schemas import BATCH_SCHEMA, EVENT_SCHEMA, default_registry
-from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE
+from schemas.bodies import OUTPUT_TAIL_ATTRIBUTE, SECRET_PROMPT_ATTRIBUTE
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
-from tests.eventdata import end, make_event, output
+from tests.eventdata import body, end, make_event, output
 from tests.stack import (
     Topics,
     WorkerProcess,
@@ -315,6 +315,59 @@ def test_output_held_too_long_is_put_on_record_and_commits_go_on(
     assert flush["body"][0].endswith("OutputFlush")
     assert base64.b64decode(flush["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
     assert values[3]["event"]["body"][1]["data"] == b"more\r\n"
+
+
+def test_an_unanswered_password_prompt_lets_the_commits_go_on(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A session waits at a password prompt: the worker's flushes put the open prompt on record,
+    and the partition's commits move past the prompt and the other sessions' messages instead of
+    waiting for the idle seal. The password typed afterwards is still masked."""
+    topics = Topics.fresh(kafka_bootstrap, partitions=1)
+    archive = tmp_path / "archive"
+    settings = {"BLACKBOX_HOLD_FLUSH_SECONDS": "1", "BLACKBOX_IDLE_CHECK_SECONDS": "0.5"}
+    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}", settings)
+    prompt = [make_event("s-sudo", 0), make_event("s-sudo", 1, output("[sudo] password for ada: "))]
+    after = [make_event("s-after", 0), make_event("s-after", 1, end())]
+    worker.start()
+    try:
+        asyncio.run(emit(kafka_bootstrap, topics.events, [prompt, after]))
+        wait_for_commit_past(kafka_bootstrap, topics, 2)  # past both sessions' messages
+        answer = [
+            make_event("s-sudo", 2, body("TerminalInput", data=b"hunter2\r")),
+            make_event("s-sudo", 3, end()),
+        ]
+        asyncio.run(emit(kafka_bootstrap, topics.events, [answer]))
+        values = wait_for_seal_record(LocalWormStore(archive, retention=None), "s-sudo", worker.alive)
+    finally:
+        worker.stop()
+    flushes = [v["event"] for v in values if v["event"] and v["event"]["body"][0].endswith("OutputFlush")]
+    assert flushes
+    assert all(flush["attributes"][SECRET_PROMPT_ATTRIBUTE] == "open" for flush in flushes)
+    assert b"hunter2" not in repr(values).encode()
+    typed = [v for v in values if v["event"] and v["event"]["body"][0].endswith("TerminalInput")]
+    assert typed[-1]["event"]["body"][1]["data"] == b"*******\r"
+
+
+def wait_for_commit_past(bootstrap: str, topics: Topics, offset: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (
+        current := asyncio.run(committed(bootstrap, topics.group, topics.events))
+    ) is None or current < offset:
+        assert time.monotonic() < deadline, f"committed offset {current}, expected at least {offset}"
+        time.sleep(0.5)
+
+
+def wait_for_seal_record(
+    store: ObjectStore, session_id: str, alive: Any, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """The session's archived records, once the last is its SEAL record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert alive(), "the worker died"
+        values = [value for _, value in read_archive(store).by_session().get(session_id, [])]
+        if values and values[-1]["kind"] == "SEAL":
+            return values
+        assert time.monotonic() < deadline, f"{session_id} not sealed after {timeout:.0f}s"
+        time.sleep(0.5)
 
 
 def wait_for_commit(bootstrap: str, topics: Topics, offset: int, timeout: float = 30.0) -> None:
