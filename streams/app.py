@@ -115,13 +115,19 @@ def idle_timeout_event(state: SessionState, idle_seconds: float) -> dict[str, An
 
 
 def output_flush_event(
-    state: SessionState, held_seconds: float, *, secret_prompt: bool = False
+    state: SessionState, held_seconds: float, *, secret_prompt: bool = False, held_from: int | None = None
 ) -> dict[str, Any]:
     """The worker's request to put on record what the masker holds of a session's terminal
     streams; the seal step ignores it if the session did anything since. ``secret_prompt``: a
-    password prompt is open, which a worker that meets the request after a crash must know."""
+    password prompt is open, which a worker that meets the request after a crash must know.
+    ``held_from``: the offset of the message the hold runs from. An open prompt is flushed again
+    and again at the same point of its session, each time from the previous flush's message: the
+    offset in the id keeps those requests apart, so that recovery, which repeats the flushes the
+    index holds a record of by id, never takes a stale one for a recorded one."""
     fields = {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}
     request = _worker_request(state, "flush", (OUTPUT_FLUSH, fields))
+    if held_from is not None:
+        request["event_id"] += f"-from-{held_from}"
     if secret_prompt:
         request["attributes"] = {SECRET_PROMPT_ATTRIBUTE: "open"}
     return request
@@ -361,13 +367,16 @@ def build_app(
             value = registry.encode(EVENT_SCHEMA, idle_timeout_event(state, config.idle_timeout_seconds))
             await events.send(key=state.session_id.encode(), value=value, force=True)
         overdue = await asyncio.to_thread(run_locked, pipeline.overdue_flushes, config.hold_flush_seconds)
-        for state, prompt in overdue:
+        for flush in overdue:
+            state = flush.state
             logger.info(
                 "session %s: terminal bytes or a password prompt held for %.0fs; asking to record them",
                 state.session_id,
                 config.hold_flush_seconds,
             )
-            request = output_flush_event(state, config.hold_flush_seconds, secret_prompt=prompt)
+            request = output_flush_event(
+                state, config.hold_flush_seconds, secret_prompt=flush.secret_prompt, held_from=flush.held_from
+            )
             value = registry.encode(EVENT_SCHEMA, request)
             await events.send(key=state.session_id.encode(), value=value, force=True)
 

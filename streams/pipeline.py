@@ -350,6 +350,15 @@ def _micros(value: datetime | int) -> int:
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 
+@dataclass(frozen=True)
+class FlushRequest:
+    """What the worker's request to flush a session says (see `streams.app.output_flush_event`)."""
+
+    state: SessionState
+    secret_prompt: bool  # a password prompt of the session is open
+    held_from: int  # the offset of the message the hold runs from: the request's id names it
+
+
 @dataclass
 class _Hold:
     """Bytes of a session the masker holds back (an unfinished token, a secret prompt)."""
@@ -934,11 +943,13 @@ class SealPipeline:
         elif session_id not in holding:  # the earliest message still held is the one to keep
             holding[session_id] = _Hold(message.offset, self._clock())
 
-    def overdue_flushes(self, hold_seconds: float) -> list[tuple[SessionState, bool]]:
-        """`overdue_holds`, each with whether a password prompt of the session is open (for the
-        flush request to say so): one call, so that no revocation comes between the two."""
+    def overdue_flushes(self, hold_seconds: float) -> list[FlushRequest]:
+        """`overdue_holds`, each with what its flush request must say: whether a password prompt
+        of the session is open, and from which message the hold runs. One call, so that no
+        revocation comes between reading the holds and the masker."""
         return [
-            (state, self._seal.prompt_open(state.session_id)) for state in self.overdue_holds(hold_seconds)
+            FlushRequest(state, self._seal.prompt_open(state.session_id), hold.offset)
+            for state, hold in self._overdue(hold_seconds)
         ]
 
     def overdue_holds(self, hold_seconds: float) -> list[SessionState]:
@@ -946,6 +957,9 @@ class SealPipeline:
         not asked for yet at their current last event. A held message holds back the commit of
         its partition (see `held_messages`), so the worker asks, through the event topic, to put
         the bytes on record instead of waiting for the session's next event."""
+        return [state for state, _ in self._overdue(hold_seconds)]
+
+    def _overdue(self, hold_seconds: float) -> list[tuple[SessionState, _Hold]]:
         now = self._clock()
         overdue = []
         for sessions in self._holding.values():
@@ -956,7 +970,7 @@ class SealPipeline:
                 if hold.flush_asked_at_seq == state.last_seq:
                     continue
                 hold.flush_asked_at_seq = state.last_seq
-                overdue.append(state)
+                overdue.append((state, hold))
         return overdue
 
     def _rewarm(self, partition: int, skipped: list[tuple[SourceMessage, DecodedMessage]]) -> None:
@@ -971,17 +985,15 @@ class SealPipeline:
         # session's terminal stream (a duplicate is dropped, LATE and FORK are masked alone).
         chain_at = self._chained_before(open_sessions, partition, skipped[0][0].offset)
         # Sealing let held bytes go at a flush request only if it put them on record (it ignores
-        # a stale request, and one that finds nothing held changes nothing). Flushes asked at the
-        # same point of a session share their event id (an open prompt is flushed again and
-        # again), so a record counts for the message it was sealed from.
+        # a stale request, and one that finds nothing held changes nothing). A request's id names
+        # the session's point and the message its hold ran from, so no two requests share one.
         flushes_recorded = self._recorded(
-            partition,
             {
-                (event["session_id"], event["event_id"], message.offset)
-                for message, decoded in skipped
+                (event["session_id"], event["event_id"])
+                for _, decoded in skipped
                 for event, _ in decoded.events
                 if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
-            },
+            }
         )
         for message, decoded in skipped:
             if not decoded.events:
@@ -996,7 +1008,7 @@ class SealPipeline:
                 if seq > state.last_seq:
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
-                    if (session_id, event["event_id"], message.offset) in flushes_recorded:
+                    if (session_id, event["event_id"]) in flushes_recorded:
                         self._seal.rewarm(event, message.key)
                         prompt_flush = len(decoded.events) == 1 and _says_prompt_open(event)
                     continue
@@ -1033,30 +1045,19 @@ class SealPipeline:
             chain_at[row["session_id"]] = int(row["last_seq"])
         return chain_at
 
-    def _recorded(self, partition: int, events: set[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
-        """Which of ``events`` (session id, event id, offset of its message in ``partition``) the
-        index holds a record of."""
+    def _recorded(self, events: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``events`` (session id, event id) the index holds a record of."""
         if not events:
             return set()
         table = self._retry(
             "look up records",
             lambda: self._index.query(
-                "SELECT DISTINCT session_id, event_id, kafka_offset FROM events"
-                " WHERE kafka_partition = {partition:UInt32} AND session_id IN {sids:Array(String)}"
-                " AND event_id IN {eids:Array(String)}",
-                {
-                    "partition": partition,
-                    "sids": sorted({sid for sid, _, _ in events}),
-                    "eids": sorted({eid for _, eid, _ in events}),
-                },
+                "SELECT DISTINCT session_id, event_id FROM events"
+                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}",
+                {"sids": sorted({sid for sid, _ in events}), "eids": sorted({eid for _, eid in events})},
             ),
         )
-        found = zip(
-            table.column("session_id").to_pylist(),
-            table.column("event_id").to_pylist(),
-            table.column("kafka_offset").to_pylist(),
-            strict=True,
-        )
+        found = zip(table.column("session_id").to_pylist(), table.column("event_id").to_pylist(), strict=True)
         return set(found) & events
 
     # -- idle sessions ---------------------------------------------------------------------

@@ -251,7 +251,15 @@ class SealStep:
         if body_type in WORKER_REQUESTS:
             # The worker asked to seal an idle session, or to put on record the bytes the masker
             # has held back too long; anything the session did since makes the request stale.
-            if current.sealed or current.next_index == 0 or current.last_seq != event["body"][1]["last_seq"]:
+            last_seq = event["body"][1]["last_seq"]
+            # A request is at the session's last seq (`streams.app`); one that is not (forged by
+            # a gateway) would move the chain's seq on and turn the next honest event into a FORK.
+            if (
+                current.sealed
+                or current.next_index == 0
+                or current.last_seq != last_seq
+                or event["seq"] != max(last_seq, 0)
+            ):
                 return "request_ignored"
             masked, findings = self._masker.mask(event)
             if masked is not event:

@@ -7,8 +7,9 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
@@ -384,10 +385,11 @@ def test_a_password_typed_across_a_crash_after_its_prompt_stays_masked(session: 
 def _flush_prompt(session: HeldSession, worker: SealPipeline, offset: int) -> SourceMessage:
     """What the worker's flush timer sends for a session whose password prompt is open."""
     session.now += 20
-    asked = {state.session_id: (state, prompt) for state, prompt in worker.overdue_flushes(15)}
-    state, prompt = asked[session.session_id]
-    assert prompt
-    return session.message(offset, output_flush_event(state, 15, secret_prompt=prompt))
+    asked = {flush.state.session_id: flush for flush in worker.overdue_flushes(15)}
+    flush = asked[session.session_id]
+    assert flush.secret_prompt
+    request = output_flush_event(flush.state, 15, secret_prompt=True, held_from=flush.held_from)
+    return session.message(offset, request)
 
 
 def _keys(session: HeldSession, offset: int, seq: int, typed: bytes) -> SourceMessage:
@@ -495,9 +497,9 @@ def test_a_flush_request_that_does_not_say_the_prompt_is_open_does_not_move_the_
     prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
     assert worker.process([prompt]).held == {(0, 0)}
     session.now += 20
-    [(state, prompt_open)] = worker.overdue_flushes(15)
-    assert prompt_open
-    silent = session.message(1, output_flush_event(state, 15))  # e.g. from an older worker
+    [flush] = worker.overdue_flushes(15)
+    assert flush.secret_prompt
+    silent = session.message(1, output_flush_event(flush.state, 15))  # e.g. from an older worker
     assert worker.process([silent]).held == {(0, 0)}
     assert session.records()[-1]["event"]["attributes"][SECRET_PROMPT_ATTRIBUTE] == "open"
     worker.forget_partition(0)  # revoked: nothing of it is asked for any more
@@ -564,6 +566,87 @@ def test_a_stale_flush_sharing_a_recorded_flushs_id_is_not_repeated_after_a_cras
         r["event"]["body"][1]["data"] for r in records if r["event"]["body"][0].endswith("TerminalOutput")
     )
     assert shown.endswith(b"$ echo hi\r\n")
+
+
+class _DiesBeforeIndexing:
+    """An index whose events insert fails once armed: the worker dies after an archive object
+    is written and before its index rows are, so recovery indexes the object again, every
+    record of it at the object's first offset."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self.armed = False
+
+    def insert(self, table: str, rows: pa.Table, *, dedup_token: str | None = None) -> None:
+        if self.armed and table == "events":
+            raise RuntimeError("the worker died")
+        self._index.insert(table, rows, dedup_token=dedup_token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+def _dying_worker(session: HeldSession) -> tuple[SealPipeline, _DiesBeforeIndexing]:
+    index = _DiesBeforeIndexing(session.index)
+    masker = EventMasker(MaskingEngine(load_default_policy(), KEY))
+    worker = SealPipeline(
+        REGISTRY,
+        SealStep(REGISTRY, masker=masker),
+        session.store,
+        cast(Index, index),
+        PipelineConfig(),
+        clock=lambda: session.now,
+    )
+    return worker, index
+
+
+def test_a_prompt_flush_in_an_object_indexed_again_is_repeated_after_a_crash(session: HeldSession) -> None:
+    """The flush is not the first message of its archive object, and the worker died before
+    indexing it: recovery must still find it on record and tell the new masker about the prompt,
+    or the bell after it would end the secret and the password be typed in the clear."""
+    worker, index = _dying_worker(session)
+    other = session.sibling("s-other")
+    prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
+    assert worker.process([prompt]).held == {(0, 0)}
+    batch = [
+        other.message(1, make_event("s-other", 0, output("ok\r\n"))),
+        _flush_prompt(session, worker, 2),
+        session.message(3, make_event("s-held", 1, output("\x07"))),
+    ]
+    index.armed = True
+    with pytest.raises(RuntimeError):
+        worker.process(batch)
+
+    restarted = session.worker()  # nothing of the batch was acknowledged: from offset 0
+    rest = [_keys(session, 4, 2, b"hunter2\r"), session.message(5, make_event("s-held", 3, end()))]
+    assert restarted.process([prompt, *batch, *rest]).skipped_messages == 4
+    assert b"hunter2" not in _recorded_input(session)
+
+
+def test_held_bytes_flushed_in_an_object_indexed_again_are_recorded_once(session: HeldSession) -> None:
+    worker, index = _dying_worker(session)
+    other = session.sibling("s-other")
+    held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
+    assert worker.process([held]).held == {(0, 0)}
+    [flush] = worker.overdue_flushes(0)
+    request = session.message(2, output_flush_event(flush.state, 15, held_from=flush.held_from))
+    batch = [other.message(1, make_event("s-other", 0, output("ok\r\n"))), request]
+    index.armed = True
+    with pytest.raises(RuntimeError):
+        worker.process(batch)
+
+    restarted = session.worker()
+    rest = [
+        session.message(3, make_event("s-held", 1, output(" more\r\n"))),
+        session.message(4, make_event("s-held", 2, end())),
+    ]
+    restarted.process([held, *batch, *rest])
+    records = [r for r in session.records() if r["event"] is not None]
+    shown = [
+        r["event"]["body"][1]["data"] for r in records if r["event"]["body"][0].endswith("TerminalOutput")
+    ]
+    tails = [base64.b64decode(r["event"]["attributes"].get(OUTPUT_TAIL_ATTRIBUTE, "")) for r in records]
+    assert b"".join(shown + tails).count(b"*" * 16) == 1
 
 
 def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:

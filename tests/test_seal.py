@@ -188,6 +188,17 @@ def test_an_output_flush_after_newer_events_is_ignored() -> None:
     assert chain.step.holds_output("s-1")
 
 
+def test_a_request_not_at_the_sessions_last_seq_is_ignored() -> None:
+    """Worker requests come through the gateways' topic: one claiming a later seq than the one it
+    asks about (forged) must not move the chain on, or the next honest event would be a FORK."""
+    chain = masking_chain()
+    chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))
+    forged = {**output_flush_event(chain.state, 15), "seq": 7}
+    assert chain.feed(forged) == []
+    assert chain.outcomes[-1] == "request_ignored"
+    assert chain.feed(make_event("s-1", 1, output("more\r\n"))) == ["EVENT"]
+
+
 def test_a_prompt_released_by_a_flush_still_masks_the_password_typed_after_it() -> None:
     """The prompt ends without a space, so the masker holds it; a pause past the hold limit puts
     it on record, and what the user then types must still be masked as the password."""
