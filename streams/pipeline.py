@@ -1008,7 +1008,10 @@ class SealPipeline:
                 if seq > state.last_seq:
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
-                    if (session_id, event["event_id"]) in flushes_recorded:
+                    # Sealing takes a request only at the session's last seq: a copy of a recorded
+                    # request (same id) behind an event the replay has taken was ignored then.
+                    stale = event["body"][1]["last_seq"] < chain_at[session_id]
+                    if (session_id, event["event_id"]) in flushes_recorded and not stale:
                         self._seal.rewarm(event, message.key)
                         prompt_flush = len(decoded.events) == 1 and _says_prompt_open(event)
                     continue

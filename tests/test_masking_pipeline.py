@@ -537,12 +537,12 @@ def test_a_stale_prompt_flush_after_other_events_does_not_move_the_hold(session:
     assert b"hunter2" not in _recorded_input(session)
 
 
-def test_a_stale_flush_sharing_a_recorded_flushs_id_is_not_repeated_after_a_crash(
+def test_a_stale_flush_asked_at_a_recorded_flushs_point_is_not_repeated_after_a_crash(
     session: HeldSession,
 ) -> None:
-    """An open prompt is flushed again and again at the same point of its session, under the same
-    event id. The second request came after the answer, so sealing ignored it; recovery must not
-    take it for the first, recorded one and let go of bytes the masker held after the answer."""
+    """An open prompt is flushed again and again at the same point of its session. The second
+    request came after the answer, so sealing ignored it; recovery must not take it for the
+    first, recorded one and let go of bytes the masker held after the answer."""
     worker = session.worker()
     worker.process([session.message(0, make_event("s-held", 0, output("Password: ")))])
     assert worker.process([_flush_prompt(session, worker, 1)]).held == {(0, 1)}
@@ -647,6 +647,28 @@ def test_held_bytes_flushed_in_an_object_indexed_again_are_recorded_once(session
     ]
     tails = [base64.b64decode(r["event"]["attributes"].get(OUTPUT_TAIL_ATTRIBUTE, "")) for r in records]
     assert b"".join(shown + tails).count(b"*" * 16) == 1
+
+
+def test_a_second_copy_of_a_recorded_flush_behind_a_keystroke_is_not_repeated_after_a_crash(
+    session: HeldSession,
+) -> None:
+    """The same request twice (a producer's retry, or a restarted worker asking about the same
+    hold): the first is sealed, the second comes after a keystroke and is ignored. Both carry the
+    recorded id; recovery must repeat only the first, or it would let go of the keystrokes held."""
+    worker = session.worker()
+    worker.process([session.message(0, make_event("s-held", 0, output("Password: ")))])
+    flush = _flush_prompt(session, worker, 1)
+    assert worker.process([flush]).held == {(0, 1)}
+    typed = _keys(session, 2, 1, b"hun")
+    copy = SourceMessage(flush.topic, flush.partition, 3, flush.key, flush.value)
+    later = session.sibling("s-other").message(4, make_event("s-other", 0, output("ok\r\n")))
+    worker.process([typed])
+    assert worker.process([copy, later]).held == {(0, 1)}  # the copy: stale, ignored
+
+    restarted = session.worker()  # delivered again from offset 1
+    rest = [_keys(session, 5, 2, b"ter2\r"), session.message(6, make_event("s-held", 3, end()))]
+    restarted.process([flush, typed, copy, later, *rest])
+    assert _recorded_input(session) == b"*******\r"
 
 
 def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:
