@@ -1010,11 +1010,16 @@ class SealPipeline:
                 if event["body"][0] == OUTPUT_FLUSH:
                     # Sealing takes a request only at the session's last seq: a copy of a recorded
                     # request (same id) behind an event the replay has taken was ignored then.
-                    stale = event["body"][1]["last_seq"] < chain_at[session_id]
-                    if (session_id, event["event_id"]) in flushes_recorded and not stale:
+                    asked_at = event["body"][1]["last_seq"]
+                    if (session_id, event["event_id"]) in flushes_recorded and asked_at >= chain_at[
+                        session_id
+                    ]:
                         self._seal.rewarm(event, message.key)
                         prompt_flush = len(decoded.events) == 1 and _says_prompt_open(event)
+                        chain_at[session_id] = asked_at  # taken: sealing's chain was there
                     continue
+                if event["body"][0] in WORKER_REQUESTS:
+                    continue  # another request (an idle seal, sealed or ignored): not the stream
                 if seq <= chain_at[session_id]:
                     continue
                 if self._seal.rewarm(event, message.key):

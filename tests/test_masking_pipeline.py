@@ -671,6 +671,29 @@ def test_a_second_copy_of_a_recorded_flush_behind_a_keystroke_is_not_repeated_af
     assert _recorded_input(session) == b"*******\r"
 
 
+def test_an_ignored_idle_request_before_a_prompt_flush_does_not_hide_the_flush_in_recovery(
+    session: HeldSession,
+) -> None:
+    """A request sealing ignored (here an idle seal at a seq the session had not reached, as a
+    gateway could send) must not count as an event the chain took when recovery decides which
+    flushes were stale, or the prompt's flush after it would be skipped."""
+    worker = session.worker()
+    other = session.sibling("s-other")
+    prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
+    others_held = other.message(1, make_event("s-other", 0, output("bye ada@lovelace.org")))
+    ignored = session.message(2, make_event("s-held", 1, body("IdleTimeout", last_seq=1, idle_seconds=1)))
+    worker.process([prompt, others_held, ignored])
+    flush = _flush_prompt(session, worker, 3)
+    worker.process([flush])
+    bell = session.message(4, make_event("s-held", 1, output("\x07")))
+    worker.process([bell])
+
+    restarted = session.worker()  # delivered again from offset 1 (the other session's hold)
+    rest = [_keys(session, 5, 2, b"hunter2\r"), session.message(6, make_event("s-held", 3, end()))]
+    restarted.process([others_held, ignored, flush, bell, *rest])
+    assert b"hunter2" not in _recorded_input(session)
+
+
 def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:
     """Another session's conflicting repeat of an event chained before the window was masked
     alone when sealed; recovery must not feed it into that session's rebuilt stream, or its
