@@ -15,6 +15,7 @@ A replay therefore never writes a record twice and never forks a chain.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -986,12 +987,13 @@ class SealPipeline:
         chain_at = self._chained_before(open_sessions, partition, skipped[0][0].offset)
         # Sealing let held bytes go at a flush request only if it put them on record (it ignores
         # a stale request, and one that finds nothing held changes nothing). A request's id names
-        # the session's point and the message its hold ran from, so no two requests share one.
+        # the session's point and the message its hold ran from, and its digest its content: a
+        # message reusing the id with other content (forged) is not the request on record.
         flushes_recorded = self._recorded(
             {
-                (event["session_id"], event["event_id"])
+                (event["session_id"], event["event_id"], hashlib.sha256(raw).digest())
                 for _, decoded in skipped
-                for event, _ in decoded.events
+                for event, raw in decoded.events
                 if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
             }
         )
@@ -1003,7 +1005,7 @@ class SealPipeline:
             if state is None or state.sealed:
                 continue
             prompt_flush = False
-            for event, _ in decoded.events:
+            for event, raw in decoded.events:
                 seq = event["seq"]
                 if seq > state.last_seq:
                     continue
@@ -1011,9 +1013,12 @@ class SealPipeline:
                     # Sealing takes a request only at the session's last seq: a copy of a recorded
                     # request (same id) behind an event the replay has taken was ignored then.
                     asked_at = event["body"][1]["last_seq"]
-                    if (session_id, event["event_id"]) in flushes_recorded and asked_at >= chain_at[
-                        session_id
-                    ]:
+                    recorded = (
+                        session_id,
+                        event["event_id"],
+                        hashlib.sha256(raw).digest(),
+                    ) in flushes_recorded
+                    if recorded and asked_at >= chain_at[session_id]:
                         self._seal.rewarm(event, message.key)
                         prompt_flush = len(decoded.events) == 1 and _says_prompt_open(event)
                         chain_at[session_id] = asked_at  # taken: sealing's chain was there
@@ -1053,19 +1058,27 @@ class SealPipeline:
             chain_at[row["session_id"]] = int(row["last_seq"])
         return chain_at
 
-    def _recorded(self, events: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of ``events`` (session id, event id) the index holds a record of."""
+    def _recorded(self, events: set[tuple[str, str, bytes]]) -> set[tuple[str, str, bytes]]:
+        """Which of ``events`` (session id, event id, event digest) the index holds a record of."""
         if not events:
             return set()
         table = self._retry(
             "look up records",
             lambda: self._index.query(
-                "SELECT DISTINCT session_id, event_id FROM events"
+                "SELECT DISTINCT session_id, event_id, event_digest FROM events"
                 " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}",
-                {"sids": sorted({sid for sid, _ in events}), "eids": sorted({eid for _, eid in events})},
+                {
+                    "sids": sorted({sid for sid, _, _ in events}),
+                    "eids": sorted({eid for _, eid, _ in events}),
+                },
             ),
         )
-        found = zip(table.column("session_id").to_pylist(), table.column("event_id").to_pylist(), strict=True)
+        found = zip(
+            table.column("session_id").to_pylist(),
+            table.column("event_id").to_pylist(),
+            (bytes(digest) for digest in table.column("event_digest").to_pylist()),
+            strict=True,
+        )
         return set(found) & events
 
     # -- idle sessions ---------------------------------------------------------------------

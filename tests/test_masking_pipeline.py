@@ -694,6 +694,51 @@ def test_an_ignored_idle_request_before_a_prompt_flush_does_not_hide_the_flush_i
     assert b"hunter2" not in _recorded_input(session)
 
 
+def _gateway_flush(
+    session: HeldSession, offset: int, event_id: str, *, last_seq: int, seq: int, prompt: bool
+) -> SourceMessage:
+    """A flush request as a gateway could write it on the events topic."""
+    request = make_event(
+        session.session_id, seq, body("OutputFlush", last_seq=last_seq, held_seconds=15), event_id=event_id
+    )
+    if prompt:
+        request["attributes"] = {SECRET_PROMPT_ATTRIBUTE: "open"}
+    return session.message(offset, request)
+
+
+def test_a_forged_copy_of_a_recorded_flush_is_not_repeated_in_recovery(session: HeldSession) -> None:
+    """A gateway reuses the id of a flush on record with other content that sealing ignored (a
+    seq the session never reached). Recovery must not take it for the recorded one: it would
+    skip the later prompt and let the password through."""
+    worker = session.worker()
+    first = session.message(0, make_event("s-held", 0, output("$ ")))
+    recorded = _gateway_flush(session, 1, "gw-x", last_seq=0, seq=0, prompt=True)
+    enter = _keys(session, 2, 1, b"\r")
+    copy = _gateway_flush(session, 3, "gw-x", last_seq=10**9, seq=0, prompt=False)
+    prompt = session.message(4, make_event("s-held", 2, output("\r\nPassword: ")))
+    worker.process([first, recorded, enter, copy, prompt])
+
+    restarted = session.worker()  # the commit had not moved yet
+    restarted.process([first, recorded, enter, copy, prompt, _keys(session, 5, 3, b"hunter2\r")])
+    assert b"hunter2" not in _recorded_input(session)
+
+
+def test_a_copy_of_a_recorded_flush_at_another_seq_does_not_lose_keystrokes_in_recovery(
+    session: HeldSession,
+) -> None:
+    worker = session.worker()
+    prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
+    recorded = _gateway_flush(session, 1, "gw-y", last_seq=0, seq=0, prompt=True)
+    typed = _keys(session, 2, 1, b"hun")
+    copy = _gateway_flush(session, 3, "gw-y", last_seq=1, seq=0, prompt=True)  # ignored: seq is not 1
+    worker.process([prompt, recorded, typed, copy])
+
+    restarted = session.worker()
+    rest = [_keys(session, 4, 2, b"ter2\r"), session.message(5, make_event("s-held", 3, end()))]
+    restarted.process([prompt, recorded, typed, copy, *rest])
+    assert _recorded_input(session) == b"*******\r"
+
+
 def test_a_fork_first_in_the_redelivered_window_stays_out_of_the_rebuilt_stream(session: HeldSession) -> None:
     """Another session's conflicting repeat of an event chained before the window was masked
     alone when sealed; recovery must not feed it into that session's rebuilt stream, or its
