@@ -123,7 +123,7 @@ def output_flush_event(
     ``held_from``: the offset of the message the hold runs from. An open prompt is flushed again
     and again at the same point of its session, each time from the previous flush's message: the
     offset in the id keeps those requests apart, so that recovery, which repeats the flushes the
-    index holds a record of by id, never takes a stale one for a recorded one."""
+    index holds a record of (by id and content), never takes a stale one for a recorded one."""
     fields = {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}
     request = _worker_request(state, "flush", (OUTPUT_FLUSH, fields))
     if held_from is not None:
