@@ -95,7 +95,7 @@ class EventMasker:
     as ``attributes[OUTPUT_TAIL_ATTRIBUTE]`` and ``attributes[INPUT_TAIL_ATTRIBUTE]`` (base64), so
     nothing the terminal printed or the user typed is dropped. The worker's IdleTimeout, which
     ends a session without a SessionEnd, gets the same, and so does its OutputFlush, which puts
-    bytes held too long on record while the session goes on (their stream starts afresh after),
+    bytes held too long on record while the session goes on (its streams keep their context),
     and an open password prompt with them (`SECRET_PROMPT_ATTRIBUTE`).
     """
 

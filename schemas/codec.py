@@ -20,7 +20,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import expand_schema, fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.event_reader import EventReader, read_bytes, read_long
+from schemas.event_reader import READ_OPTIONS, EventReader, read_bytes, read_long
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ AVRO_DIR = Path(__file__).parent / "avro"
 
 # Files whose named types others refer to come first; fastavro resolves names in parse order.
 _LOAD_ORDER = ("session_event.avsc", "event_batch.avsc", "sealed_record.avsc", "sealed_batch.avsc")
-
-# Readers return unions of several records as (full name, value) so that bodies with the same
-# fields (TerminalOutput and TerminalInput) stay distinguishable; writers accept the same form.
-_READ_OPTIONS: dict[str, Any] = {"return_record_name": True, "return_record_name_override": True}
 
 
 class SchemaError(ValueError):
@@ -141,7 +137,8 @@ class SchemaRegistry:
     def __init__(self, current: Mapping[str, Any], history: Iterable[Mapping[str, Any]] = ()) -> None:
         self._current = dict(current)
         # Events of the current schema (and of older ones read unchanged) skip fastavro's
-        # generic reader for the most part; None if the event schema's layout is not its own.
+        # generic reader for the most part; None if `EventReader` does not know the event
+        # schema's layout (then fastavro reads everything).
         self._event_reader = (
             EventReader.for_schema(self._current[EVENT_SCHEMA]) if EVENT_SCHEMA in self._current else None
         )
@@ -228,7 +225,7 @@ class SchemaRegistry:
     def decode_body(self, name: str, data: bytes) -> Any:
         """Plain Avro binary written with the current schema ``name``."""
         try:
-            return fastavro.schemaless_reader(io.BytesIO(data), self._current[name], None, **_READ_OPTIONS)
+            return fastavro.schemaless_reader(io.BytesIO(data), self._current[name], None, **READ_OPTIONS)
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise SchemaError(f"cannot decode {name}: {type(exc).__name__}: {exc}") from exc
 
@@ -285,7 +282,7 @@ class SchemaRegistry:
         stream.seek(HEADER_SIZE)
         event_schema = self._current[EVENT_SCHEMA]
         if name == EVENT_SCHEMA:
-            event = fastavro.schemaless_reader(stream, event_schema, None, **_READ_OPTIONS)
+            event = fastavro.schemaless_reader(stream, event_schema, None, **READ_OPTIONS)
             return EventsMessage(name, None, [(event, message[HEADER_SIZE : stream.tell()])]), stream.tell()
         session_id = stream.read(_read_varint(stream)).decode()
         events: list[tuple[Any, bytes]] = []
@@ -298,7 +295,7 @@ class SchemaRegistry:
                 _read_varint(stream)
             for _ in range(count):
                 start = stream.tell()
-                event = fastavro.schemaless_reader(stream, event_schema, None, **_READ_OPTIONS)
+                event = fastavro.schemaless_reader(stream, event_schema, None, **READ_OPTIONS)
                 events.append((event, message[start : stream.tell()]))
         return EventsMessage(name, session_id, events), stream.tell()
 
@@ -317,7 +314,7 @@ class SchemaRegistry:
         stream = io.BytesIO(message)
         stream.seek(HEADER_SIZE)
         try:
-            value = fastavro.schemaless_reader(stream, writer.parsed, writer.reader, **_READ_OPTIONS)
+            value = fastavro.schemaless_reader(stream, writer.parsed, writer.reader, **READ_OPTIONS)
         except Exception as exc:  # corrupt bodies raise EOFError, UnicodeDecodeError, IndexError...
             raise SchemaError(f"undecodable {writer.name} body: {type(exc).__name__}: {exc}") from exc
         if stream.tell() != len(message):

@@ -30,7 +30,10 @@ Event = dict[str, Any]
 # The fields every event starts with, in order, and their Avro types.
 HEAD_FIELDS = (("event_id", "string"), ("session_id", "string"), ("seq", "long"), ("event_time", "long"))
 BODY_FIELD = "body"
-_READ_OPTIONS: dict[str, Any] = {"return_record_name": True, "return_record_name_override": True}
+# Readers return unions of several records as (full name, value) so that bodies with the same
+# fields (TerminalOutput and TerminalInput) stay distinguishable; writers accept the same form.
+# The codec reads with these options too, so this reader's values equal fastavro's.
+READ_OPTIONS: dict[str, Any] = {"return_record_name": True, "return_record_name_override": True}
 
 
 def read_long(data: bytes, position: int) -> tuple[int, int]:
@@ -135,7 +138,7 @@ class EventReader:
                 position += len(envelope_bytes)
             else:
                 stream.seek(position)
-                envelope = read(stream, self._envelope, None, **_READ_OPTIONS)
+                envelope = read(stream, self._envelope, None, **READ_OPTIONS)
                 envelope_bytes = message[position : stream.tell()]
                 position = stream.tell()
             branch, after_branch = read_long(message, position)
@@ -146,7 +149,7 @@ class EventReader:
                 raise ValueError(f"union branch {branch} out of range at offset {position}")
             else:
                 stream.seek(position)
-                body = read(stream, self._body, None, **_READ_OPTIONS)[BODY_FIELD]
+                body = read(stream, self._body, None, **READ_OPTIONS)[BODY_FIELD]
                 position = stream.tell()
             event: Event = {
                 "event_id": event_id,

@@ -5,8 +5,9 @@ The agent takes batches of raw messages without acknowledging them (collected by
 `SealPipeline.process` (in a thread: it is CPU and blocking I/O), publishes the dead letters
 and sealed batches, waits for the broker to confirm them, and only then acknowledges the
 batch, so Faust commits an offset only after its records are durable everywhere. Messages are
-acknowledged in offset order per partition, never past one whose terminal bytes the masker still
-holds (`PartitionAcks`); a timer asks to put bytes held too long on record (`output_flush_event`).
+acknowledged in offset order per partition, never past one whose terminal bytes (or open password
+prompt) the masker still holds (`PartitionAcks`); a timer asks to put what is held too long on
+record (`output_flush_event`).
 """
 
 from __future__ import annotations
@@ -120,10 +121,11 @@ def output_flush_event(
     """The worker's request to put on record what the masker holds of a session's terminal
     streams; the seal step ignores it if the session did anything since. ``secret_prompt``: a
     password prompt is open, which a worker that meets the request after a crash must know.
-    ``held_from``: the offset of the message the hold runs from. An open prompt is flushed again
-    and again at the same point of its session, each time from the previous flush's message: the
-    offset in the id keeps those requests apart, so that recovery, which repeats the flushes the
-    index holds a record of (by id and content), never takes a stale one for a recorded one."""
+    ``held_from``: the offset of the message the hold runs from (the worker always gives it; None
+    leaves it out of the id). An open prompt is flushed again and again at the same point of its
+    session, each time from the previous flush's message: the offset in the id keeps those
+    requests apart, so that recovery, which repeats the flushes the index holds a record of (by id
+    and content), never takes a stale one for a recorded one."""
     fields = {"last_seq": state.last_seq, "held_seconds": int(held_seconds)}
     request = _worker_request(state, "flush", (OUTPUT_FLUSH, fields))
     if held_from is not None:
@@ -136,7 +138,8 @@ def output_flush_event(
 def _worker_request(state: SessionState, kind: str, body: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     """The worker's own event about a session, at its last seq (see schemas.bodies.WORKER_REQUESTS)."""
     return {
-        # Deterministic id: asking twice for the same point of a session is an identical duplicate.
+        # Deterministic id: asking twice for the same point of a session (and, for a flush, from the
+        # same hold) is an identical duplicate.
         "event_id": f"{kind}-{state.session_id}-{state.last_seq}",
         "session_id": state.session_id,
         "seq": max(state.last_seq, 0),
@@ -405,9 +408,9 @@ def build_app(
 
 def without_payload(event: Any) -> Any:
     """A sealed Faust event, its message's bytes let go: acknowledging it needs only its place.
-    It may wait behind a held message of its partition for long (up to the idle timeout behind
-    an unanswered password prompt), and keeping every waiting message's bytes until then would
-    grow the worker's memory with the partition's traffic."""
+    It may wait behind a held message of its partition (for a flush interval or more; until the
+    flush is sealed, if the topic is behind), and keeping every waiting message's bytes meanwhile
+    would grow the worker's memory with the partition's traffic."""
     event.value = None
     event.message.value = None
     return event

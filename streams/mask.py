@@ -31,7 +31,8 @@ class Masker(Protocol):
         ...
 
     def prompt_open(self, session_id: str) -> bool:
-        """Whether what the session types next is a secret (an unanswered password prompt)."""
+        """Whether what the session types next is a secret: a password prompt is unanswered, or
+        its answer is being typed."""
         ...
 
     def holds_bytes(self, session_id: str) -> bool:

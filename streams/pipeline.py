@@ -945,20 +945,17 @@ class SealPipeline:
             holding[session_id] = _Hold(message.offset, self._clock())
 
     def overdue_flushes(self, hold_seconds: float) -> list[FlushRequest]:
-        """`overdue_holds`, each with what its flush request must say: whether a password prompt
-        of the session is open, and from which message the hold runs. One call, so that no
-        revocation comes between reading the holds and the masker."""
+        """Open sessions whose bytes (or open password prompt) the masker has held for
+        ``hold_seconds``, and whose flush was not asked for yet at their current last event. A
+        held message holds back the commit of its partition (see `held_messages`), so the worker
+        asks, through the event topic, to put what is held on record instead of waiting for the
+        session's next event. Each comes with what its request must say: whether a prompt is open,
+        and from which message the hold runs; read in one call, so that no revocation comes
+        between reading the holds and the masker."""
         return [
             FlushRequest(state, self._seal.prompt_open(state.session_id), hold.offset)
             for state, hold in self._overdue(hold_seconds)
         ]
-
-    def overdue_holds(self, hold_seconds: float) -> list[SessionState]:
-        """Open sessions whose bytes the masker has held for ``hold_seconds`` and whose flush was
-        not asked for yet at their current last event. A held message holds back the commit of
-        its partition (see `held_messages`), so the worker asks, through the event topic, to put
-        the bytes on record instead of waiting for the session's next event."""
-        return [state for state, _ in self._overdue(hold_seconds)]
 
     def _overdue(self, hold_seconds: float) -> list[tuple[SessionState, _Hold]]:
         now = self._clock()

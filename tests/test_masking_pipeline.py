@@ -217,7 +217,8 @@ class HeldSession:
         holds it); returns its message and the session's state, as the worker's flush timer sees it."""
         held = self.message(0, make_event(self.session_id, 0, output("bye ada@lovelace.org")))
         assert worker.process([held]).held == {(0, 0)}
-        [state] = worker.overdue_holds(0)
+        [flush] = worker.overdue_flushes(0)
+        state = flush.state
         return held, state
 
 
@@ -251,15 +252,16 @@ def test_bytes_held_too_long_are_asked_for_once_and_put_on_record(session: HeldS
     worker = session.worker()
     held = worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
     assert held.held == {(0, 0)}
-    assert worker.overdue_holds(15) == []  # held for no time yet
+    assert worker.overdue_flushes(15) == []  # held for no time yet
     session.now += 20
-    [state] = worker.overdue_holds(15)
+    [flush] = worker.overdue_flushes(15)
+    state = flush.state
     assert (state.session_id, state.last_seq) == ("s-held", 0)
-    assert worker.overdue_holds(15) == []  # asked once for this point of the session
+    assert worker.overdue_flushes(15) == []  # asked once for this point of the session
     flushed = worker.process([session.message(1, output_flush_event(state, 15))])
     assert flushed.held == frozenset()
     session.now += 20
-    assert worker.overdue_holds(15) == []
+    assert worker.overdue_flushes(15) == []
     flush = session.records()[-1]
     assert flush["event"]["body"][0].endswith("OutputFlush")
     assert base64.b64decode(flush["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
@@ -352,7 +354,8 @@ def test_a_flush_does_not_put_off_the_idle_seal(session: HeldSession) -> None:
     worker = session.worker()
     worker.process([session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))])
     session.now += 20
-    [state] = worker.overdue_holds(15)
+    [flush] = worker.overdue_flushes(15)
+    state = flush.state
     worker.process([session.message(1, output_flush_event(state, 15))])
     session.now += 1780  # 1800 s after the gateway's last event, 1780 after the flush
     assert [s.session_id for s in worker.idle_sessions(1800)] == ["s-held"]
@@ -454,14 +457,11 @@ def test_a_password_typed_after_a_crash_behind_a_recorded_prompt_stays_masked(
     outcome = restarted.process([flush, *rest])
     assert outcome.skipped_messages == 1
     assert outcome.held == frozenset()
-    records = [r for r in session.records() if r["event"] is not None]
-    inputs = [r for r in records if r["event"]["body"][0].endswith("TerminalInput")]
-    recorded = b"".join(r["event"]["body"][1]["data"] for r in inputs) + b"".join(
-        base64.b64decode(r["event"]["attributes"].get(INPUT_TAIL_ATTRIBUTE, "")) for r in records
-    )
+    recorded = _recorded_input(session)
     for part in (b"hunt", b"er2", b"xyz"):
         assert part not in recorded
-    entered = inputs[-1]
+    records = [r for r in session.records() if r["event"] is not None]
+    entered = [r for r in records if r["event"]["body"][0].endswith("TerminalInput")][-1]
     assert entered["event"]["body"][1]["data"] == b"******\r"
     assert [f["entity_type"] for f in entered["findings"]] == ["PASSWORD"]
 
@@ -502,7 +502,16 @@ def test_a_flush_request_that_does_not_say_the_prompt_is_open_does_not_move_the_
     silent = session.message(1, output_flush_event(flush.state, 15))  # e.g. from an older worker
     assert worker.process([silent]).held == {(0, 0)}
     assert session.records()[-1]["event"]["attributes"][SECRET_PROMPT_ATTRIBUTE] == "open"
-    worker.forget_partition(0)  # revoked: nothing of it is asked for any more
+
+
+def test_nothing_is_asked_to_flush_for_a_revoked_partition(session: HeldSession) -> None:
+    """The holds and the masker's prompts are read in one call (`overdue_flushes`): a partition
+    revoked before it has nothing left to ask about, and none is asked with a stale prompt."""
+    worker = session.worker()
+    assert worker.process([session.message(0, make_event("s-held", 0, output("Password: ")))]).held == {
+        (0, 0)
+    }
+    worker.forget_partition(0)
     session.now += 20
     assert worker.overdue_flushes(15) == []
 
@@ -624,6 +633,8 @@ def test_a_prompt_flush_in_an_object_indexed_again_is_repeated_after_a_crash(ses
 
 
 def test_held_bytes_flushed_in_an_object_indexed_again_are_recorded_once(session: HeldSession) -> None:
+    """A plain flush, not first in its archive object, and the worker died before indexing it:
+    recovery must find it on record, or the new masker would hold its bytes and record them again."""
     worker, index = _dying_worker(session)
     other = session.sibling("s-other")
     held = session.message(0, make_event("s-held", 0, output("bye ada@lovelace.org")))
@@ -726,6 +737,8 @@ def test_a_forged_copy_of_a_recorded_flush_is_not_repeated_in_recovery(session: 
 def test_a_copy_of_a_recorded_flush_at_another_seq_does_not_lose_keystrokes_in_recovery(
     session: HeldSession,
 ) -> None:
+    """A gateway reuses a recorded flush's id at a seq sealing ignores: recovery must not repeat it
+    and let go of the half-typed password the masker holds."""
     worker = session.worker()
     prompt = session.message(0, make_event("s-held", 0, output("Password: ")))
     recorded = _gateway_flush(session, 1, "gw-y", last_seq=0, seq=0, prompt=True)

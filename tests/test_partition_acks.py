@@ -50,8 +50,8 @@ def test_a_batch_sealed_across_a_revocation_acknowledges_nothing_of_that_partiti
 
 
 def test_a_waiting_event_keeps_its_place_but_not_its_bytes() -> None:
-    """Events wait here behind a held message, for as long as the idle timeout: their bytes
-    were sealed already and must not stay in memory that long."""
+    """Events wait here behind a held message, a flush interval or longer: their bytes were
+    sealed already and need not stay in memory meanwhile."""
     payload = b"x" * 100_000
     message = Message(
         topic="events",
