@@ -47,6 +47,7 @@ resumes from the latest checkpoint and rewrites whatever followed it, byte for b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -596,18 +597,24 @@ def latest_checkpoint(
     return None if key is None else read_checkpoint(store, key, verifier, origin)
 
 
+@functools.cache
+def _put_pool(concurrency: int) -> ThreadPoolExecutor:
+    # One pool per concurrency, for the process: a ledger puts a few objects per archive object,
+    # and starting threads for each call cost more than the puts on a fast store.
+    return ThreadPoolExecutor(concurrency, thread_name_prefix="blackbox-ledger-put")
+
+
 def put_exact_all(store: ObjectStore, items: Iterable[tuple[str, bytes]]) -> None:
     """`put_exact` of every (key, data), up to ``store.put_concurrency`` at a time. Returns once
     every put has finished; raises the first failure (the others have finished or failed too)."""
     items = list(items)
-    workers = min(store.put_concurrency, len(items))
-    if workers <= 1:
+    if store.put_concurrency <= 1 or len(items) <= 1:
         for key, data in items:
             put_exact(store, key, data)
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="blackbox-ledger-put") as pool:
-        puts = [pool.submit(put_exact, store, key, data) for key, data in items]
-        wait(puts)
+    pool = _put_pool(store.put_concurrency)
+    puts = [pool.submit(put_exact, store, key, data) for key, data in items]
+    wait(puts)
     for put in puts:
         put.result()
 

@@ -122,19 +122,14 @@ class EventMasker:
         back for its next event, or a password prompt whose answer has not ended with Enter.
         The prompt is only in memory (it decides that what is typed next is a password), so the
         message that printed it must come again after a crash, like held bytes."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            return False
-        if session.output.held or session.input.held or session.secret_input or session.secret_entry:
-            return True
-        return self._prompt_open(session)
+        return self.holds_bytes(session_id) or self.prompt_open(session_id)
 
     def prompt_open(self, session_id: str) -> bool:
         """Whether what the session types next is a secret: a password prompt is unanswered, or
         its answer is being typed."""
         session = self._sessions.get(session_id)
         return session is not None and (
-            bool(session.secret_input) or session.secret_entry or self._prompt_open(session)
+            bool(session.secret_input) or session.secret_entry or self._unanswered_prompt(session)
         )
 
     def holds_bytes(self, session_id: str) -> bool:
@@ -143,7 +138,7 @@ class EventMasker:
         return session is not None and bool(session.output.held or session.input.held or session.secret_input)
 
     @staticmethod
-    def _prompt_open(session: _Session) -> bool:
+    def _unanswered_prompt(session: _Session) -> bool:
         return not session.prompt_answered and bool(_SECRET_PROMPT.search(session.output.current_line()))
 
     def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Finding]]:
@@ -290,7 +285,7 @@ class EventMasker:
         if input_tail:
             added[INPUT_TAIL_ATTRIBUTE] = base64.b64encode(input_tail).decode("ascii")
             findings += _moved_to(input_findings, field)
-        if not ending and (session.secret_entry or self._prompt_open(session)):
+        if not ending and (session.secret_entry or self._unanswered_prompt(session)):
             # On record too: what is typed next is the secret (the request may say so already).
             added[SECRET_PROMPT_ATTRIBUTE] = "open"
         if not added:

@@ -44,7 +44,7 @@ from storage.archive import (
 from storage.index import Index, IndexUnavailable
 from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_ARROW, SESSIONS_ARROW
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
-from streams.decode import DecodedMessage, Decoder
+from streams.decode import DecodedMessage, Decoder, Events
 from streams.index_writes import QueuedInserts
 from streams.seal import (
     SealedRecord,
@@ -617,10 +617,8 @@ class SealPipeline:
         outcome.duplicates += result.duplicates
         if not result.records:
             return
-        # A worker's request comes alone in its message; it has records only if sealing took it.
-        self._note_holding(
-            message, session_id, prompt_flush=len(events) == 1 and _says_prompt_open(events[0][0])
-        )
+        # A flush request has records only if sealing took it.
+        self._note_holding(message, session_id, prompt_flush=_is_prompt_flush(events))
         self.cache.stage(result.state, result.records)
         batch.records.setdefault(session_id, []).extend((record, message.offset) for record in result.records)
         for record in result.records:
@@ -935,13 +933,13 @@ class SealPipeline:
         holding = self._holding.setdefault(message.partition, {})
         if not self._seal.holds_output(session_id):
             holding.pop(session_id, None)
-        elif prompt_flush and not self._seal.holds_bytes(session_id):
-            # Only the prompt is held, and this message says so itself: delivered again after a
-            # crash, it tells any worker that what is typed next is the secret, so the messages
-            # before it need not come again. The hold moves on to it, and the next flush moves it
-            # on again: the partition's commits trail an open prompt by one flush interval.
-            holding[session_id] = _Hold(message.offset, self._clock())
-        elif session_id not in holding:  # the earliest message still held is the one to keep
+            return
+        # The earliest message still held is the one to keep; but if only the prompt is held and
+        # this message says so itself, it is all a worker needs after a crash (it tells it that
+        # what is typed next is the secret), so the hold moves on to it, and the next flush moves
+        # it on again: the partition's commits trail an open prompt by one flush interval.
+        moves_on = prompt_flush and not self._seal.holds_bytes(session_id)
+        if moves_on or session_id not in holding:
             holding[session_id] = _Hold(message.offset, self._clock())
 
     def overdue_flushes(self, hold_seconds: float) -> list[FlushRequest]:
@@ -986,14 +984,14 @@ class SealPipeline:
         # a stale request, and one that finds nothing held changes nothing). A request's id names
         # the session's point and the message its hold ran from, and its digest its content: a
         # message reusing the id with other content (forged) is not the request on record.
-        flushes_recorded = self._recorded(
-            {
-                (event["session_id"], event["event_id"], hashlib.sha256(raw).digest())
-                for _, decoded in skipped
-                for event, raw in decoded.events
-                if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
-            }
-        )
+        # (message offset, position) → the flush's (session id, event id, digest)
+        flushes = {
+            (message.offset, position): (event["session_id"], event["event_id"], hashlib.sha256(raw).digest())
+            for message, decoded in skipped
+            for position, (event, raw) in enumerate(decoded.events)
+            if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
+        }
+        flushes_recorded = self._recorded(set(flushes.values()))
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -1002,7 +1000,7 @@ class SealPipeline:
             if state is None or state.sealed:
                 continue
             prompt_flush = False
-            for event, raw in decoded.events:
+            for position, (event, _) in enumerate(decoded.events):
                 seq = event["seq"]
                 if seq > state.last_seq:
                     continue
@@ -1010,14 +1008,10 @@ class SealPipeline:
                     # Sealing takes a request only at the session's last seq: a copy of a recorded
                     # request (same id) behind an event the replay has taken was ignored then.
                     asked_at = event["body"][1]["last_seq"]
-                    recorded = (
-                        session_id,
-                        event["event_id"],
-                        hashlib.sha256(raw).digest(),
-                    ) in flushes_recorded
+                    recorded = flushes.get((message.offset, position)) in flushes_recorded
                     if recorded and asked_at >= chain_at[session_id]:
                         self._seal.rewarm(event, message.key)
-                        prompt_flush = len(decoded.events) == 1 and _says_prompt_open(event)
+                        prompt_flush = _is_prompt_flush(decoded.events)
                         chain_at[session_id] = asked_at  # taken: sealing's chain was there
                     continue
                 if event["body"][0] in WORKER_REQUESTS:
@@ -1162,8 +1156,12 @@ class _EventRows:
         return pa.Table.from_pydict(self.columns, schema=EVENTS_ARROW)
 
 
-def _says_prompt_open(event: dict[str, Any]) -> bool:
-    """A worker's flush request saying that a password prompt of the session is open."""
+def _is_prompt_flush(events: Events) -> bool:
+    """The events of a worker's flush request (alone in its message) saying that a password
+    prompt of the session is open."""
+    if len(events) != 1:
+        return False
+    event = events[0][0]
     return event["body"][0] == OUTPUT_FLUSH and bool(event["attributes"].get(SECRET_PROMPT_ATTRIBUTE))
 
 

@@ -290,10 +290,7 @@ def test_output_held_too_long_is_put_on_record_and_commits_go_on(
 ) -> None:
     """A session stops mid-token and says nothing more: after the hold limit the worker asks
     itself to put the held bytes on record, and the partition's commits move past them."""
-    topics = Topics.fresh(kafka_bootstrap, partitions=1)
-    archive = tmp_path / "archive"
-    settings = {"BLACKBOX_HOLD_FLUSH_SECONDS": "1", "BLACKBOX_IDLE_CHECK_SECONDS": "0.5"}
-    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}", settings)
+    topics, archive, worker = _quickly_flushing_worker(kafka_bootstrap, tmp_path)
     held = [make_event("s-held", 0), make_event("s-held", 1, output("bye ada@lovelace.org"))]
     after = [make_event("s-after", 0), make_event("s-after", 1, end())]
     worker.start()
@@ -307,9 +304,7 @@ def test_output_held_too_long_is_put_on_record_and_commits_go_on(
         wait_for_commit(kafka_bootstrap, topics, 4)
     finally:
         worker.stop()
-    values = [
-        value for _, value in read_archive(LocalWormStore(archive, retention=None)).by_session()["s-held"]
-    ]
+    values = [value for _, value in read_archive(archive).by_session()["s-held"]]
     assert [value["kind"] for value in values] == ["EVENT", "EVENT", "EVENT", "EVENT"]  # still open
     flush = values[2]["event"]
     assert flush["body"][0].endswith("OutputFlush")
@@ -321,22 +316,19 @@ def test_an_unanswered_password_prompt_lets_the_commits_go_on(kafka_bootstrap: s
     """A session waits at a password prompt: the worker's flushes put the open prompt on record,
     and the partition's commits move past the prompt and the other sessions' messages instead of
     waiting for the idle seal. The password typed afterwards is still masked."""
-    topics = Topics.fresh(kafka_bootstrap, partitions=1)
-    archive = tmp_path / "archive"
-    settings = {"BLACKBOX_HOLD_FLUSH_SECONDS": "1", "BLACKBOX_IDLE_CHECK_SECONDS": "0.5"}
-    worker = WorkerProcess(kafka_bootstrap, topics, tmp_path / "data", f"file://{archive}", settings)
+    topics, archive, worker = _quickly_flushing_worker(kafka_bootstrap, tmp_path)
     prompt = [make_event("s-sudo", 0), make_event("s-sudo", 1, output("[sudo] password for ada: "))]
     after = [make_event("s-after", 0), make_event("s-after", 1, end())]
     worker.start()
     try:
         asyncio.run(emit(kafka_bootstrap, topics.events, [prompt, after]))
-        wait_for_commit_past(kafka_bootstrap, topics, 2)  # past both sessions' messages
+        wait_for_commit(kafka_bootstrap, topics, 2, at_least=True)  # past both sessions' messages
         answer = [
             make_event("s-sudo", 2, body("TerminalInput", data=b"hunter2\r")),
             make_event("s-sudo", 3, end()),
         ]
         asyncio.run(emit(kafka_bootstrap, topics.events, [answer]))
-        values = wait_for_seal_record(LocalWormStore(archive, retention=None), "s-sudo", worker.alive)
+        values = wait_for_seal_record(archive, "s-sudo", worker.alive)
     finally:
         worker.stop()
     flushes = [v["event"] for v in values if v["event"] and v["event"]["body"][0].endswith("OutputFlush")]
@@ -347,13 +339,14 @@ def test_an_unanswered_password_prompt_lets_the_commits_go_on(kafka_bootstrap: s
     assert typed[-1]["event"]["body"][1]["data"] == b"*******\r"
 
 
-def wait_for_commit_past(bootstrap: str, topics: Topics, offset: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (
-        current := asyncio.run(committed(bootstrap, topics.group, topics.events))
-    ) is None or current < offset:
-        assert time.monotonic() < deadline, f"committed offset {current}, expected at least {offset}"
-        time.sleep(0.5)
+def _quickly_flushing_worker(bootstrap: str, tmp_path: Path) -> tuple[Topics, LocalWormStore, WorkerProcess]:
+    """A worker on a fresh one-partition topic that asks for flushes after a second, archiving
+    into a local WORM directory."""
+    topics = Topics.fresh(bootstrap, partitions=1)
+    archive = tmp_path / "archive"
+    settings = {"BLACKBOX_HOLD_FLUSH_SECONDS": "1", "BLACKBOX_IDLE_CHECK_SECONDS": "0.5"}
+    worker = WorkerProcess(bootstrap, topics, tmp_path / "data", f"file://{archive}", settings)
+    return topics, LocalWormStore(archive, retention=None), worker
 
 
 def wait_for_seal_record(
@@ -370,8 +363,16 @@ def wait_for_seal_record(
         time.sleep(0.5)
 
 
-def wait_for_commit(bootstrap: str, topics: Topics, offset: int, timeout: float = 30.0) -> None:
+def wait_for_commit(
+    bootstrap: str, topics: Topics, offset: int, *, at_least: bool = False, timeout: float = 30.0
+) -> None:
+    """Until the group's committed offset is ``offset`` (or, ``at_least``, past it)."""
+
+    def reached(current: int | None) -> bool:
+        return current is not None and (current >= offset if at_least else current == offset)
+
     deadline = time.monotonic() + timeout
-    while (current := asyncio.run(committed(bootstrap, topics.group, topics.events))) != offset:
-        assert time.monotonic() < deadline, f"committed offset {current}, expected {offset}"
+    while not reached(current := asyncio.run(committed(bootstrap, topics.group, topics.events))):
+        expected = f"at least {offset}" if at_least else str(offset)
+        assert time.monotonic() < deadline, f"committed offset {current}, expected {expected}"
         time.sleep(0.5)
