@@ -17,14 +17,23 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 
-# Reinstall only when the dependency list changed.
+# Reinstall only when the dependency list changed. The install also compiles the seal path's
+# modules (setup.py, blackbox/compiled.py); compile them again alone when one of them changed.
 stamp=.venv/.blackbox-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+compiled_stamp=.venv/.blackbox-compiled
+compiled_wanted=$(.venv/bin/python -c 'import json, runpy
+print(json.dumps(runpy.run_path("blackbox/compiled.py")["source_digests"](), sort_keys=True))' | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-  echo "setup: installing Blackbox and its test tools into .venv"
+  echo "setup: installing Blackbox and its test tools into .venv (compiling takes a minute or two)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[test]"
   echo "$wanted" > "$stamp"
+  echo "$compiled_wanted" > "$compiled_stamp"
+elif [ ! -f "$compiled_stamp" ] || [ "$(cat "$compiled_stamp")" != "$compiled_wanted" ]; then
+  echo "setup: compiling the seal path's changed modules (mypyc, a minute or two)"
+  .venv/bin/python -m pip install --quiet --no-deps -e .
+  echo "$compiled_wanted" > "$compiled_stamp"
 fi
 
 # The web UI's terminal player (npm asciinema-player, pinned by api/web/package-lock.json; never
