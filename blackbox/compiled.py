@@ -33,8 +33,10 @@ from pathlib import Path
 from types import ModuleType
 
 MODULES: tuple[str, ...] = (
+    "schemas.codec",
     "schemas.event_reader",
     "schemas.sealed",
+    "ledger.chain",
     "masking.detectors",
     "masking.context",
     "masking.engine",
@@ -46,6 +48,8 @@ MODULES: tuple[str, ...] = (
     "risk.sql",
     "risk.behaviour",
     "risk.scorer",
+    "streams.validate",
+    "streams.decode",
     "streams.seal",
 )
 
