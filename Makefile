@@ -22,4 +22,4 @@ test: lint
 	BLACKBOX_INTERPRETED=1 .venv/bin/pytest -q -p no:cacheprovider $(INTERPRETED_TESTS)
 
 INTERPRETED_TESTS = tests/masking tests/risk tests/test_event_reader.py tests/test_seal.py \
-	tests/test_sealed_encoding.py tests/test_masking_pipeline.py tests/test_compiled.py
+	tests/test_sealed_encoding.py tests/test_masking_pipeline.py tests/test_codec.py tests/test_compiled.py

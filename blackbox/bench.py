@@ -37,6 +37,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from blackbox.broker import TansuBroker
+from blackbox.compiled import use_current_sources
 from blackbox.topics import ensure_topics
 from ingest.demo import generate_load
 from ingest.emitter import Emitter
@@ -102,7 +103,7 @@ class BenchSummary:
         lines = [
             f"events: {first.events} in messages of {first.events_per_message} ({PARTITIONS} partitions),"
             f" {len(self.rounds)} round(s)",
-            f"worker: {worker}",
+            f"worker: {worker}; seal path {use_current_sources()}",
             "round   emit only   ceiling (consume → decode → produce)   pipeline (emit → sealed,"
             " archived, indexed)   pipeline / ceiling",
         ]
@@ -238,7 +239,10 @@ class _CeilingProcess:
 def _start_worker(
     bootstrap: str, work: Path, run: str, decode_processes: int, seal_only: bool
 ) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_")}
+    # The worker's settings are the benchmark's alone; only how the seal path runs (compiled or
+    # not, blackbox/compiled.py) passes through, so that both can be measured.
+    passed = ("BLACKBOX_INTERPRETED",)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOX_") or k in passed}
     env.update(
         {
             "BLACKBOX_ENVIRONMENT": "dev",
