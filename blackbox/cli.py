@@ -164,11 +164,14 @@ def cmd_mask(args: argparse.Namespace) -> int:
     from blackbox.settings import Settings  # noqa: PLC0415
     from blackbox.wiring import blind_index_key  # noqa: PLC0415
     from masking.engine import MaskingEngine  # noqa: PLC0415
-    from masking.policy import load_default_policy, load_policy  # noqa: PLC0415
+    from masking.policy import PolicyError, load_default_policy, load_policy  # noqa: PLC0415
 
     policy_file = args.policy
     settings = Settings(environment="dev", data_dir=args.data_dir)
-    policy = load_policy(policy_file) if policy_file else load_default_policy()
+    try:
+        policy = load_policy(policy_file) if policy_file else load_default_policy()
+    except PolicyError as exc:
+        raise CommandError(f"masking policy: {exc}") from None
     engine = MaskingEngine(policy, blind_index_key(settings))
     stream = engine.stream(policy=policy.resolve(args.connection, args.identity_kind))
     source, sink = cast(io.BufferedReader, sys.stdin.buffer), sys.stdout.buffer
@@ -191,10 +194,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     from blackbox.settings import Settings  # noqa: PLC0415
     from blackbox.wiring import build_masker  # noqa: PLC0415
     from risk.cli import main as score_main  # noqa: PLC0415
-    from risk.policy import load_policy  # noqa: PLC0415
+    from risk.policy import PolicyError, load_policy  # noqa: PLC0415
 
     settings = Settings(environment="dev", data_dir=args.data_dir)
-    policy = load_policy(args.policy) if args.policy else None
+    try:
+        policy = load_policy(args.policy) if args.policy else None
+    except PolicyError as exc:
+        raise CommandError(f"risk policy: {exc}") from None
     # Scored as in the worker: masked first, so that masking findings feed the bulk-PII signal.
     return score_main(sys.stdin, sys.stdout, stderr=sys.stderr, policy=policy, masker=build_masker(settings))
 

@@ -21,7 +21,7 @@ from blackbox.settings import ConfigurationError, Settings
 from ledger.signer import InvalidKey, Signer, Verifier
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
-from masking.policy import load_default_policy, load_policy
+from masking.policy import PolicyError, load_default_policy, load_policy
 from replay.proofs import ProofService
 from risk.policy import default_policy
 from risk.scorer import StatefulScorer
@@ -103,9 +103,14 @@ def blind_index_key(settings: Settings) -> bytes:
 
 
 def build_masker(settings: Settings) -> EventMasker:
-    policy = (
-        load_policy(settings.masking_policy_file) if settings.masking_policy_file else load_default_policy()
-    )
+    try:
+        policy = (
+            load_policy(settings.masking_policy_file)
+            if settings.masking_policy_file
+            else load_default_policy()
+        )
+    except PolicyError as exc:
+        raise ConfigurationError(f"BLACKBOX_MASKING_POLICY_FILE: {exc}") from None
     return EventMasker(MaskingEngine(policy, blind_index_key(settings)))
 
 

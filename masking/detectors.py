@@ -620,7 +620,8 @@ class ContentScanner:
             if cand.endswith(b":") and not cand.endswith(b"::"):
                 cand = cand[:-1]
                 e -= 1
-            before = data[s - 1 : s]
+            # Never a slice from -1: compiled (mypyc) bytes slices do not clamp a start past the end.
+            before = data[s - 1 : s] if s else b""
             after = data[e : e + 1]
             inside_word = before.isalnum() or before in (b"_", b"-") or after.isalnum() or after == b"_"
             if not inside_word and cand.count(b":") >= 2 and ipv6_ok(cand):

@@ -274,8 +274,10 @@ class MaskingEngine:
         if b'"system"' in lower:
             identifier_values(clean, lower, spans)
         for custom in policy.custom:
+            # A custom pattern sees bytes: its "." can stop inside a multi-byte character, whose
+            # bytes are masked whole (a partly masked character is no longer UTF-8).
             spans.extend(
-                Span(m.start(), m.end(), custom.name)
+                Span(_utf8_start(clean, m.start()), _utf8_boundary(clean, m.end()), custom.name)
                 for m in custom.pattern.finditer(clean)
                 if m.end() > m.start()
             )
@@ -554,6 +556,12 @@ class TerminalStreamMasker:
                 break  # "…:7334 p" — the group is the end of a longer token, not a number of its own
             start = group
         return start
+
+
+def _utf8_start(data: bytes, pos: int) -> int:
+    while 0 < pos < len(data) and 0x80 <= data[pos] < 0xC0:
+        pos -= 1
+    return pos
 
 
 def _utf8_boundary(data: bytes, pos: int) -> int:

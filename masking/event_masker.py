@@ -489,7 +489,7 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
                 if item.group(1) is not None and value_ok(entity, item.group(1)):
                     spans.append(Span(item.start(1), item.end(1), entity))
                 elif item.group(2) is not None and item.group(2).startswith(b"$"):
-                    params[int(item.group(2)[1:])] = entity
+                    _note_param(params, item.group(2)[1:], entity)
             pos = close + 1
             while pos < len(statement) and statement[pos : pos + 1] in (b",", b" ", b"\n", b"\t", b"\r"):
                 pos += 1
@@ -500,7 +500,14 @@ def _param_compares(statement: bytes, params: dict[int, str]) -> None:
     for m in _PARAM_COMPARE.finditer(statement):
         entity = entity_for_key(m.group(1).rsplit(b".", 1)[-1].strip(b'"'))
         if entity is not None:
-            params[int(m.group(2))] = entity
+            _note_param(params, m.group(2), entity)
+
+
+def _note_param(params: dict[int, str], digits: bytes, entity: str) -> None:
+    # A placeholder of thousands of digits names no parameter (PostgreSQL stops at 65535) and
+    # is more than int() takes.
+    if len(digits) <= 6:
+        params[int(digits)] = entity
 
 
 def _tuple_end(statement: bytes, start: int) -> int:

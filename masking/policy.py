@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, AnyStr
 
 import yaml
 
@@ -95,6 +95,8 @@ def load_policy(source: str | Path, *, text: str | None = None) -> PolicySet:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise PolicyError(f"{where}: not valid YAML{at}") from None
+    except (ValueError, RecursionError) as exc:  # a constructor's: "2001-02-30" is no date
+        raise PolicyError(f"{where}: not valid YAML ({type(exc).__name__}: {exc})") from None
     return parse_policy(doc, where)
 
 
@@ -214,11 +216,18 @@ def _parse_allow(raw: Any, label: str) -> tuple[frozenset[str], tuple[re.Pattern
     values = frozenset(_string_list(raw.get("values", []), f"{label}: allow.values"))
     patterns = []
     for i, source in enumerate(_string_list(raw.get("patterns", []), f"{label}: allow.patterns")):
-        try:
-            patterns.append(re.compile(source))
-        except re.error as exc:
-            raise PolicyError(f"{label}: allow.patterns[{i}] is not a valid regex ({exc.msg})") from None
+        patterns.append(_compiled(source, f"{label}: allow.patterns[{i}]"))
     return values, tuple(patterns)
+
+
+def _compiled(source: AnyStr, where: str) -> re.Pattern[AnyStr]:
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        raise PolicyError(f"{where} is not a valid regex ({exc.msg})") from None
+    # What re.error does not cover: a repeat count past the C limit, nesting deeper than the stack.
+    except (OverflowError, RecursionError) as exc:
+        raise PolicyError(f"{where} is not a usable regex ({type(exc).__name__})") from None
 
 
 def _parse_custom(raw: Any, label: str) -> tuple[CustomEntity, ...]:
@@ -237,9 +246,10 @@ def _parse_custom(raw: Any, label: str) -> tuple[CustomEntity, ...]:
         if not isinstance(source, str) or not source:
             raise PolicyError(f"{where}: 'pattern' must be a non-empty regex")
         try:
-            pattern = re.compile(source.encode())
-        except re.error as exc:
-            raise PolicyError(f"{where}: 'pattern' is not a valid regex ({exc.msg})") from None
+            encoded = source.encode()
+        except UnicodeEncodeError:
+            raise PolicyError(f"{where}: 'pattern' is not valid Unicode (a lone surrogate)") from None
+        pattern = _compiled(encoded, f"{where}: 'pattern'")
         if pattern.match(b""):
             raise PolicyError(f"{where}: 'pattern' matches the empty string")
         out.append(CustomEntity(name, pattern))

@@ -3,6 +3,9 @@
 Pure logic and plain state objects; imports nothing of Blackbox (only `risk.cli` reads `schemas`).
 """
 
+# First: importing it refuses a build older than these sources (blackbox/compiled.py, which
+# imports only the standard library).
+import blackbox.compiled  # noqa: F401
 from risk.behaviour import IdentityState
 from risk.model import RULES, Hit
 from risk.policy import KindPolicy, Policy, PolicyError, default_policy, load_policy, parse_policy

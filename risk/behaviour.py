@@ -331,6 +331,7 @@ def _spike(state: IdentityState, params: BehaviourParams, channel: str, value: i
         else ("behaviour.bytes_spike", "bytes", params.min_bytes)
     )
     history = state.channels.setdefault(channel, Ewma())
+    value = max(value, 0)  # a gateway's negative row count or size means nothing, not an error
     logged = math.log1p(value)
     hits: list[Hit] = []
     if history.n >= params.warmup and value >= floor:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
 import fastavro
+import fastavro.validation
 
 from risk.policy import Policy
 from risk.scorer import StatefulScorer
@@ -65,10 +66,17 @@ def main(
             continue
         event = decoded
         findings: list[dict[str, Any]] = []
-        if masker is not None:
-            event, masked_findings = masker.mask(event)
-            findings = [dict(finding) for finding in masked_findings]
-        risk = scorer.score(event, findings)
+        try:
+            if masker is not None:
+                event, masked_findings = masker.mask(event)
+                findings = [dict(finding) for finding in masked_findings]
+            risk = scorer.score(event, findings)
+        # As in the worker (`streams.seal.SealingFailed`): content no rule foresaw costs this
+        # event, not the rest of the stream. The error's message may quote the event: not shown.
+        except Exception as exc:
+            errors.write(f"line {number}: skipped, scoring it failed ({type(exc).__name__})\n")
+            bad += 1
+            continue
         result = {
             "event_id": event["event_id"],
             "session_id": event["session_id"],
@@ -116,7 +124,7 @@ def _decode_batch(
             # json_reader has no parameter for these; its reader reads them lazily from .options.
             reader.options.update(_READ_OPTIONS)
             for event in reader:
-                yield pending[index][0], event if isinstance(event, dict) else InvalidLine("not a record")
+                yield pending[index][0], _checked(event, schema)
                 index += 1
             return
         # fastavro reports a value of the wrong shape as KeyError, TypeError, ValueError,
@@ -125,6 +133,20 @@ def _decode_batch(
             detail = f"{type(exc).__name__}: {exc}"
             yield pending[index][0], InvalidLine(detail[:MAX_DETAIL])
             start = index + 1
+
+
+def _checked(event: Any, schema: Any) -> dict[str, Any] | InvalidLine:
+    """The event, if every value has its schema's type: fastavro's JSON reader does not check
+    primitives (a null or a number where a string belongs passes)."""
+    if not isinstance(event, dict):
+        return InvalidLine("not a record")
+    try:
+        fastavro.validation.validate(event, schema, raise_errors=True)
+    except fastavro.validation.ValidationError as exc:
+        # Named by field and expected type; the value itself is not repeated.
+        wrong = ", ".join(f"{error.field} is not a valid {error.schema}" for error in exc.errors[:3])
+        return InvalidLine(wrong[:MAX_DETAIL])
+    return event
 
 
 def run() -> int:

@@ -10,6 +10,7 @@ the keys it changes: mappings merge key by key, lists replace. Within one policy
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -191,11 +192,26 @@ def _load_yaml(text: str, source: str) -> dict[str, Any]:
         document = yaml.load(text, Loader=yaml.CSafeLoader) if yaml.__with_libyaml__ else yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # a constructor's: "2001-02-30" is no date
+        raise PolicyError(f"{source}: not valid YAML: {type(exc).__name__}: {exc}") from exc
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise PolicyError(f"{source}: a policy is a mapping at the top level")
+    _check_string_keys(document, "policy")
     return document
+
+
+def _check_string_keys(node: Any, where: str) -> None:
+    """YAML reads `2024:` or `on:` as a number or a boolean; every key here is a name."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise PolicyError(f"{where}: key {key!r} is not a string (quote it)")
+            _check_string_keys(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_string_keys(item, f"{where}[{index}]")
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,7 +241,10 @@ def _resolve(document: Mapping[str, Any]) -> Policy:
             raise PolicyError(f"kinds.{kind}: not an identity kind ({', '.join(IDENTITY_KINDS)})")
         section = _mapping(raw_section or {}, f"kinds.{kind}")
         merged = _merge(defaults, section)
-        merged["allow"] = [*defaults.get("allow", []), *section.get("allow", [])]
+        merged["allow"] = [
+            *_list(defaults.get("allow", []), "defaults.allow"),
+            *_list(section.get("allow", []), f"kinds.{kind}.allow"),
+        ]
         resolved[kind] = _section(kind, merged)
     return Policy(default=default, kinds=resolved)
 
@@ -240,7 +259,7 @@ def _section(kind: str, raw: Mapping[str, Any]) -> KindPolicy:
     for rule_id, weight in _mapping(raw.get("weights", {}), f"{where}.weights").items():
         if rule_id not in RULES:
             raise PolicyError(f"{where}.weights.{rule_id}: unknown rule id")
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or not 0.0 <= weight <= 1.0:
+        if not _usable_as_float(weight) or not 0.0 <= float(weight) <= 1.0:
             raise PolicyError(f"{where}.weights.{rule_id} must be a number between 0 and 1")
         weights[rule_id] = float(weight)
     tags = _strings(raw.get("sensitive_tags", []), f"{where}.sensitive_tags")
@@ -279,7 +298,7 @@ def _behaviour(raw: Mapping[str, Any], where: str) -> BehaviourParams:
             if not all(isinstance(n, int) and n > 0 for n in by_type.values()):
                 raise PolicyError(f"{where}.{key} values must be positive integers")
             values[key] = dict(by_type)
-        elif isinstance(expected, float) and isinstance(value, int | float) and not isinstance(value, bool):
+        elif isinstance(expected, float) and _usable_as_float(value):
             values[key] = float(value)
         elif isinstance(expected, int) and isinstance(value, int) and not isinstance(value, bool):
             values[key] = value
@@ -288,6 +307,16 @@ def _behaviour(raw: Mapping[str, Any], where: str) -> BehaviourParams:
         if key != "bulk_findings_by_type" and values[key] < 0:
             raise PolicyError(f"{where}.{key} must not be negative")
     return BehaviourParams(**values)
+
+
+def _usable_as_float(value: object) -> bool:
+    """A finite number float() takes. Ints are checked as ints: compiled, an int narrowed to
+    `int | float` is unboxed as a float, and one too large for that raises TypeError."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 10**300
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _allow_entry(raw: Any, where: str) -> AllowEntry:

@@ -114,7 +114,8 @@ def pod_features(body: str | None) -> list[str]:
                     if yaml.__with_libyaml__
                     else yaml.safe_load(body)
                 )
-            except (yaml.YAMLError, RecursionError):
+            # The safe loader's constructors raise ValueError too ("2001-02-30" as a date).
+            except (yaml.YAMLError, ValueError, RecursionError):
                 document = None
     if not isinstance(document, dict | list):
         return [label for pattern, label in _POD_TEXT_PATTERNS if pattern.search(body)]
@@ -203,8 +204,7 @@ _PAGE_PARAMS = {
 def http_hits(exchange: Mapping[str, Any], bulk_page_size: int) -> list[Hit]:
     """Rules on one HTTP exchange."""
     method = str(exchange.get("method") or "GET").upper()
-    parts = urlsplit(str(exchange.get("url") or ""))
-    path = parts.path or "/"
+    path, query = _path_and_query(str(exchange.get("url") or ""))
     shown = path if len(path) <= 120 else path[:117] + "..."
     status = int(exchange.get("status_code") or 0)
     refused = f" (answered {status})" if status >= 400 else ""
@@ -212,7 +212,7 @@ def http_hits(exchange: Mapping[str, Any], bulk_page_size: int) -> list[Hit]:
     stems = [segment.split(".", 1)[0] for segment in segments]
     hits: list[Hit] = []
     export = next((stem for stem in stems if stem in _EXPORT_SEGMENTS), None)
-    page = _largest_page(parts.query)
+    page = _largest_page(query)
     if export is not None:
         hits.append(Hit("http.bulk_export", f"{method} {shown} is a bulk {export} endpoint{refused}"))
     elif page is not None and page[1] >= bulk_page_size:
@@ -230,10 +230,24 @@ def http_hits(exchange: Mapping[str, Any], bulk_page_size: int) -> list[Hit]:
     return hits
 
 
+_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def _path_and_query(url: str) -> tuple[str, str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # urlsplit refuses a malformed host ("http://[::1/admin"); the path still says what was asked.
+        rest = _AUTHORITY.sub("", url).split("#", 1)[0]
+        path, _, query = rest.partition("?")
+        return path or "/", query
+    return parts.path or "/", parts.query
+
+
 def _largest_page(query: str) -> tuple[str, int] | None:
     best: tuple[str, int] | None = None
     for key, value in parse_qsl(query, keep_blank_values=False):
-        if key.lower() in _PAGE_PARAMS and value.isdigit() and len(value) < 19:
+        if key.lower() in _PAGE_PARAMS and value.isascii() and value.isdigit() and len(value) < 19:
             number = int(value)
             if best is None or number > best[1]:
                 best = (key, number)

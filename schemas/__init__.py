@@ -3,6 +3,9 @@
 Owns the wire format only; imports nothing else of Blackbox.
 """
 
+# First: importing it refuses a build older than these sources (blackbox/compiled.py, which
+# imports only the standard library).
+import blackbox.compiled  # noqa: F401
 from schemas.codec import (
     BATCH_SCHEMA,
     EVENT_SCHEMA,

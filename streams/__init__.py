@@ -2,3 +2,7 @@
 
 Imports schemas, storage and ledger; never replay or api.
 """
+
+# First: importing it refuses a build older than these sources (blackbox/compiled.py, which
+# imports only the standard library).
+import blackbox.compiled  # noqa: F401

@@ -119,3 +119,19 @@ def test_verify_of_a_missing_archive_exits_2(tmp_path: Path) -> None:
     assert result.stdout == b""
     assert b"no archive directory at" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_a_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    masking = tmp_path / "masking.yaml"
+    masking.write_text("version: 1\ndefault: {custom: [{name: BIG, pattern: 'a{99999999999}'}]}\n")
+    risk = tmp_path / "risk.yaml"
+    risk.write_text("defaults:\n  table_tags:\n    2024: [pii]\n")
+    for command, policy, message in (
+        ("mask", masking, b"masking policy: "),
+        ("score", risk, b"risk policy: "),
+    ):
+        result = run(command, "--policy", str(policy), tmp_path=tmp_path)
+        assert result.returncode == 2, result.stderr.decode()
+        assert result.stdout == b""
+        assert result.stderr.splitlines()[-1].startswith(b"blackbox: " + message), result.stderr.decode()
+        assert b"Traceback" not in result.stderr

@@ -18,6 +18,7 @@ from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE
 from streams.app import idle_timeout_event, output_flush_event
 from streams.seal import (
     SealedRecord,
+    SealingFailed,
     SealStep,
     SessionSealed,
     SessionState,
@@ -315,6 +316,103 @@ def test_message_key_must_match_the_session() -> None:
             lambda *_: None,
             message_key=b"s-2",
         )
+
+
+class _FailsOn:
+    """A masker or scorer that raises on one seq, its message quoting the event as errors do."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+    def _check(self, event: dict[str, Any]) -> None:
+        if event["seq"] == self.seq:
+            raise ValueError("invalid literal for int(): 'jane@example.com'")
+
+    def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Any]]:
+        self._check(event)
+        return event, []
+
+    def end_session(self, session_id: str) -> bytes:
+        return b""
+
+    def holds(self, session_id: str) -> bool:
+        return False
+
+    def prompt_open(self, session_id: str) -> bool:
+        return False
+
+    def holds_bytes(self, session_id: str) -> bool:
+        return False
+
+    def score(self, event: dict[str, Any], findings: Any) -> dict[str, Any] | None:
+        self._check(event)
+        return None
+
+    def prepare(self, events: Any) -> None:
+        pass
+
+    def is_alert(self, value: Any) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("stage", ["masking", "scoring"])
+def test_an_event_masking_or_scoring_fails_on_is_refused_and_the_batch_goes_on(stage: str) -> None:
+    failing = _FailsOn(seq=2)
+    step = SealStep(REGISTRY, masker=failing) if stage == "masking" else SealStep(REGISTRY, scorer=failing)
+    # seq 1 is missing: the refused seq 2 must not leave a GAP record behind (nothing is chained
+    # for a refused event), and seq 3 then records the gap 1..2.
+    events = [make_event("s-1", seq) for seq in (0, 2, 3)]
+    result = step.seal_batch(
+        [(event, REGISTRY.encode_body(EVENT_SCHEMA, event)) for event in events],
+        SessionState("s-1", 0),
+        lambda *_: None,
+    )
+    ((position, error),) = result.refused
+    assert position == 1
+    assert isinstance(error, SealingFailed)
+    assert str(error).startswith(f"{stage} failed on this event: ValueError at tests/test_seal.py:")
+    assert "jane@example.com" not in str(error)
+    kinds = [(record.value["kind"], record.value["source_seq"]) for record in result.records]
+    assert kinds == [("EVENT", 0), ("GAP", None), ("EVENT", 3)]
+    assert [record.value["gap"] for record in result.records if record.value["kind"] == "GAP"] == [
+        {"first_seq": 1, "last_seq": 2}
+    ]
+
+
+def test_recovery_feeding_an_event_the_masker_failed_on_again_does_not_raise() -> None:
+    step = SealStep(REGISTRY, masker=_FailsOn(seq=2))
+    assert step.rewarm(make_event("s-1", 2, output("x")), b"s-1") is False
+    assert step.rewarm(make_event("s-1", 3, output("x")), b"s-1") is True
+
+
+def test_values_that_broke_the_compiled_masker_are_sealed() -> None:
+    """Each raised in the compiled build (an IPv6 address at offset 0) or in both (a parameter
+    number past int()'s digit limit); both builds run this test (Makefile)."""
+    chain = Chain()
+    chain.step = SealStep(REGISTRY, masker=EventMasker(MaskingEngine(load_default_policy(), b"k" * 32)))
+    statement = "SELECT * FROM users WHERE ssn = $" + "9" * 5000
+    chain.feed(make_event("s-1", 0, output("::1\tlocalhost\nfe80::1 gw\n")))
+    chain.feed(make_event("s-1", 1, body("Query", statement=statement, parameters=["x"], database=None)))
+    chain.feed(
+        make_event(
+            "s-1",
+            2,
+            body(
+                "QueryResult",
+                columns=["ip"],
+                rows=[["::1"], ["2001:db8::7"]],
+                row_count=2,
+                truncated=False,
+                duration_us=None,
+                error=None,
+            ),
+        )
+    )
+    assert chain.outcomes == ["sealed"] * 3
+    values = [record.value["event"]["body"][1] for record in chain.records]
+    # Loopback names no one and stays; a link-local or global address is masked.
+    assert values[0]["data"] == b"::1\tlocalhost\n" + b"*" * len("fe80::1") + b" gw\n"
+    assert values[2]["rows"] == [["::1"], ["*" * len("2001:db8::7")]]
 
 
 def _chain_of_three() -> list[tuple[bytes, dict[str, Any]]]:

@@ -11,6 +11,7 @@ import pytest
 
 from masking import EventMasker, MaskingEngine, Policy, blind_index
 from masking.detectors import ALL_ENTITIES
+from masking.engine import mask_bytes
 from masking.policy import CustomEntity, parse_policy
 from tests.masking.conftest import KEY
 
@@ -221,6 +222,20 @@ def test_policy_disable_allow_custom() -> None:
     assert "10.0.0.1" in masked
     assert "NoReply@corp.example.com" in masked
     assert "EMP-004213" not in masked
+
+
+def test_a_custom_match_ending_inside_a_character_masks_the_whole_character() -> None:
+    # The pattern works on UTF-8 bytes: its "." takes the first byte of "é".
+    policy = Policy(
+        name="p",
+        entities=frozenset({"EMPLOYEE_ID"}),
+        custom=(CustomEntity("EMPLOYEE_ID", re.compile(rb"EMP\d{3}.")),),
+    )
+    masked, findings = MaskingEngine(policy, KEY).mask_text("id EMP123é ok", "x")
+    # Masked as one character of the same UTF-8 length, as everywhere (`mask_bytes`).
+    assert masked == "id " + mask_bytes("EMP123é".encode()).decode() + " ok"
+    assert "é" not in masked
+    assert [(f["start"], f["end"]) for f in findings] == [(3, 10)]
 
 
 # --- EventMasker --------------------------------------------------------------------------------

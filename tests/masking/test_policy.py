@@ -80,6 +80,18 @@ def test_resolution_by_connection_and_kind(tmp_path: Path) -> None:
         ("version: 1\ndefault: {match: {connections: x}}\n", "the default policy has no 'match'"),
         ("version: 1\ndefault:\n  entities: [\n", "not valid YAML at line"),
         ("- a\n- b\n", "expected a mapping"),
+        # Errors below re.error and yaml.YAMLError, each a traceback before.
+        ("version: 1\ndefault: {custom: [{name: BIG, pattern: 'a{99999999999}'}]}\n", "not a usable regex"),
+        (
+            "version: 1\ndefault: {custom: [{name: DEEP, pattern: '"
+            + "(" * 2000
+            + "a"
+            + ")" * 2000
+            + "'}]}\n",
+            "not a usable regex (RecursionError)",
+        ),
+        ('version: 1\ndefault: {custom: [{name: HALF, pattern: "\\ud800"}]}\n', "not valid Unicode"),
+        ("version: 1\ndefault: {allow: {values: [2001-02-30]}}\n", "not valid YAML"),
     ],
 )
 def test_errors_say_where_and_why(text: str, message: str) -> None:

@@ -239,3 +239,9 @@ def test_memory_is_bounded() -> None:
         _, state = observe(state, result(1, at=T0 + i, session=f"s-{i}", target=f"db-{i}"), [], params)
     assert len(state.targets) == 8
     assert len(state.sessions) <= 5
+
+
+def test_a_negative_row_count_counts_as_none() -> None:
+    ids, state = feed(IdentityState(), [*history(), result(-1, at=T0 + 40 * DAY)])
+    assert "behaviour.rows_spike" not in ids
+    assert state.channels["rows"].n == len(history()) + 1

@@ -91,3 +91,36 @@ def test_bytes_use_the_avro_json_latin1_form() -> None:
     code, (result,), _ = run(text)
     assert code == 0
     assert [r["rule_id"] for r in result["reasons"]] == ["shell.history_tampering"]
+
+
+def test_values_of_the_wrong_type_are_bad_lines() -> None:
+    # fastavro's JSON reader passes these; the masker and scorer would fail on them.
+    good = json.loads(avro_json([CORPUS[0].event]))
+    no_target = json.loads(json.dumps(good))
+    no_target["target"]["name"] = None
+    float_seq = good | {"seq": 2.0}
+    numeric_session = good | {"session_id": 7}
+    lines = [json.dumps(line) for line in (no_target, float_seq, numeric_session, good)]
+    code, results, errors = run("\n".join(lines) + "\n")
+    assert code == 1
+    assert len(results) == 1
+    reported = errors.splitlines()
+    assert [line.split(":", 1)[0] for line in reported] == ["line 1", "line 2", "line 3"]
+    assert "Target.name is not a valid string" in reported[0]
+    assert "seq is not a valid long" in reported[1]
+
+
+def test_an_event_the_scorer_fails_on_is_reported_and_the_stream_goes_on() -> None:
+    class Failing:
+        def mask(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            if event["seq"] == 0:
+                raise ValueError("secret-value-42 is not a number")
+            return event, []
+
+    first = CORPUS[0].event | {"seq": 0}
+    second = CORPUS[0].event | {"seq": 1}
+    code, results, errors = run(avro_json([first, second]), masker=Failing())
+    assert code == 1
+    assert [result["seq"] for result in results] == [1]
+    assert errors.startswith("line 1: skipped, scoring it failed (ValueError)")
+    assert "secret-value-42" not in errors

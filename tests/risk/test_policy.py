@@ -61,6 +61,15 @@ def test_a_site_policy_only_names_what_it_changes(tmp_path: Path) -> None:
         ("defaults: [1, 2]\n", "must be a mapping"),
         ("- just a list\n", "mapping at the top level"),
         ("defaults: {threshold: [}\n", "not valid YAML"),
+        # YAML reads these keys as a number and a boolean; the date is no date.
+        ("defaults:\n  table_tags:\n    2024: [pii]\n", "key 2024 is not a string"),
+        ("defaults:\n  weights:\n    on: 0.5\n", "key True is not a string"),
+        ("defaults:\n  behaviour:\n    1: 5\n", "key 1 is not a string"),
+        ("kinds:\n  HUMAN:\n    allow: 5\n", "kinds.HUMAN.allow must be a list"),
+        ("defaults:\n  behaviour:\n    sigma: " + "9" * 400 + "\n", "must be a float"),
+        ("defaults:\n  weights:\n    sql.ddl: " + "9" * 400 + "\n", "between 0 and 1"),
+        ("defaults:\n  weights:\n    sql.ddl: .nan\n", "between 0 and 1"),
+        ("defaults:\n  sensitive_tags: [2001-02-30]\n", "not valid YAML"),
     ],
 )
 def test_invalid_policies_say_what_is_wrong(text: str, message: str) -> None:

@@ -100,6 +100,8 @@ def test_pod_features_from_json_yaml_and_json_patch() -> None:
         == []
     )
     assert pod_features('{"truncated": "privileged": true') == ["privileged container"]
+    # YAML that the safe loader's date constructor refuses is read as text, not raised.
+    assert pod_features("spec: 2001-02-30\nhostNetwork: true\n") == pod_features("hostNetwork: true\n[")
 
 
 @pytest.mark.parametrize(
@@ -122,6 +124,11 @@ def test_pod_features_from_json_yaml_and_json_patch() -> None:
         ("https://crm/api/users/42", set()),
         ("https://crm/api/exporters/3", set()),
         ("https://crm/api/administrators-guide", set()),
+        # urlsplit refuses the host; the path is still read.
+        ("http://[::1/admin/users", {"http.admin_endpoint"}),
+        ("http://[::1/api/users?limit=50000", {"http.bulk_export"}),
+        # "²".isdigit() is true, int("²") is an error.
+        ("https://crm/api/users?limit=²", set()),
     ],
 )
 def test_http(url: str, expected: set[str]) -> None:
