@@ -43,3 +43,40 @@ def make_event(
         "attributes": {},
         "body": event_body or output(f"line {seq}\r\n"),
     }
+
+
+class FailsOnSeq:
+    """A masker or scorer that raises on one seq, its message quoting the event as errors do."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+    def _check(self, event: dict[str, Any]) -> None:
+        if event["seq"] == self.seq:
+            raise ValueError("invalid literal for int(): 'jane@example.com'")
+
+    def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Any]]:
+        self._check(event)
+        return event, []
+
+    def end_session(self, session_id: str) -> bytes:
+        return b""
+
+    def holds(self, session_id: str) -> bool:
+        return False
+
+    def prompt_open(self, session_id: str) -> bool:
+        return False
+
+    def holds_bytes(self, session_id: str) -> bool:
+        return False
+
+    def score(self, event: dict[str, Any], findings: Any) -> dict[str, Any] | None:
+        self._check(event)
+        return None
+
+    def prepare(self, events: Any) -> None:
+        pass
+
+    def is_alert(self, event: Any, risk: Any) -> bool:
+        return False

@@ -26,7 +26,7 @@ from streams.seal import (
     replay_state,
 )
 from streams.validate import InvalidEvent
-from tests.eventdata import body, end, make_event, output
+from tests.eventdata import FailsOnSeq, body, end, make_event, output
 
 REGISTRY = default_registry()
 
@@ -318,46 +318,9 @@ def test_message_key_must_match_the_session() -> None:
         )
 
 
-class _FailsOn:
-    """A masker or scorer that raises on one seq, its message quoting the event as errors do."""
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-
-    def _check(self, event: dict[str, Any]) -> None:
-        if event["seq"] == self.seq:
-            raise ValueError("invalid literal for int(): 'jane@example.com'")
-
-    def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Any]]:
-        self._check(event)
-        return event, []
-
-    def end_session(self, session_id: str) -> bytes:
-        return b""
-
-    def holds(self, session_id: str) -> bool:
-        return False
-
-    def prompt_open(self, session_id: str) -> bool:
-        return False
-
-    def holds_bytes(self, session_id: str) -> bool:
-        return False
-
-    def score(self, event: dict[str, Any], findings: Any) -> dict[str, Any] | None:
-        self._check(event)
-        return None
-
-    def prepare(self, events: Any) -> None:
-        pass
-
-    def is_alert(self, value: Any) -> bool:
-        return False
-
-
 @pytest.mark.parametrize("stage", ["masking", "scoring"])
 def test_an_event_masking_or_scoring_fails_on_is_refused_and_the_batch_goes_on(stage: str) -> None:
-    failing = _FailsOn(seq=2)
+    failing = FailsOnSeq(seq=2)
     step = SealStep(REGISTRY, masker=failing) if stage == "masking" else SealStep(REGISTRY, scorer=failing)
     # seq 1 is missing: the refused seq 2 must not leave a GAP record behind (nothing is chained
     # for a refused event), and seq 3 then records the gap 1..2.
@@ -370,7 +333,7 @@ def test_an_event_masking_or_scoring_fails_on_is_refused_and_the_batch_goes_on(s
     ((position, error),) = result.refused
     assert position == 1
     assert isinstance(error, SealingFailed)
-    assert str(error).startswith(f"{stage} failed on this event: ValueError at tests/test_seal.py:")
+    assert str(error).startswith(f"{stage} failed on this event: ValueError at tests/eventdata.py:")
     assert "jane@example.com" not in str(error)
     kinds = [(record.value["kind"], record.value["source_seq"]) for record in result.records]
     assert kinds == [("EVENT", 0), ("GAP", None), ("EVENT", 3)]
@@ -380,7 +343,7 @@ def test_an_event_masking_or_scoring_fails_on_is_refused_and_the_batch_goes_on(s
 
 
 def test_recovery_feeding_an_event_the_masker_failed_on_again_does_not_raise() -> None:
-    step = SealStep(REGISTRY, masker=_FailsOn(seq=2))
+    step = SealStep(REGISTRY, masker=FailsOnSeq(seq=2))
     assert step.rewarm(make_event("s-1", 2, output("x")), b"s-1") is False
     assert step.rewarm(make_event("s-1", 3, output("x")), b"s-1") is True
 
