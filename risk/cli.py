@@ -71,8 +71,8 @@ def main(
                 event, masked_findings = masker.mask(event)
                 findings = [dict(finding) for finding in masked_findings]
             risk = scorer.score(event, findings)
-        # As in the worker (`streams.seal.SealingFailed`): content no rule foresaw costs this
-        # event, not the rest of the stream. The error's message may quote the event: not shown.
+        # Content no rule foresaw costs this line, not the rest of the stream (nothing is stored
+        # here). The error's message may quote the event: not shown.
         except Exception as exc:
             errors.write(f"line {number}: skipped, scoring it failed ({type(exc).__name__})\n")
             bad += 1

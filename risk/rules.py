@@ -247,7 +247,7 @@ def _path_and_query(url: str) -> tuple[str, str]:
 def _largest_page(query: str) -> tuple[str, int] | None:
     best: tuple[str, int] | None = None
     for key, value in parse_qsl(query, keep_blank_values=False):
-        if key.lower() in _PAGE_PARAMS and value.isascii() and value.isdigit() and len(value) < 19:
+        if key.lower() in _PAGE_PARAMS and value.isdecimal() and len(value) < 19:
             number = int(value)
             if best is None or number > best[1]:
                 best = (key, number)

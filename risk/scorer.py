@@ -159,10 +159,13 @@ class StatefulScorer:
         state = self._states.pop(key, None)
         if state is None:
             state = self._load(key)
-        risk = self.scorer.score_owned(event, list(findings), state)
-        self._changed.add(key)
-        self._remember(key, state)
-        return risk
+        try:
+            return self.scorer.score_owned(event, list(findings), state)
+        finally:
+            # Even when scoring raised: a state popped and not put back would be missing from
+            # `take_changes` while still marked changed.
+            self._changed.add(key)
+            self._remember(key, state)
 
     def _remember(self, key: str, state: IdentityState) -> None:
         """Keep ``state`` as the most recently seen, forgetting the least recent beyond the cap."""

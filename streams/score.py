@@ -12,11 +12,7 @@ from typing import Any, Protocol
 
 class Scorer(Protocol):
     def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-        """A Risk value ({"score": 0-100, "reasons": [...]}) or None when not scored.
-
-        Whatever this raises refuses the event to the DLQ (`streams.seal.SealingFailed`), so an
-        outage of anything it reads must not raise: the worker's scorer reads identity states
-        through `streams.behaviour_store`, which starts an identity afresh instead."""
+        """A Risk value ({"score": 0-100, "reasons": [...]}) or None when not scored."""
         ...
 
     def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from ledger.chain import GENESIS, record_hash
@@ -35,26 +33,6 @@ DigestLookup = Callable[[str, int], bytes | None]
 
 class SessionSealed(InvalidEvent):
     """An event arrived for a session whose chain is already closed by a SEAL record."""
-
-
-class SealingFailed(InvalidEvent):
-    """Masking or scoring raised on this event: content no rule foresaw, or a bug it triggers.
-
-    The event is refused like an invalid one (to the DLQ, its original bytes kept) instead of
-    stopping the worker, which would take the same message again on restart and stop again.
-    A bug that refuses every event still stops the worker, at the DLQ rate limit. The text
-    names the error's type and where it was raised, never its message: that may quote the
-    event's content, and a reason reaches the DLQ's headers and the logs.
-    """
-
-    @classmethod
-    def from_error(cls, stage: str, error: Exception) -> SealingFailed:
-        frames = traceback.extract_tb(error.__traceback__)
-        where = ""
-        if frames:
-            path = Path(frames[-1].filename)
-            where = f" at {path.parent.name}/{path.name}:{frames[-1].lineno}"
-        return cls(f"{stage} failed on this event: {type(error).__name__}{where}")
 
 
 @dataclass(slots=True)
@@ -283,7 +261,7 @@ class SealStep:
                 or event["seq"] != max(last_seq, 0)
             ):
                 return "request_ignored"
-            masked, findings = self._mask(event, alone=False)
+            masked, findings = self._masker.mask(event)
             if masked is not event:
                 # What the masker held (an unfinished token) rides on the request, as on a
                 # SessionEnd, instead of being dropped with the session or held without end.
@@ -307,31 +285,17 @@ class SealStep:
         if current.sealed:
             raise SessionSealed(f"session is sealed ({current.seal_reason}); event seq {seq} refused")
 
-        # Only an event the chain takes in order continues its session's terminal stream: what
-        # goes into the stream then follows from the chain, not from a worker's memory.
-        masked, findings = self._mask(event, alone=kind != "EVENT")
-        try:
-            risk = self._scorer.score(masked, findings)
-        except Exception as exc:
-            raise SealingFailed.from_error("scoring", exc) from exc
-        # Chained only now that nothing can refuse the event any more.
         if kind == "EVENT" and seq > current.last_seq + 1:
             gap = {"first_seq": current.last_seq + 1, "last_seq": seq - 1}
             self._chain(current, {"kind": "GAP", "gap": gap}, None, records)
+        # Only an event the chain takes in order continues its session's terminal stream: what
+        # goes into the stream then follows from the chain, not from a worker's memory.
+        masked, findings = self._masker.mask(event, alone=kind != "EVENT")
+        risk = self._scorer.score(masked, findings)
         self._chain_event(current, kind, event, event_bytes, masked, findings, risk, records, digest=digest)
         if kind == "EVENT" and body_type == SESSION_END:
             self._seal(current, event["body"][1]["reason"] or "closed", records)
         return "sealed"
-
-    def _mask(
-        self, event: dict[str, Any], *, alone: bool
-    ) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
-        try:
-            return self._masker.mask(event, alone=alone)
-        except InvalidEvent:
-            raise
-        except Exception as exc:
-            raise SealingFailed.from_error("masking", exc) from exc
 
     def _chain_event(  # noqa: PLR0917  (the parts of one record, named)
         self,
@@ -390,15 +354,13 @@ class SealStep:
         """Feed an already-sealed event that the chain took in order (or a flush of what was
         held, which the caller knows was put on record) to the masker again, output discarded:
         after a crash the redelivered events rebuild what the masker held, so it is not lost.
-        Returns False for an event sealing refused: an invalid one never reached the masker, nor
-        does it here; one the masker failed on (`SealingFailed`) fails again the same way, which
-        leaves the masker as sealing left it."""
+        Returns False for an event sealing refused: it never reached the masker, nor does it here."""
         try:
             validate_event(event, message_key)
-            if event["body"][0] in SINGLE_DATA_BODIES or event["body"][0] == OUTPUT_FLUSH:
-                self._mask(event, alone=False)
         except InvalidEvent:
             return False
+        if event["body"][0] in SINGLE_DATA_BODIES or event["body"][0] == OUTPUT_FLUSH:
+            self._masker.mask(event)
         return True
 
     def forget_stream(self, session_id: str) -> None:

@@ -18,7 +18,6 @@ from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE
 from streams.app import idle_timeout_event, output_flush_event
 from streams.seal import (
     SealedRecord,
-    SealingFailed,
     SealStep,
     SessionSealed,
     SessionState,
@@ -26,7 +25,7 @@ from streams.seal import (
     replay_state,
 )
 from streams.validate import InvalidEvent
-from tests.eventdata import FailsOnSeq, body, end, make_event, output
+from tests.eventdata import body, end, make_event, output
 
 REGISTRY = default_registry()
 
@@ -316,36 +315,6 @@ def test_message_key_must_match_the_session() -> None:
             lambda *_: None,
             message_key=b"s-2",
         )
-
-
-@pytest.mark.parametrize("stage", ["masking", "scoring"])
-def test_an_event_masking_or_scoring_fails_on_is_refused_and_the_batch_goes_on(stage: str) -> None:
-    failing = FailsOnSeq(seq=2)
-    step = SealStep(REGISTRY, masker=failing) if stage == "masking" else SealStep(REGISTRY, scorer=failing)
-    # seq 1 is missing: the refused seq 2 must not leave a GAP record behind (nothing is chained
-    # for a refused event), and seq 3 then records the gap 1..2.
-    events = [make_event("s-1", seq) for seq in (0, 2, 3)]
-    result = step.seal_batch(
-        [(event, REGISTRY.encode_body(EVENT_SCHEMA, event)) for event in events],
-        SessionState("s-1", 0),
-        lambda *_: None,
-    )
-    ((position, error),) = result.refused
-    assert position == 1
-    assert isinstance(error, SealingFailed)
-    assert str(error).startswith(f"{stage} failed on this event: ValueError at tests/eventdata.py:")
-    assert "jane@example.com" not in str(error)
-    kinds = [(record.value["kind"], record.value["source_seq"]) for record in result.records]
-    assert kinds == [("EVENT", 0), ("GAP", None), ("EVENT", 3)]
-    assert [record.value["gap"] for record in result.records if record.value["kind"] == "GAP"] == [
-        {"first_seq": 1, "last_seq": 2}
-    ]
-
-
-def test_recovery_feeding_an_event_the_masker_failed_on_again_does_not_raise() -> None:
-    step = SealStep(REGISTRY, masker=FailsOnSeq(seq=2))
-    assert step.rewarm(make_event("s-1", 2, output("x")), b"s-1") is False
-    assert step.rewarm(make_event("s-1", 3, output("x")), b"s-1") is True
 
 
 def test_values_that_broke_the_compiled_masker_are_sealed() -> None:

@@ -129,6 +129,8 @@ def test_pod_features_from_json_yaml_and_json_patch() -> None:
         ("http://[::1/api/users?limit=50000", {"http.bulk_export"}),
         # "²".isdigit() is true, int("²") is an error.
         ("https://crm/api/users?limit=²", set()),
+        # Other decimal digits are numbers to int() and to the servers behind the gateway.
+        ("https://crm/api/users?limit=\u0661\u0660\u0660\u0660\u0660\u0660", {"http.bulk_export"}),
     ],
 )
 def test_http(url: str, expected: set[str]) -> None:
