@@ -30,7 +30,7 @@ from typing import Any
 # Run as a script from a checkout: make the repository root importable, as pytest does for tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Imported first: a compiled masking engine runs only if built from the current sources.
+# How the masking engine runs (compiled or not) goes into the report.
 from blackbox.compiled import use_current_sources
 from masking import MaskingEngine, load_default_policy
 from masking.corpus import LOOKALIKE_KINDS, Document, generate, terminal_bytes

@@ -12,7 +12,8 @@ compiled install run them interpreted (for profilers, which see no compiled fram
 In a checkout the compiled modules sit next to their sources, and Python imports an extension
 module before a ``.py`` of the same name; editing a source without rebuilding would silently run
 the old code. So the build records each source's SHA-256 in ``compiled_sources.json`` beside this
-file, and ``use_current_sources`` (called when ``blackbox`` is imported) checks it: when any
+file, and ``use_current_sources`` (called when ``blackbox`` is imported, which each package
+holding a compiled module does first) checks it: when any
 source changed since the build, *all* of them run interpreted (a compiled module calls its
 compiled neighbours directly, so mixing would still run old code), with a warning on stderr.
 

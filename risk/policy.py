@@ -184,6 +184,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 def policy_from_dict(document: Mapping[str, Any]) -> Policy:
     """A policy document (already parsed) merged over the shipped defaults."""
+    _check_string_keys(document, "policy")
     return _resolve(_merge(_shipped(), document))
 
 
@@ -198,7 +199,6 @@ def _load_yaml(text: str, source: str) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         raise PolicyError(f"{source}: a policy is a mapping at the top level")
-    _check_string_keys(document, "policy")
     return document
 
 

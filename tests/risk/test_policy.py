@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from risk.model import RULES
-from risk.policy import AllowEntry, PolicyError, default_policy, load_policy, parse_policy
+from risk.policy import AllowEntry, PolicyError, default_policy, load_policy, parse_policy, policy_from_dict
 
 
 def test_shipped_defaults_cover_every_rule_and_kind() -> None:
@@ -75,6 +75,11 @@ def test_a_site_policy_only_names_what_it_changes(tmp_path: Path) -> None:
 def test_invalid_policies_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         parse_policy(text)
+
+
+def test_a_parsed_document_is_checked_as_a_file_is() -> None:
+    with pytest.raises(PolicyError, match="key 7 is not a string"):
+        policy_from_dict({"defaults": {"weights": {7: 0.5}}})
 
 
 def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
