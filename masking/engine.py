@@ -25,7 +25,7 @@ from masking.policy import Policy, PolicySet
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Finding", "MaskingEngine", "TerminalStreamMasker", "blind_index", "mask_bytes"]
+__all__ = ["Finding", "MaskingEngine", "StreamPoint", "TerminalStreamMasker", "blind_index", "mask_bytes"]
 
 MIN_KEY_BYTES = 16
 _START = itemgetter(0)
@@ -394,6 +394,11 @@ _GROUP_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ()+")
 _DIGITS = frozenset(b"0123456789")
 
 
+# A TerminalStreamMasker's whole state: raw bytes from the resume point, how many of them were
+# emitted, and the multi-line context at the resume point (frozen dataclasses or None).
+StreamPoint = tuple[bytes, int, State]
+
+
 class TerminalStreamMasker:
     """Masks one terminal byte stream chunk by chunk, so that a value split across chunks (PTY reads,
     output events) is still found and masked whole.
@@ -429,6 +434,14 @@ class TerminalStreamMasker:
         self._buf = b""  # raw bytes from the resume point: already emitted prefix + held tail
         self._emitted = 0
         self._state: State = None
+
+    def save(self) -> StreamPoint:
+        """Where the stream is, for `restore` (immutable parts: nothing is copied)."""
+        return self._buf, self._emitted, self._state
+
+    def restore(self, point: StreamPoint) -> None:
+        """Back to where `save` was called: as if the calls since had not been made."""
+        self._buf, self._emitted, self._state = point
 
     @property
     def held(self) -> int:

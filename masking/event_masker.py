@@ -15,7 +15,7 @@ from typing import Any
 
 from masking.context import entity_for_key, value_ok
 from masking.detectors import PASSWORD, SECRET, Span
-from masking.engine import Finding, MaskingEngine, TerminalStreamMasker, mask_bytes
+from masking.engine import Finding, MaskingEngine, StreamPoint, TerminalStreamMasker, mask_bytes
 from masking.policy import Policy
 from schemas.bodies import (
     APPROVAL_DECIDED,
@@ -84,6 +84,27 @@ class _Session:
     secret_entry: bool = False
     prompt_answered: bool = False  # the password prompt on the current line has had its Enter
 
+    def save(self) -> _SessionPoint:
+        return (
+            self.last_seq,
+            bytes(self.secret_input),
+            self.secret_entry,
+            self.prompt_answered,
+            self.output.save(),
+            self.input.save(),
+        )
+
+    def restore(self, point: _SessionPoint) -> None:
+        self.last_seq, secret_input, self.secret_entry, self.prompt_answered, output, typed = point
+        self.secret_input[:] = secret_input
+        self.output.restore(output)
+        self.input.restore(typed)
+
+
+_SessionPoint = tuple[int, bytes, bool, bool, StreamPoint, StreamPoint]
+# The bodies whose masking reads or changes a session's stream state.
+_STREAM_BODIES = frozenset({TERMINAL_OUTPUT, TERMINAL_INPUT, SESSION_END, IDLE_TIMEOUT, OUTPUT_FLUSH})
+
 
 class EventMasker:
     """Implements ``streams.mask.Masker`` over whole events.
@@ -142,6 +163,48 @@ class EventMasker:
         return not session.prompt_answered and bool(_SECRET_PROMPT.search(session.output.current_line()))
 
     def mask(self, event: dict[str, Any], *, alone: bool = False) -> tuple[dict[str, Any], list[Finding]]:
+        """See `streams.mask.Masker.mask`: when masking raises, the session's streams are put back
+        as they were before the event, and an output event the stream should have taken fails
+        closed: what is typed next, up to Enter, is masked as a password, since the output that
+        could not be read may have been a password prompt."""
+        if event["body"][0] not in _STREAM_BODIES:
+            return self._mask(event, alone=alone)  # no session state: nothing to put back
+        session_id = event["session_id"]
+        session = self._sessions.get(session_id)
+        point = session.save() if session is not None else None
+        try:
+            return self._mask(event, alone=alone)
+        except Exception:
+            self._refused(event, session, point, alone=alone)
+            raise
+
+    def replay_refused(self, event: dict[str, Any]) -> None:
+        """See `streams.mask.Masker.replay_refused`."""
+        session = self._sessions.get(event["session_id"])
+        point = session.save() if session is not None else None
+        try:
+            self.mask(event)
+        except Exception:
+            return  # failing again, as expected: put back, and failing closed, as at the refusal
+        logger.warning("an event masking refused was masked without error when delivered again")
+        self._refused(event, session, point, alone=False)
+
+    def _refused(
+        self, event: dict[str, Any], session: _Session | None, point: _SessionPoint | None, *, alone: bool
+    ) -> None:
+        """Masking refused ``event``: its session as before it (``session`` at ``point``, or none),
+        failing closed if the event was output its stream should have taken."""
+        session_id = event["session_id"]
+        if session is None or point is None:
+            self._sessions.pop(session_id, None)
+        else:
+            self._sessions[session_id] = session  # a SessionEnd had taken it out
+            session.restore(point)
+        in_order = session is None or event["seq"] > session.last_seq
+        if event["body"][0] == TERMINAL_OUTPUT and not alone and in_order:
+            self._session(session_id, self._policy(event)).secret_entry = True
+
+    def _mask(self, event: dict[str, Any], *, alone: bool) -> tuple[dict[str, Any], list[Finding]]:
         body_type, fields = event["body"]
         policy = self._policy(event)
         if body_type in (TERMINAL_OUTPUT, TERMINAL_INPUT):

@@ -57,4 +57,8 @@ RULES: dict[str, str] = {
     "behaviour.unusual_hour": "Activity at an hour of day this identity is rarely active",
     "behaviour.burst": "Request rate far above this identity's usual rate",
     "behaviour.bulk_sensitive_data": "Many masked personal or secret values returned at once",
+    "scoring.failed": "A rule or behaviour check raised on this event: content no rule foresaw",
 }
+# The reason of an event whose scoring raised: flagged for review, never passed as harmless (a
+# crafted input that crashes a parser must not hide what it does).
+FAILED_RULE = "scoring.failed"

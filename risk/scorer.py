@@ -19,14 +19,16 @@ worker keeps them in the index, keyed by `identity_key`), and implements the sea
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from risk import behaviour
 from risk.behaviour import IdentityState
-from risk.model import Hit
+from risk.model import FAILED_RULE, Hit
 from risk.policy import US_PER_HOUR, KindPolicy, Policy, default_policy
 from risk.rules import command_line, http_hits, kubernetes_hits, shell_hits
 from risk.sql import analyze, dialect_for, sql_hits
@@ -34,7 +36,17 @@ from schemas.bodies import COMMAND, HTTP_EXCHANGE, KUBERNETES_API_CALL, QUERY, T
 
 logger = logging.getLogger(__name__)
 
-# Reads an identity's stored state (`IdentityState.to_dict` form) by `identity_key`, or None.
+class StateUnavailable(Exception):
+    """A loader's answer when the durable store cannot be read now (the index is down).
+
+    The identity is then scored on a fresh state, which is *not* handed back for storing:
+    stored, it would be the newest row and replace the identity's whole history with one batch.
+    It is forgotten after the batch (`take_changes`), so the next batch reads the store again.
+    """
+
+
+# Reads an identity's stored state (`IdentityState.to_dict` form) by `identity_key`, or None for
+# an identity never stored; raises `StateUnavailable` when the store cannot be read.
 StateLoader = Callable[[str], Mapping[str, Any] | None]
 # Several identities at once: the stored states of those that have one.
 BulkStateLoader = Callable[[list[str]], Mapping[str, Mapping[str, Any]]]
@@ -80,24 +92,22 @@ class RiskScorer:
         if body_name in WORKER_REQUESTS:
             return None
         policy = self.policy.for_kind(str(event["identity"]["kind"]))
-        hits = behaviour.assess(state, event, findings, policy.behaviour)
-        if body_name == QUERY:
-            target = event["target"]
-            facts = analyze(
-                str(body.get("statement") or ""),
-                dialect_for(target.get("kind")),
-                body.get("database") or target.get("database"),
-            )
-            hits.extend(sql_hits(facts, policy.is_sensitive_table))
-        elif body_name == KUBERNETES_API_CALL:
-            hits.extend(kubernetes_hits(body))
-        elif body_name == HTTP_EXCHANGE:
-            hits.extend(http_hits(body, policy.bulk_page_size))
-        elif body_name == COMMAND:
-            hits.extend(shell_hits(command_line([str(arg) for arg in body.get("argv") or ()])))
-        elif body_name == TERMINAL_INPUT:
-            for line in behaviour.take_lines(state, str(event["session_id"]), body.get("data") or b""):
-                hits.extend(shell_hits(line))
+        # The rules first: they parse what the identity sent (SQL, pod specs, shell lines, URLs),
+        # and an input none of them foresaw must neither stop the worker nor pass as harmless. A
+        # rule that raises is a reason of its own. The identity's history (rows, hours, targets)
+        # is updated after the rules, so a rule that failed leaves it as it was.
+        try:
+            hits = _rule_hits(event, body_name, body, state, policy)
+        except MemoryError:
+            raise
+        except Exception as exc:  # any failure on content becomes a reason
+            hits = [_failure("rules", exc)]
+        try:
+            hits.extend(behaviour.assess(state, event, findings, policy.behaviour))
+        except MemoryError:
+            raise
+        except Exception as exc:
+            hits.append(_failure("behaviour", exc))
         return _risk(event, hits, policy)
 
     def threshold(self, event: Mapping[str, Any]) -> int:
@@ -106,6 +116,45 @@ class RiskScorer:
 
     def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
         return risk is not None and int(risk["score"]) >= self.threshold(event)
+
+
+def _rule_hits(
+    event: Mapping[str, Any],
+    body_name: str,
+    body: Mapping[str, Any],
+    state: IdentityState,
+    policy: KindPolicy,
+) -> list[Hit]:
+    if body_name == QUERY:
+        target = event["target"]
+        facts = analyze(
+            str(body.get("statement") or ""),
+            dialect_for(target.get("kind")),
+            body.get("database") or target.get("database"),
+        )
+        return sql_hits(facts, policy.is_sensitive_table)
+    if body_name == KUBERNETES_API_CALL:
+        return kubernetes_hits(body)
+    if body_name == HTTP_EXCHANGE:
+        return http_hits(body, policy.bulk_page_size)
+    if body_name == COMMAND:
+        return shell_hits(command_line([str(arg) for arg in body.get("argv") or ()]))
+    if body_name == TERMINAL_INPUT:
+        hits: list[Hit] = []
+        for line in behaviour.take_lines(state, str(event["session_id"]), body.get("data") or b""):
+            hits.extend(shell_hits(line))
+        return hits
+    return []
+
+
+def _failure(part: str, error: Exception) -> Hit:
+    """The reason an event gets when scoring it raised. It names the error's type and where it
+    was raised, never the error's text, which may quote the event."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {PurePath(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    logger.error("risk %s failed on an event: %s%s", part, type(error).__name__, where)
+    what = f"{type(error).__name__}{where}"
+    return Hit(FAILED_RULE, f"Risk {part} could not be evaluated on this event ({what})")
 
 
 def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict[str, Any]:
@@ -153,6 +202,7 @@ class StatefulScorer:
         self._states: OrderedDict[str, IdentityState] = OrderedDict()
         self._changed: set[str] = set()
         self._evicted: dict[str, dict[str, Any]] = {}
+        self._provisional: set[str] = set()  # scored on a fresh state: the store could not be read
 
     def score(self, event: dict[str, Any], findings: list[dict[str, Any]]) -> dict[str, Any] | None:
         key = identity_key(event)
@@ -172,7 +222,10 @@ class StatefulScorer:
         self._states[key] = state
         while len(self._states) > self.max_identities:
             forgotten, forgotten_state = self._states.popitem(last=False)
-            if forgotten in self._changed:  # still to be stored: keep its last form until then
+            if forgotten in self._provisional:
+                self._provisional.discard(forgotten)
+                self._changed.discard(forgotten)
+            elif forgotten in self._changed:  # still to be stored: keep its last form until then
                 self._evicted[forgotten] = forgotten_state.to_dict()
                 self._changed.discard(forgotten)
 
@@ -191,13 +244,22 @@ class StatefulScorer:
                 keys.add(key)
         if not keys:
             return
-        stored = self.bulk_loader(sorted(keys))
+        try:
+            stored = self.bulk_loader(sorted(keys))
+        except StateUnavailable:
+            stored = {}
+            self._provisional.update(keys)
         for key in sorted(keys):
             self._remember(key, _state_from(key, stored.get(key)))
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
-        """Identities scored since the last call, each with its state in plain form."""
+        """Identities scored since the last call, each with its state in plain form. Identities
+        scored on a fresh state because the store could not be read are left out, and forgotten."""
         changes = self._evicted
+        for key in self._provisional:
+            self._changed.discard(key)
+            self._states.pop(key, None)
+        self._provisional.clear()
         changes.update((key, self._states[key].to_dict()) for key in self._changed)
         self._changed.clear()
         self._evicted = {}
@@ -211,7 +273,10 @@ class StatefulScorer:
         # Evicted with changes not yet taken: that is newer than anything stored.
         stored: Mapping[str, Any] | None = self._evicted.pop(key, None)
         if stored is None and self.loader is not None:
-            stored = self.loader(key)
+            try:
+                stored = self.loader(key)
+            except StateUnavailable:
+                self._provisional.add(key)
         return _state_from(key, stored)
 
     def state(self, key: str) -> IdentityState | None:
@@ -226,6 +291,7 @@ class StatefulScorer:
         self._states = OrderedDict((key, IdentityState.from_dict(value)) for key, value in snapshot.items())
         self._changed.clear()
         self._evicted = {}
+        self._provisional.clear()
 
 
 def _state_from(key: str, stored: Mapping[str, Any] | None) -> IdentityState:

@@ -6,7 +6,9 @@ ClickHouse table ``identity_behaviour`` (newest row per identity wins):
 - after each batch the worker stores the states the batch changed, before it acknowledges the
   batch, so an acknowledged event's contribution to its identity's history is kept;
 - an identity missing from the scorer's memory (a restarted worker, an identity last seen on
-  another worker, one evicted from the cache) is read back from the table.
+  another worker, one evicted from the cache) is read back from the table;
+- the table unreadable (the index down), an identity is scored on a fresh state for the batch,
+  which is not stored: stored, as the newest row, it would replace the identity's history.
 
 Sessions of one identity arrive on every partition, so every worker may score it: each works on
 its cached state and the last write wins. A baseline may then miss a few events; no record or
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from risk.scorer import StateUnavailable
 from storage.index import Index, IndexStoreError
 
 logger = logging.getLogger(__name__)
@@ -77,27 +80,26 @@ class BehaviourStore:
         scorer.use_loader(self.load, self.load_many)
 
     def load(self, key: str) -> Mapping[str, Any] | None:
-        """The newest stored state of ``key``, or None (new identity, or the index is down: the
-        identity then starts afresh rather than holding up sealing)."""
+        """The newest stored state of ``key``, or None for a new identity. The index down raises
+        `StateUnavailable`: the identity is scored afresh for the batch rather than holding up
+        sealing, and its stored history is left as it is."""
         try:
             rows = self.index.query(_LOAD, {"key": key}).to_pylist()
         except IndexStoreError as exc:
-            logger.warning("identity %s: behaviour state unavailable (%s); starting afresh", key, exc)
-            return None
+            logger.warning("identity %s: behaviour state unavailable (%s); scored afresh", key, exc)
+            raise StateUnavailable(key) from exc
         if not rows or not rows[0]["stored"]:
             return None
         return _parsed(key, rows[0]["state"])
 
     def load_many(self, keys: list[str]) -> dict[str, Mapping[str, Any]]:
         """The newest stored states of ``keys`` that have one, in one query (the index down:
-        none, and those identities start afresh)."""
+        `StateUnavailable`, as for `load`)."""
         try:
             rows = self.index.query(_LOAD_MANY, {"keys": keys}).to_pylist()
         except IndexStoreError as exc:
-            logger.warning(
-                "behaviour state of %d identities unavailable (%s); starting afresh", len(keys), exc
-            )
-            return {}
+            logger.warning("behaviour state of %d identities unavailable (%s); scored afresh", len(keys), exc)
+            raise StateUnavailable(f"{len(keys)} identities") from exc
         states = {row["identity_key"]: _parsed(row["identity_key"], row["state"]) for row in rows}
         return {key: state for key, state in states.items() if state is not None}
 

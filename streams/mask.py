@@ -18,7 +18,17 @@ class Masker(Protocol):
 
         Returns the very same object when nothing was replaced. ``alone``: the chain did not
         take the event in order (LATE, FORK), so a terminal event is masked on its own and its
-        session's stream is left as it was."""
+        session's stream is left as it was.
+
+        May raise on content nobody foresaw; the seal step then refuses the event. The masker is
+        then as it was before the event, except that it may fail closed (treat what the session
+        types next as a secret): nothing of a refused event stays in a stream, to come out with
+        the session's next event."""
+        ...
+
+    def replay_refused(self, event: dict[str, Any]) -> None:
+        """An event `mask` raised on (so sealing refused it), delivered again after a crash: leave
+        the masker as the refusal left it."""
         ...
 
     def end_session(self, session_id: str) -> bytes:
@@ -45,6 +55,9 @@ class NoMasking:
         self, event: dict[str, Any], *, alone: bool = False
     ) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
         return event, []
+
+    def replay_refused(self, event: dict[str, Any]) -> None:
+        return None
 
     def end_session(self, session_id: str) -> bytes:
         return b""

@@ -48,6 +48,7 @@ from streams.decode import DecodedMessage, Decoder, Events
 from streams.index_writes import QueuedInserts
 from streams.seal import (
     SealedRecord,
+    SealingFailed,
     SealStep,
     SessionState,
     carries_gateway_event,
@@ -616,6 +617,10 @@ class SealPipeline:
         outcome.events += len(events) - len(result.refused)
         outcome.duplicates += result.duplicates
         if not result.records:
+            if any(isinstance(error, SealingFailed) for _, error in result.refused):
+                # Masking's refusal may have left the session failing closed: an open prompt,
+                # which the message must be delivered again after a crash to restore.
+                self._note_holding(message, session_id)
             return
         # A flush request has records only if sealing took it.
         self._note_holding(message, session_id, prompt_flush=_is_prompt_flush(events))
@@ -997,12 +1002,19 @@ class SealPipeline:
                 continue
             session_id = decoded.events[0][0]["session_id"]
             state = self.cache.get(session_id)
-            if state is None or state.sealed:
+            if state is not None and state.sealed:
                 continue
+            # A session without a chain had every event refused; those still count (below).
+            last_seq = state.last_seq if state is not None else -1
             prompt_flush = False
             for position, (event, _) in enumerate(decoded.events):
                 seq = event["seq"]
-                if seq > state.last_seq:
+                if seq > last_seq:
+                    # Past the chain's head, so sealing refused it. A refusal by masking may have
+                    # left the session failing closed (what is typed next is a secret): so must
+                    # this replay, or a crash would forget it.
+                    if event["body"][0] not in WORKER_REQUESTS:
+                        self._seal.rewarm(event, message.key, refused=True)
                     continue
                 if event["body"][0] == OUTPUT_FLUSH:
                     # Sealing takes a request only at the session's last seq: a copy of a recorded

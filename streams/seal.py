@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import PurePath
 from typing import Any
 
 from ledger.chain import GENESIS, record_hash
@@ -33,6 +35,26 @@ DigestLookup = Callable[[str, int], bytes | None]
 
 class SessionSealed(InvalidEvent):
     """An event arrived for a session whose chain is already closed by a SEAL record."""
+
+
+class SealingFailed(InvalidEvent):
+    """Masking raised on this event: content no rule foresaw, or a bug it triggers.
+
+    The event is refused like an invalid one (to the DLQ, its original bytes kept, the chain
+    showing a gap) instead of stopping the worker, which would take the same message again on
+    restart and stop again. The masker is left as before the event (`streams.mask.Masker.mask`).
+    The text names the error's type and where it was raised, never its message: that may quote
+    the event, and a reason reaches the DLQ's headers and the logs.
+    """
+
+    @classmethod
+    def from_error(cls, error: Exception) -> SealingFailed:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = ""
+        if frames:
+            path = PurePath(frames[-1].filename)
+            where = f" at {path.parent.name}/{path.name}:{frames[-1].lineno}"
+        return cls(f"masking failed on this event: {type(error).__name__}{where}")
 
 
 @dataclass(slots=True)
@@ -261,7 +283,7 @@ class SealStep:
                 or event["seq"] != max(last_seq, 0)
             ):
                 return "request_ignored"
-            masked, findings = self._masker.mask(event)
+            masked, findings = self._mask(event, alone=False)
             if masked is not event:
                 # What the masker held (an unfinished token) rides on the request, as on a
                 # SessionEnd, instead of being dropped with the session or held without end.
@@ -285,17 +307,28 @@ class SealStep:
         if current.sealed:
             raise SessionSealed(f"session is sealed ({current.seal_reason}); event seq {seq} refused")
 
+        # Only an event the chain takes in order continues its session's terminal stream: what
+        # goes into the stream then follows from the chain, not from a worker's memory. Masking
+        # may still refuse the event, so it comes before the chain's first change.
+        masked, findings = self._mask(event, alone=kind != "EVENT")
+        risk = self._scorer.score(masked, findings)
         if kind == "EVENT" and seq > current.last_seq + 1:
             gap = {"first_seq": current.last_seq + 1, "last_seq": seq - 1}
             self._chain(current, {"kind": "GAP", "gap": gap}, None, records)
-        # Only an event the chain takes in order continues its session's terminal stream: what
-        # goes into the stream then follows from the chain, not from a worker's memory.
-        masked, findings = self._masker.mask(event, alone=kind != "EVENT")
-        risk = self._scorer.score(masked, findings)
         self._chain_event(current, kind, event, event_bytes, masked, findings, risk, records, digest=digest)
         if kind == "EVENT" and body_type == SESSION_END:
             self._seal(current, event["body"][1]["reason"] or "closed", records)
         return "sealed"
+
+    def _mask(
+        self, event: dict[str, Any], *, alone: bool
+    ) -> tuple[dict[str, Any], Sequence[Mapping[str, Any]]]:
+        try:
+            return self._masker.mask(event, alone=alone)
+        except MemoryError:
+            raise  # not the event's fault: stop, and the message comes again
+        except Exception as exc:
+            raise SealingFailed.from_error(exc) from exc
 
     def _chain_event(  # noqa: PLR0917  (the parts of one record, named)
         self,
@@ -350,17 +383,28 @@ class SealStep:
         """Whether the masker holds bytes of this session back (an open prompt aside)."""
         return self._masker.holds_bytes(session_id)
 
-    def rewarm(self, event: dict[str, Any], message_key: bytes | None) -> bool:
+    def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool:
         """Feed an already-sealed event that the chain took in order (or a flush of what was
         held, which the caller knows was put on record) to the masker again, output discarded:
         after a crash the redelivered events rebuild what the masker held, so it is not lost.
-        Returns False for an event sealing refused: it never reached the masker, nor does it here."""
+        Returns False for an event sealing refused: an invalid one never reached the masker, nor
+        does it here; one masking refused leaves the masker as the refusal did. ``refused``:
+        the caller knows sealing refused the event (its seq is past the chain's head)."""
         try:
             validate_event(event, message_key)
         except InvalidEvent:
             return False
-        if event["body"][0] in SINGLE_DATA_BODIES or event["body"][0] == OUTPUT_FLUSH:
+        if event["body"][0] not in SINGLE_DATA_BODIES and event["body"][0] != OUTPUT_FLUSH:
+            return not refused
+        if refused:
+            self._masker.replay_refused(event)
+            return False
+        try:
             self._masker.mask(event)
+        except MemoryError:
+            raise
+        except Exception:  # refused by sealing too; the masker is put back
+            return False
         return True
 
     def forget_stream(self, session_id: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 from ingest.emitter import Emitter
 from ingest.events import SessionBuilder, make_gateway, make_identity, make_target
 from risk.scorer import StatefulScorer
-from storage.index import ChdbIndex
+from storage.index import ChdbIndex, IndexStoreError
 from storage.objectstore import LocalWormStore
 from streams.behaviour_store import BehaviourStore
 from tests.stack import Topics, WorkerProcess, read_archive, wait_for_sealed
@@ -148,3 +148,38 @@ def test_a_batchs_identities_are_read_back_in_one_query(tmp_path: Path) -> None:
         state = restarted.state("|ci-job-7")
         assert state is not None
         assert state.events == 32 + 1  # the stored history, then this event
+
+
+@pytest.mark.clickhouse
+def test_the_index_down_while_scoring_leaves_the_stored_history_as_it_was(tmp_path: Path) -> None:
+    with ChdbIndex(tmp_path / "index") as index:
+        index.migrate()
+        first = StatefulScorer()
+        store = BehaviourStore(index, first)
+        for event in _events("build-host", 30):
+            first.score(event, [])
+        store.save(first.take_changes())
+
+        real_query = index.query
+
+        def down(sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
+            raise IndexStoreError("index unreachable")
+
+        index.query = down  # type: ignore[method-assign,assignment]
+        restarted = StatefulScorer()
+        restarted_store = BehaviourStore(index, restarted)
+        batch = _events("reporting-db", 1)
+        restarted.prefetch(batch)  # one identity, read in bulk
+        restarted.score(batch[0], [])
+        alone = StatefulScorer(loader=restarted_store.load)  # read one by one
+        alone.score(batch[0], [])
+        assert restarted.take_changes() == {}  # a fresh state must not replace the stored one
+        assert alone.take_changes() == {}
+        assert restarted.state("|ci-nightly-report") is None  # forgotten: read again next batch
+
+        index.query = real_query  # type: ignore[method-assign]
+        risk = restarted.score(_events("reporting-db", 1)[0], [])
+        assert FIRST_TARGET in _reasons(risk)  # compared with the stored history again
+        state = restarted.state("|ci-nightly-report")
+        assert state is not None
+        assert state.events == 32 + 1

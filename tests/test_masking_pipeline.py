@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TokenVerifier, generate_ed25519_keypair, mint_token
+from ledger.chain import verify_chain
 from masking.engine import MaskingEngine, blind_index
 from masking.event_masker import EventMasker
 from masking.policy import load_default_policy
@@ -26,7 +27,7 @@ from storage.objectstore import LocalWormStore, Retention
 from streams.app import idle_timeout_event, output_flush_event
 from streams.pipeline import PipelineConfig, SealPipeline, SourceMessage
 from streams.seal import SealStep, SessionState
-from tests.eventdata import body, end, make_event, output
+from tests.eventdata import TRAP, body, end, make_event, output, trap_masker
 from tests.stack import read_archive
 
 pytestmark = pytest.mark.clickhouse
@@ -791,3 +792,97 @@ def test_late_and_fork_events_are_masked_alone_whatever_the_worker_remembers(ses
     assert [r["kind"] for r in records] == ["EVENT", "GAP", "EVENT", "LATE", "FORK", "EVENT"]
     assert records[3]["event"]["body"][1]["data"] == b"bye " + b"*" * 16  # whole, on its own
     assert records[5]["event"]["body"][1]["data"] == b"rg\r\n"  # nothing of the fork before it
+
+
+# --- content masking raises on ------------------------------------------------------------------
+
+
+def test_an_event_masking_fails_on_is_dead_lettered_and_nothing_of_it_stays_in_the_stream(
+    session: HeldSession,
+) -> None:
+    """The event goes to the DLQ as it came; its session's stream is as before it, so the bytes
+    held from the event before come out with the event after, and nothing of the refused one."""
+    events = [
+        make_event("s-held", 0, output("bye ada@lovelace.org")),  # the address may go on: held
+        make_event("s-held", 1, output(TRAP + b" grace@hopper.org\r\nnext: ")),
+        make_event("s-held", 2, output(" and more\r\n")),
+        make_event("s-held", 3, end()),
+    ]
+    outcome = session.worker(trap_masker(KEY)).process(
+        [session.message(offset, event) for offset, event in enumerate(events)]
+    )
+    (letter,) = outcome.dead_letters
+    assert letter.source.offset == 1
+    assert letter.reason.startswith(
+        "invalid: masking failed on this event: ValueError at tests/eventdata.py:"
+    )
+    assert "grace" not in letter.reason  # the error's own message quotes the event
+    assert REGISTRY.decode(letter.value).value == events[1]  # the original, to replay later
+    assert outcome.held == frozenset()
+    records = session.records()
+    assert [r["kind"] for r in records] == ["EVENT", "GAP", "EVENT", "EVENT", "SEAL"]
+    assert records[2]["event"]["body"][1]["data"] == b"*" * 16 + b" and more\r\n"
+    archived = b"".join(repr(r).encode() for r in records)
+    assert b"trap" not in archived
+    assert b"grace" not in archived
+    assert b"next" not in archived
+    verify_chain("s-held", read_archive(session.store).by_session()["s-held"], require_seal=True)
+
+
+def _refused_prompt_then_password(session: HeldSession) -> tuple[SourceMessage, list[SourceMessage]]:
+    refused = session.message(0, make_event("s-held", 0, output(TRAP + b"\r\n[sudo] password for ada: ")))
+    rest = [
+        session.message(2, make_event("s-held", 1, body("TerminalInput", data=b"hunter2\r"))),
+        session.message(3, make_event("s-held", 2, output("\r\nok\r\n"))),
+        session.message(4, make_event("s-held", 3, end())),
+    ]
+    return refused, rest
+
+
+def _typed_on_record(session: HeldSession) -> tuple[bytes, list[str]]:
+    (typed,) = [r for r in session.records() if r["kind"] == "EVENT" and r["source_seq"] == 1]
+    return typed["event"]["body"][1]["data"], [f["entity_type"] for f in typed["findings"]]
+
+
+def test_what_is_typed_after_output_masking_failed_on_is_masked_whole(session: HeldSession) -> None:
+    """Output nobody could read may have been a password prompt: the line typed next is masked
+    as a password (fail closed), prompt or not."""
+    refused, rest = _refused_prompt_then_password(session)
+    outcome = session.worker(trap_masker(KEY)).process([refused, *rest])
+    assert [letter.source.offset for letter in outcome.dead_letters] == [0]
+    assert _typed_on_record(session) == (b"*******\r", ["PASSWORD"])
+
+
+def test_failing_closed_survives_a_crash(session: HeldSession) -> None:
+    """The refused output's message is held while the session fails closed; after a crash it
+    comes again, already behind the archive, and recovery fails closed again."""
+    refused, rest = _refused_prompt_then_password(session)
+    other = session.sibling("s-other").message(1, make_event("s-other", 0, output("ok\r\n")))
+    first = session.worker(trap_masker(KEY))
+    assert first.process([refused, other]).held == {(0, 0)}  # the open "prompt" holds it
+
+    restarted = session.worker(trap_masker(KEY))  # Kafka delivers again from offset 0
+    outcome = restarted.process([refused, other, *rest])
+    assert outcome.skipped_messages == 2  # both archived already (the refused one to the DLQ)
+    assert outcome.dead_letters == []
+    assert outcome.held == frozenset()
+    assert _typed_on_record(session) == (b"*******\r", ["PASSWORD"])
+
+
+def test_a_password_half_typed_before_a_refused_event_is_still_recorded_masked(
+    session: HeldSession,
+) -> None:
+    """Masking the refused keystrokes had got as far as taking the password's first half out
+    of the session's state; putting the state back keeps that half for the next Enter."""
+    messages = [
+        session.message(0, make_event("s-held", 0, output("Password: "))),
+        _keys(session, 1, 1, b"hunt"),
+        _keys(session, 2, 2, b"er2\r" + TRAP),
+        _keys(session, 3, 3, b"\r"),
+        session.message(4, make_event("s-held", 4, end())),
+    ]
+    outcome = session.worker(trap_masker(KEY)).process(messages)
+    assert [letter.source.offset for letter in outcome.dead_letters] == [2]
+    assert _recorded_input(session) == b"****\r"
+    (entered,) = [r for r in session.records() if r["source_seq"] == 3]
+    assert [f["entity_type"] for f in entered["findings"]] == ["PASSWORD"]

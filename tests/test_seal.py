@@ -18,6 +18,7 @@ from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE
 from streams.app import idle_timeout_event, output_flush_event
 from streams.seal import (
     SealedRecord,
+    SealingFailed,
     SealStep,
     SessionSealed,
     SessionState,
@@ -25,7 +26,7 @@ from streams.seal import (
     replay_state,
 )
 from streams.validate import InvalidEvent
-from tests.eventdata import body, end, make_event, output
+from tests.eventdata import TRAP, body, end, make_event, output, trap_masker
 
 REGISTRY = default_registry()
 
@@ -315,6 +316,46 @@ def test_message_key_must_match_the_session() -> None:
             lambda *_: None,
             message_key=b"s-2",
         )
+
+
+def test_an_event_masking_fails_on_is_refused_and_the_batch_goes_on() -> None:
+    step = SealStep(REGISTRY, masker=trap_masker(b"k" * 32))
+    # seq 1 is missing: the refused seq 2 must not leave a GAP record behind (nothing is chained
+    # for a refused event), and seq 3 then records the gap 1..2.
+    events = [
+        make_event("s-1", 0),
+        make_event("s-1", 2, output(TRAP + b" ada@lovelace.org")),
+        make_event("s-1", 3),
+    ]
+    result = step.seal_batch(
+        [(event, REGISTRY.encode_body(EVENT_SCHEMA, event)) for event in events],
+        SessionState("s-1", 0),
+        lambda *_: None,
+    )
+    ((position, error),) = result.refused
+    assert position == 1
+    assert isinstance(error, SealingFailed)
+    assert str(error).startswith("masking failed on this event: ValueError at tests/eventdata.py:")
+    assert "lovelace" not in str(error)
+    kinds = [(record.value["kind"], record.value["source_seq"]) for record in result.records]
+    assert kinds == [("EVENT", 0), ("GAP", None), ("EVENT", 3)]
+    assert [record.value["gap"] for record in result.records if record.value["kind"] == "GAP"] == [
+        {"first_seq": 1, "last_seq": 2}
+    ]
+
+
+def test_recovery_leaves_the_masker_as_a_refusal_did() -> None:
+    step = SealStep(REGISTRY, masker=trap_masker(b"k" * 32))
+    # Fed again as if the chain had taken it: it fails again, and the session fails closed.
+    assert step.rewarm(make_event("s-1", 2, output(TRAP)), b"s-1") is False
+    assert step.prompt_open("s-1")
+    assert not step.holds_bytes("s-1")
+    assert step.rewarm(make_event("s-1", 3, output("x")), b"s-1") is True
+    # Known refused (past the chain's head) but masked without error now: nothing of it stays,
+    # and the session fails closed as the refusal made it.
+    assert step.rewarm(make_event("s-2", 0, output("bye ada@lovelace.org")), b"s-2", refused=True) is False
+    assert not step.holds_bytes("s-2")
+    assert step.prompt_open("s-2")
 
 
 def test_values_that_broke_the_compiled_masker_are_sealed() -> None:
