@@ -43,6 +43,7 @@ MODULES: tuple[str, ...] = (
     "masking.engine",
     "masking.event_masker",
     "masking.policy",
+    "masking.prefilter",
     "risk.model",
     "risk.policy",
     "risk.rules",

@@ -172,6 +172,10 @@ for _key, _entity, _flags in _KEYWORDS:
         _KEY_INFO.setdefault(_variant.encode(), (_entity, _flags | _extra))
 
 
+# Every key name the contextual detection knows (`masking.prefilter` looks for them in one pass).
+KEY_NAMES: tuple[bytes, ...] = tuple(_KEY_INFO)
+
+
 def _trie_regex(words: list[bytes]) -> bytes:
     trie: dict[int, dict[int, object]] = {}
     for word in words:
@@ -439,15 +443,17 @@ class ContextScanner:
         checkpoints: Checkpoints | None = None,
         pem_open: int = -1,
         holds: list[int] | None = None,
+        keys: bool = True,
     ) -> State:
         """Append contextual spans to ``out``; returns the state at the end of ``data``.
 
         ``checkpoints`` receives (line start, state) wherever the state changes or a multi-line
         context advances a line, so a caller can resume from any line start. ``holds`` receives
         offsets from which the text cannot be judged until more of it arrives (a JSON string at
-        the very end: key or value?).
+        the very end: key or value?). ``keys``: False when no key can be in ``data``
+        (`masking.prefilter`), which spares the search for them.
         """
-        hits = self.hits(lower)
+        hits = self.hits(lower) if keys else []
         if pem_open >= 0:
             hits.append(KeyHit(pem_open, pem_open, pem_open, PRIVATE_KEY))
             hits.sort()

@@ -25,6 +25,23 @@ import unicodedata
 from hashlib import sha256
 from typing import NamedTuple
 
+from masking.prefilter import (
+    GATE_ALL,
+    GATE_AWS_KEY,
+    GATE_EMAIL,
+    GATE_GITHUB,
+    GATE_IBAN,
+    GATE_IPV4,
+    GATE_JWT,
+    GATE_NPI_LABEL,
+    GATE_PEM,
+    GATE_PLUS_PHONE,
+    GATE_SLACK,
+    GATE_SQL_PASSWORD,
+    GATE_STRIPE,
+    GATE_URL_PASSWORD,
+)
+
 # Entity names: Presidio's where Presidio has one, descriptive upper-case names otherwise.
 EMAIL_ADDRESS = "EMAIL_ADDRESS"
 PHONE_NUMBER = "PHONE_NUMBER"
@@ -383,19 +400,28 @@ class BlindIndexer:
 # substring search loses its skips.) Most tries fail (" 123 ms"), so the alternatives are grouped
 # by their first character and each branch starts with a literal, which the regex engine rejects
 # without entering the branch; the form is named by an empty group at the end of its branch.
-_NUMERIC = re.compile(
+_NUMERIC_FORMS = (
     rb"\x20000(?:"
     rb"\x20(?:00\x200000(?P<ssn>)|\x20?000\x200000(?P<phone>))"
-    rb"|0(?:0{6}(?:0{3,9})?(?P<long>)"
+    rb"|0(?:LONG(?P<long>)"
     rb"|\x20000\x20000(?P<npi>)"
     rb"|(?:\x200000\x200000\x200000(?:\x200{1,3})?|\x20000000\x200{4,5})(?P<card>))"
     rb")(?![0aA])"
 )
+# "long": ten digits (a bare NPI, or an epoch timestamp) or 13 to 19 (a card without separators).
+_NUMERIC = re.compile(_NUMERIC_FORMS.replace(b"LONG", rb"0{6}(?:0{3,9})?"))
+# For a text with no NPI label anywhere, where a bare ten-digit number is never one: timestamps,
+# common in output, then do not even match.
+_NUMERIC_NO_NPI = re.compile(_NUMERIC_FORMS.replace(b"LONG", rb"0{9,15}"))
 _PLUS_PHONE = re.compile(rb"\+0[0\x20().-]{6,20}0(?![aA0]|[-.]0)")
 # Possessive runs: giving back a digit (or hex character) would leave one where the pattern needs
 # a "." or ":", so it cannot help; without the "+" the engine still tries, at every "." and ":".
 _IPV4_TAIL = re.compile(rb"\.0{1,3}+\.0{1,3}+\.0{1,3}+(?![aA0]|\.0)")
-_IPV6_TRIGGER = re.compile(rb":(?::|[0aA]{1,4}+:[0aA]{1,4}+:[0aA]{1,4}+:[0aA]{1,4}+:[0aA]{1,4}+:)")
+# On the original bytes (word characters spelled out: what the shape writes as 0, a or A), so that
+# a long text where the prefilter leaves nothing else to do on the shape is not translated at all.
+_IPV6_TRIGGER = re.compile(
+    rb":(?::|W{1,4}+:W{1,4}+:W{1,4}+:W{1,4}+:W{1,4}+:)".replace(b"W", rb"[0-9A-Za-z_\x80-\xff]")
+)
 _IBAN = re.compile(rb"AA00(?<![aA0]AA00)(?:\x20?[A0]{4}){2,7}(?:\x20?[A0]{1,3})?(?![aA0])")
 
 _IPV4 = re.compile(
@@ -431,6 +457,8 @@ _JWT = re.compile(
     rb"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*(?![A-Za-z0-9_.-])"
 )
 _NPI = re.compile(rb"npi")
+# The detectors that read the shape of the text.
+_SHAPE_READERS = GATE_PLUS_PHONE | GATE_IPV4 | GATE_IBAN
 # Up to this length a substring test beats starting a regex scan (measured on terminal output).
 _SHORT_TEXT = 1024
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
@@ -455,9 +483,14 @@ def is_placeholder(value: bytes) -> bool:
 class ContentScanner:
     """Finds structured identifiers and secrets by content. Stateless; one instance is shared."""
 
-    def scan(self, data: bytes, lower: bytes, shape: bytes, out: list[Span]) -> int:
+    def scan(
+        self, data: bytes, lower: bytes, shape: bytes | None, out: list[Span], gate: int = GATE_ALL
+    ) -> int:
         """Append spans to ``out``. Returns the offset of an unterminated PEM private key body
-        (the stream masker keeps masking until its END line), or -1.
+        (the stream masker keeps masking until its END line), or -1. ``shape`` is
+        ``data.translate(SHAPE)``, or None to make it here only if a detector needs it. ``gate``:
+        the detectors that can match at all (`masking.prefilter`); the others are skipped, and
+        ``lower`` (``data.lower()``) is only read by those in `GATE_LOWER_READERS`.
 
         Every regex starts with a literal, which the regex engine scans for in C. In a long text
         a pre-check pays only for a single rare byte (``in`` is then memchr, ~5x faster than that
@@ -467,9 +500,12 @@ class ContentScanner:
         # In a short text (most event fields) each pattern runs only if a literal every match
         # contains is there; in a long one the regex scan is the cheaper search, so it just runs.
         short = len(data) <= _SHORT_TEXT
-        if not short or b"000" in shape:
-            self._numeric(data, lower, out)
-        if b"+" in data:
+        if shape is None and (short or gate & _SHAPE_READERS):
+            shape = data.translate(SHAPE)
+        if not short or (shape is not None and b"000" in shape):
+            # The prefilter, when it ran, also found out whether the text has an NPI label.
+            self._numeric(data, lower, out, None if gate == GATE_ALL else bool(gate & GATE_NPI_LABEL))
+        if shape is not None and gate & GATE_PLUS_PHONE and b"+" in data:
             for m in _PLUS_PHONE.finditer(shape):
                 s = m.start()
                 if s and shape[s - 1] in b"aA0":
@@ -481,7 +517,7 @@ class ContentScanner:
                     and (digits[0] != 0x31 or us_phone_ok(digits))
                 ):
                     out.append(Span(s, m.end(), PHONE_NUMBER))
-        if not short or b".0" in shape:
+        if shape is not None and gate & GATE_IPV4 and (not short or b".0" in shape):
             for m in _IPV4_TAIL.finditer(shape):
                 s = m.start()
                 while s > 0 and m.start() - s < 3 and shape[s - 1] == 0x30:
@@ -491,19 +527,20 @@ class ContentScanner:
                 if ipv4_ok(data[s : m.end()]):
                     out.append(Span(s, m.end(), IP_ADDRESS))
         if b":" in data:
-            self._ipv6(data, shape, out)
-        if not short or b"AA00" in shape:
+            self._ipv6(data, out)
+        if shape is not None and gate & GATE_IBAN and (not short or b"AA00" in shape):
             for m in _IBAN.finditer(shape):
                 compact = data[m.start() : m.end()].replace(b" ", b"")
                 if iban_ok(compact):
                     out.append(Span(m.start(), m.end(), IBAN_CODE))
         if b"@" in data:
-            self._emails(data, out)
-            if not short or b"://" in data:
+            if gate & GATE_EMAIL:
+                self._emails(data, out)
+            if gate & GATE_URL_PASSWORD and (not short or b"://" in data):
                 for m in _URL_PASSWORD.finditer(data):
                     if not is_placeholder(m.group(1)):
                         out.append(Span(m.start(1), m.end(1), PASSWORD))
-        if not short or b"IA" in data:  # AKIA, ASIA
+        if gate & GATE_AWS_KEY and (not short or b"IA" in data):  # AKIA, ASIA
             for m in _AWS_KEY_ID.finditer(data):
                 out.append(Span(m.start(), m.end(), AWS_ACCESS_KEY))
                 # A secret access key printed next to its key id (credentials CSV, `aws configure`).
@@ -511,31 +548,32 @@ class ContentScanner:
                 if near is not None and _looks_random(near.group()):
                     out.append(Span(near.start(), near.end(), AWS_SECRET_KEY))
         if b"_" in data:
-            if not short or b"gh" in data or b"github_pat_" in data:
+            if gate & GATE_GITHUB and (not short or b"gh" in data or b"github_pat_" in data):
                 out.extend(Span(m.start(), m.end(), GITHUB_TOKEN) for m in _GITHUB.finditer(data))
-            if not short or b"k_" in data:
+            if gate & GATE_STRIPE and (not short or b"k_" in data):
                 for m in _STRIPE.finditer(data):
                     s = m.start() - 1
                     if s == 0 or not data[s - 1 : s].isalnum():
                         out.append(Span(s, m.end(), STRIPE_KEY))
-        if not short or b"xox" in data:
+        if gate & GATE_SLACK and (not short or b"xox" in data):
             out.extend(Span(m.start(), m.end(), SLACK_TOKEN) for m in _SLACK.finditer(data))
         pem_open = -1
-        if b"J" in data:  # eyJ
+        if gate & GATE_JWT and b"J" in data:  # eyJ
             out.extend(Span(m.start(), m.end(), JWT) for m in _JWT.finditer(data))
-        if b"K" in data:  # PRIVATE KEY
+        if gate & GATE_PEM and b"K" in data:  # PRIVATE KEY
             pem_open = self._pem(data, out)
-        if b"'" in data:
+        if gate & GATE_SQL_PASSWORD and b"'" in data:
             for rx in (_SQL_PASSWORD, _SQL_IDENTIFIED):
                 for m in rx.finditer(lower):
                     if m.end(1) > m.start(1):
                         out.append(Span(m.start(1), m.end(1), PASSWORD))
         return pem_open
 
-    def _numeric(self, data: bytes, lower: bytes, out: list[Span]) -> None:
+    def _numeric(self, data: bytes, lower: bytes, out: list[Span], npi_label: bool | None = None) -> None:
+        """``npi_label``: whether ``lower`` has an NPI label (None: not known yet)."""
         n = len(data)
-        npi_label: bool | None = None
-        for m in _NUMERIC.finditer(b" " + data.translate(FLAT)):
+        pattern = _NUMERIC_NO_NPI if npi_label is False else _NUMERIC
+        for m in pattern.finditer(b" " + data.translate(FLAT)):
             s, e = m.start(), m.end() - 1  # offsets in data (the flat text has one leading space)
             form = m.lastgroup or ""
             first = data[s]
@@ -600,11 +638,11 @@ class ContentScanner:
         out.append(Span(s, e, PHONE_NUMBER))
 
     @staticmethod
-    def _ipv6(data: bytes, shape: bytes, out: list[Span]) -> None:
+    def _ipv6(data: bytes, out: list[Span]) -> None:
         pos = 0
         n = len(data)
         while True:
-            m = _IPV6_TRIGGER.search(shape, pos)
+            m = _IPV6_TRIGGER.search(data, pos)
             if m is None:
                 return
             s = m.start()

@@ -19,9 +19,15 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import TypedDict
 
-from masking.context import Checkpoints, ContextScanner, State, identifier_values
-from masking.detectors import SHAPE, BlindIndexer, ContentScanner, Span, blind_index
+from masking.context import KEY_NAMES, Checkpoints, ContextScanner, State, identifier_values
+from masking.detectors import BlindIndexer, ContentScanner, Span, blind_index
 from masking.policy import Policy, PolicySet
+from masking.prefilter import GATE_ALL, GATE_CONTEXT_KEY, GATE_FHIR_SYSTEM, GATE_LOWER_READERS
+from masking.prefilter import load as load_prefilter
+
+# Below this many bytes of text the prefilter's pass costs more than the detectors' own
+# substring tests (measured: most event fields are well below it).
+PREFILTER_MIN_BYTES = 1024
 
 logger = logging.getLogger(__name__)
 
@@ -172,18 +178,24 @@ def incomplete_escape(raw: bytes) -> int:
 class MaskingEngine:
     """Detectors + a policy + the blind-index key. Thread-compatible: it keeps no per-call state."""
 
-    def __init__(self, policy: Policy | PolicySet, blind_index_key: bytes) -> None:
+    def __init__(self, policy: Policy | PolicySet, blind_index_key: bytes, *, prefilter: bool = True) -> None:
         if not isinstance(blind_index_key, bytes) or len(blind_index_key) < MIN_KEY_BYTES:
             raise ValueError(f"blind index key must be at least {MIN_KEY_BYTES} bytes")
         self.policies = policy if isinstance(policy, PolicySet) else PolicySet(default=policy)
         self._blind = BlindIndexer(blind_index_key)
         self._content = ContentScanner()
         self._context = ContextScanner()
+        self._prefilter = load_prefilter(list(KEY_NAMES)) if prefilter else None
 
     def __repr__(self) -> str:  # the key must not show up in logs or tracebacks
         return (
             f"MaskingEngine(default={self.policies.default.name!r}, policies={len(self.policies.policies)})"
         )
+
+    @property
+    def uses_prefilter(self) -> bool:
+        """Whether long texts are first checked for which detectors can match (`masking.prefilter`)."""
+        return self._prefilter is not None
 
     def policy_for(self, connection: str, identity_kind: str) -> Policy:
         return self.policies.resolve(connection, identity_kind)
@@ -265,13 +277,27 @@ class MaskingEngine:
         holds: list[int] | None = None,
     ) -> tuple[list[Span], State]:
         """Spans to mask in ``clean`` (escape-free bytes), merged, filtered by the policy."""
-        lower = clean.lower()
         spans: list[Span] = list(extra) if extra else []
-        pem_open = self._content.scan(clean, lower, clean.translate(SHAPE), spans)
+        # A long text (bulk output) is checked for which detectors can match in it at all, in one
+        # pass; in a short one each detector's own substring test is cheaper than starting it.
+        gate = GATE_ALL
+        if self._prefilter is not None and len(clean) > PREFILTER_MIN_BYTES:
+            gate = self._prefilter(clean)
+        lower = clean.lower() if gate & GATE_LOWER_READERS or state is not None else b""
+        pem_open = self._content.scan(clean, lower, None, spans, gate)
+        if not lower and pem_open >= 0:
+            lower = clean.lower()  # the context scanner follows the open PEM body
         end_state = self._context.scan(
-            clean, lower, state, spans, checkpoints=checkpoints, pem_open=pem_open, holds=holds
+            clean,
+            lower,
+            state,
+            spans,
+            checkpoints=checkpoints,
+            pem_open=pem_open,
+            holds=holds,
+            keys=bool(gate & GATE_CONTEXT_KEY),
         )
-        if b'"system"' in lower:
+        if gate & GATE_FHIR_SYSTEM and b'"system"' in lower:
             identifier_values(clean, lower, spans)
         for custom in policy.custom:
             # A custom pattern sees bytes: its "." can stop inside a multi-byte character, whose
@@ -442,6 +468,13 @@ class TerminalStreamMasker:
     def restore(self, point: StreamPoint) -> None:
         """Back to where `save` was called: as if the calls since had not been made."""
         self._buf, self._emitted, self._state = point
+
+    def take_held(self) -> bytes:
+        """Remove the bytes received but not emitted yet, and return them as they came (unmasked:
+        the caller takes charge of them). The context before them stays."""
+        held = self._buf[self._emitted :]
+        self._buf = self._buf[: self._emitted]
+        return held
 
     @property
     def held(self) -> int:

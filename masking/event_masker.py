@@ -184,6 +184,8 @@ class EventMasker:
         point = session.save() if session is not None else None
         try:
             self.mask(event)
+        except MemoryError:
+            raise
         except Exception:
             return  # failing again, as expected: put back, and failing closed, as at the refusal
         logger.warning("an event masking refused was masked without error when delivered again")
@@ -202,7 +204,11 @@ class EventMasker:
             session.restore(point)
         in_order = session is None or event["seq"] > session.last_seq
         if event["body"][0] == TERMINAL_OUTPUT and not alone and in_order:
-            self._session(session_id, self._policy(event)).secret_entry = True
+            failing_closed = self._session(session_id, self._policy(event))
+            # Keystrokes held back (a token not finished) are the start of that line: masked with
+            # it, in order, rather than after it and in clear.
+            failing_closed.secret_input += failing_closed.input.take_held()
+            failing_closed.secret_entry = True
 
     def _mask(self, event: dict[str, Any], *, alone: bool) -> tuple[dict[str, Any], list[Finding]]:
         body_type, fields = event["body"]

@@ -36,6 +36,7 @@ from schemas.bodies import COMMAND, HTTP_EXCHANGE, KUBERNETES_API_CALL, QUERY, T
 
 logger = logging.getLogger(__name__)
 
+
 class StateUnavailable(Exception):
     """A loader's answer when the durable store cannot be read now (the index is down).
 
@@ -95,7 +96,8 @@ class RiskScorer:
         # The rules first: they parse what the identity sent (SQL, pod specs, shell lines, URLs),
         # and an input none of them foresaw must neither stop the worker nor pass as harmless. A
         # rule that raises is a reason of its own. The identity's history (rows, hours, targets)
-        # is updated after the rules, so a rule that failed leaves it as it was.
+        # is updated after the rules, so a rule that failed does not leave it half-updated; only
+        # the keystrokes of a line a shell rule failed on are gone from the line being typed.
         try:
             hits = _rule_hits(event, body_name, body, state, policy)
         except MemoryError:

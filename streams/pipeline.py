@@ -997,6 +997,24 @@ class SealPipeline:
             if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
         }
         flushes_recorded = self._recorded(set(flushes.values()))
+        # The window's gateway events the chain took in order. One it did not take was refused
+        # (masking raised on it, or it was invalid), wherever it is behind the chain's head, and
+        # is replayed as refused: fed in order, it could be masked without error this time (a
+        # fix deployed, or context from before the window missing) and leave its bytes, or no
+        # failing closed, in the stream.
+        digests = {
+            (message.offset, position): hashlib.sha256(raw).digest()
+            for message, decoded in skipped
+            for position, (_, raw) in enumerate(decoded.events)
+        }
+        taken_in_order = self._recorded(
+            {
+                (event["session_id"], event["event_id"], digests[message.offset, position])
+                for message, decoded in skipped
+                for position, (event, _) in enumerate(decoded.events)
+                if event["session_id"] in open_sessions and event["body"][0] not in WORKER_REQUESTS
+            }
+        )
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -1030,6 +1048,10 @@ class SealPipeline:
                     continue  # another request (an idle seal, sealed or ignored): not the stream
                 if seq <= chain_at[session_id]:
                     continue
+                key = (session_id, event["event_id"], digests[message.offset, position])
+                if key not in taken_in_order:
+                    self._seal.rewarm(event, message.key, refused=True)
+                    continue
                 if self._seal.rewarm(event, message.key):
                     chain_at[session_id] = seq
             self._note_holding(message, session_id, prompt_flush=prompt_flush)
@@ -1062,14 +1084,16 @@ class SealPipeline:
         return chain_at
 
     def _recorded(self, events: set[tuple[str, str, bytes]]) -> set[tuple[str, str, bytes]]:
-        """Which of ``events`` (session id, event id, event digest) the index holds a record of."""
+        """Which of ``events`` (session id, event id, event digest) the index holds an ``EVENT``
+        record of: taken in order (a worker request sealing took is one too)."""
         if not events:
             return set()
         table = self._retry(
             "look up records",
             lambda: self._index.query(
                 "SELECT DISTINCT session_id, event_id, event_digest FROM events"
-                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}",
+                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}"
+                " AND kind = 'EVENT'",
                 {
                     "sids": sorted({sid for sid, _, _ in events}),
                     "eids": sorted({eid for _, eid, _ in events}),
@@ -1088,6 +1112,7 @@ class SealPipeline:
 
     def idle_sessions(self, idle_seconds: float) -> list[SessionState]:
         """Open sessions with no event for ``idle_seconds`` that were not asked to seal yet."""
+        self._drop_chainless_holds(idle_seconds)
         now = self._clock()
         idle = [
             state
@@ -1098,6 +1123,23 @@ class SealPipeline:
         ]
         self.cache.idle_requested.update(state.session_id for state in idle)
         return idle
+
+    def _drop_chainless_holds(self, idle_seconds: float) -> None:
+        """A session none of whose events was chained (masking refused them all) has no chain to
+        flush into or seal; what the masker keeps of it (failing closed) would hold back its
+        partition's commits for good. After ``idle_seconds`` it is dropped, and the message with it."""
+        now = self._clock()
+        for holding in self._holding.values():
+            for session_id, hold in list(holding.items()):
+                if self.cache.get(session_id) is None and now - hold.since >= idle_seconds:
+                    logger.warning(
+                        "session %s: no event of it was chained (masking refused them); its masker "
+                        "state is dropped after %.0fs idle",
+                        session_id,
+                        idle_seconds,
+                    )
+                    self._seal.forget_stream(session_id)
+                    del holding[session_id]
 
     # -- plumbing --------------------------------------------------------------------------
 

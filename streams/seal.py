@@ -388,8 +388,9 @@ class SealStep:
         held, which the caller knows was put on record) to the masker again, output discarded:
         after a crash the redelivered events rebuild what the masker held, so it is not lost.
         Returns False for an event sealing refused: an invalid one never reached the masker, nor
-        does it here; one masking refused leaves the masker as the refusal did. ``refused``:
-        the caller knows sealing refused the event (its seq is past the chain's head)."""
+        does it here. ``refused``: the caller knows sealing refused the event (the chain has no
+        in-order record of it); the masker is then left as the refusal left it, whether or not
+        masking raises again."""
         try:
             validate_event(event, message_key)
         except InvalidEvent:

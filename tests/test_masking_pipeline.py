@@ -839,8 +839,8 @@ def _refused_prompt_then_password(session: HeldSession) -> tuple[SourceMessage, 
     return refused, rest
 
 
-def _typed_on_record(session: HeldSession) -> tuple[bytes, list[str]]:
-    (typed,) = [r for r in session.records() if r["kind"] == "EVENT" and r["source_seq"] == 1]
+def _typed_on_record(session: HeldSession, seq: int = 1) -> tuple[bytes, list[str]]:
+    (typed,) = [r for r in session.records() if r["kind"] == "EVENT" and r["source_seq"] == seq]
     return typed["event"]["body"][1]["data"], [f["entity_type"] for f in typed["findings"]]
 
 
@@ -886,3 +886,81 @@ def test_a_password_half_typed_before_a_refused_event_is_still_recorded_masked(
     assert _recorded_input(session) == b"****\r"
     (entered,) = [r for r in session.records() if r["source_seq"] == 3]
     assert [f["entity_type"] for f in entered["findings"]] == ["PASSWORD"]
+
+
+@pytest.mark.parametrize("restarted_with", ["the same masker", "a masker that no longer fails"])
+def test_failing_closed_survives_a_crash_behind_the_chains_head(
+    session: HeldSession, restarted_with: str
+) -> None:
+    """The refused output is followed by one the chain takes, so after the crash it is behind the
+    chain's head. Recovery replays it as refused because the chain has no record of it, even when
+    masking it now goes through: the context from before the window that made it fail is gone, or
+    a fix was deployed (what one does about a masking failure in the DLQ)."""
+    refused = [
+        session.message(0, make_event("s-held", 0, output(TRAP[:-1]))),  # "<<trap>": taken
+        session.message(1, make_event("s-held", 1, output(b">\r\n[sudo] password for ada: "))),
+        session.message(2, make_event("s-held", 2, output("\x07"))),  # a bell: the chain moves on
+    ]
+    first = session.worker(trap_masker(KEY))
+    assert first.process(refused[:1]).held == frozenset()  # acknowledged: not delivered again
+    outcome = first.process(refused[1:])
+    assert [letter.source.offset for letter in outcome.dead_letters] == [1]
+    assert outcome.held == {(0, 1)}
+
+    masker = trap_masker(KEY) if restarted_with == "the same masker" else None
+    rest = [_keys(session, 3, 3, b"hunter2\r"), session.message(4, make_event("s-held", 4, end()))]
+    after = session.worker(masker).process([*refused[1:], *rest])
+    assert after.skipped_messages == 2
+    assert after.dead_letters == []
+    assert _typed_on_record(session, seq=3) == (b"*******\r", ["PASSWORD"])
+
+
+def test_a_refused_events_bytes_stay_out_of_the_record_after_a_crash(session: HeldSession) -> None:
+    messages = [
+        session.message(0, make_event("s-held", 0, output(TRAP[:-1]))),
+        session.message(1, make_event("s-held", 1, output(b">\r\nREFUSED grace@hopper.org"))),
+        session.message(2, make_event("s-held", 2, output(b""))),
+        session.message(3, make_event("s-held", 3, output(b" done\r\n"))),
+        session.message(4, make_event("s-held", 4, end())),
+    ]
+    first = session.worker(trap_masker(KEY))
+    first.process(messages[:1])
+    first.process(messages[1:3])
+    session.worker(trap_masker(KEY)).process(messages[1:])
+    archived = b"".join(repr(r).encode() for r in session.records())
+    assert b"REFUSED" not in archived
+    assert b"grace" not in archived
+    assert _typed_on_record(session, seq=3) == (b" done\r\n", [])
+
+
+def test_keystrokes_held_when_output_fails_closed_are_masked_with_the_line_in_order(
+    session: HeldSession,
+) -> None:
+    """Every keystroke's echo is an output event: one refused while the typed token is held back
+    makes the whole line a secret, held keystrokes first."""
+    messages = [
+        _keys(session, 0, 0, b"export AWS_ACCESS_KEY_ID=AKIAIOSFOD"),  # "AWS_…FOD" may go on: held
+        session.message(1, make_event("s-held", 1, output(TRAP))),
+        _keys(session, 2, 2, b"NN7EXAMPLE\r"),
+        session.message(3, make_event("s-held", 3, end())),
+    ]
+    session.worker(trap_masker(KEY)).process(messages)
+    assert _recorded_input(session) == b"export " + b"*" * 38 + b"\r"
+    assert _typed_on_record(session, seq=2)[1] == ["PASSWORD"]
+
+
+def test_a_session_masking_refused_every_event_of_stops_holding_its_partition_when_idle(
+    session: HeldSession,
+) -> None:
+    """It has no chain to flush into or seal: after the idle timeout what the masker keeps of it
+    is dropped, and the partition's commits move on."""
+    worker = session.worker(trap_masker(KEY))
+    assert worker.process([session.message(0, make_event("s-held", 0, output(TRAP)))]).held == {(0, 0)}
+    other = session.sibling("s-other")
+    session.now += 59
+    assert worker.idle_sessions(60) == []
+    assert worker.held_messages() == {(0, 0)}
+    session.now += 1
+    assert worker.idle_sessions(60) == []  # nothing to seal: no chain
+    assert worker.held_messages() == frozenset()
+    assert worker.process([other.message(1, make_event("s-other", 0, output("ok\r\n")))]).held == frozenset()
