@@ -621,6 +621,9 @@ class SealPipeline:
                 # Masking's refusal may have left the session failing closed: an open prompt,
                 # which the message must be delivered again after a crash to restore.
                 self._note_holding(message, session_id)
+                hold = self._holding.get(message.partition, {}).get(session_id)
+                if hold is not None and self.cache.get(session_id) is None:
+                    hold.since = self._clock()  # no chain: idle counts from its last event
             return
         # A flush request has records only if sealing took it.
         self._note_holding(message, session_id, prompt_flush=_is_prompt_flush(events))
@@ -997,17 +1000,18 @@ class SealPipeline:
             if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
         }
         flushes_recorded = self._recorded(set(flushes.values()))
-        # The window's gateway events the chain took in order. One it did not take was refused
+        # How the chain took the window's gateway events. One it has no record of was refused
         # (masking raised on it, or it was invalid), wherever it is behind the chain's head, and
         # is replayed as refused: fed in order, it could be masked without error this time (a
         # fix deployed, or context from before the window missing) and leave its bytes, or no
-        # failing closed, in the stream.
+        # failing closed, in the stream. One recorded LATE or FORK was masked alone. (`chain_at`
+        # alone cannot tell: it is a lower bound.)
         digests = {
             (message.offset, position): hashlib.sha256(raw).digest()
             for message, decoded in skipped
             for position, (_, raw) in enumerate(decoded.events)
         }
-        taken_in_order = self._recorded(
+        recorded_as = self._record_kinds(
             {
                 (event["session_id"], event["event_id"], digests[message.offset, position])
                 for message, decoded in skipped
@@ -1048,10 +1052,12 @@ class SealPipeline:
                     continue  # another request (an idle seal, sealed or ignored): not the stream
                 if seq <= chain_at[session_id]:
                     continue
-                key = (session_id, event["event_id"], digests[message.offset, position])
-                if key not in taken_in_order:
+                kinds = recorded_as.get((session_id, event["event_id"], digests[message.offset, position]))
+                if not kinds:
                     self._seal.rewarm(event, message.key, refused=True)
                     continue
+                if "EVENT" not in kinds:
+                    continue  # LATE or FORK: sealing masked it alone, the stream never saw it
                 if self._seal.rewarm(event, message.key):
                     chain_at[session_id] = seq
             self._note_holding(message, session_id, prompt_flush=prompt_flush)
@@ -1084,29 +1090,38 @@ class SealPipeline:
         return chain_at
 
     def _recorded(self, events: set[tuple[str, str, bytes]]) -> set[tuple[str, str, bytes]]:
-        """Which of ``events`` (session id, event id, event digest) the index holds an ``EVENT``
-        record of: taken in order (a worker request sealing took is one too)."""
+        """Which of ``events`` (session id, event id, event digest) the chain took in order: the
+        index holds an ``EVENT`` record of it (a worker request sealing took is one too)."""
+        return {event for event, kind in self._record_kinds(events).items() if "EVENT" in kind}
+
+    def _record_kinds(self, events: set[tuple[str, str, bytes]]) -> dict[tuple[str, str, bytes], set[str]]:
+        """The kinds of record (EVENT, LATE, FORK) the index holds of each of ``events``
+        (session id, event id, event digest) that has one."""
         if not events:
-            return set()
+            return {}
         table = self._retry(
             "look up records",
             lambda: self._index.query(
-                "SELECT DISTINCT session_id, event_id, event_digest FROM events"
-                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}"
-                " AND kind = 'EVENT'",
+                "SELECT DISTINCT session_id, event_id, event_digest, kind FROM events"
+                " WHERE session_id IN {sids:Array(String)} AND event_id IN {eids:Array(String)}",
                 {
                     "sids": sorted({sid for sid, _, _ in events}),
                     "eids": sorted({eid for _, eid, _ in events}),
                 },
             ),
         )
-        found = zip(
+        kinds: dict[tuple[str, str, bytes], set[str]] = {}
+        for session_id, event_id, digest, kind in zip(
             table.column("session_id").to_pylist(),
             table.column("event_id").to_pylist(),
             (bytes(digest) for digest in table.column("event_digest").to_pylist()),
+            table.column("kind").to_pylist(),
             strict=True,
-        )
-        return set(found) & events
+        ):
+            key = (session_id, event_id, digest)
+            if key in events:
+                kinds.setdefault(key, set()).add(kind)
+        return kinds
 
     # -- idle sessions ---------------------------------------------------------------------
 
@@ -1126,19 +1141,19 @@ class SealPipeline:
 
     def _drop_chainless_holds(self, idle_seconds: float) -> None:
         """A session none of whose events was chained (masking refused them all) has no chain to
-        flush into or seal; what the masker keeps of it (failing closed) would hold back its
-        partition's commits for good. After ``idle_seconds`` it is dropped, and the message with it."""
+        flush into or seal, so what the masker keeps of it (failing closed) would hold back its
+        partition's commits for good. After ``idle_seconds`` without events the hold goes: the
+        masker still fails closed for the session, but a crash after that forgets it."""
         now = self._clock()
         for holding in self._holding.values():
             for session_id, hold in list(holding.items()):
                 if self.cache.get(session_id) is None and now - hold.since >= idle_seconds:
                     logger.warning(
-                        "session %s: no event of it was chained (masking refused them); its masker "
-                        "state is dropped after %.0fs idle",
+                        "session %s: no event of it was chained (masking refused them); after %.0fs "
+                        "idle its masker state no longer holds back the partition's commits",
                         session_id,
                         idle_seconds,
                     )
-                    self._seal.forget_stream(session_id)
                     del holding[session_id]
 
     # -- plumbing --------------------------------------------------------------------------

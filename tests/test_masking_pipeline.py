@@ -952,15 +952,49 @@ def test_keystrokes_held_when_output_fails_closed_are_masked_with_the_line_in_or
 def test_a_session_masking_refused_every_event_of_stops_holding_its_partition_when_idle(
     session: HeldSession,
 ) -> None:
-    """It has no chain to flush into or seal: after the idle timeout what the masker keeps of it
-    is dropped, and the partition's commits move on."""
+    """It has no chain to flush into or seal: after the idle timeout (from its last event) its
+    message no longer holds back the partition's commits, and the masker still fails closed."""
     worker = session.worker(trap_masker(KEY))
     assert worker.process([session.message(0, make_event("s-held", 0, output(TRAP)))]).held == {(0, 0)}
-    other = session.sibling("s-other")
+    session.now += 30
+    refused_again = session.message(1, make_event("s-held", 1, output(TRAP + b"\r\nPassword: ")))
+    assert worker.process([refused_again]).held == {(0, 0)}  # the earliest message still
     session.now += 59
     assert worker.idle_sessions(60) == []
-    assert worker.held_messages() == {(0, 0)}
+    assert worker.held_messages() == {(0, 0)}  # 89 s after the first event, 59 after the last
     session.now += 1
     assert worker.idle_sessions(60) == []  # nothing to seal: no chain
     assert worker.held_messages() == frozenset()
-    assert worker.process([other.message(1, make_event("s-other", 0, output("ok\r\n")))]).held == frozenset()
+    other = session.sibling("s-other")
+    assert worker.process([other.message(2, make_event("s-other", 0, output("ok\r\n")))]).held == frozenset()
+    worker.process([_keys(session, 3, 2, b"hunter2\r"), session.message(4, make_event("s-held", 3, end()))])
+    assert _typed_on_record(session, seq=2) == (b"*******\r", ["PASSWORD"])
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_events_chained_late_are_not_replayed_as_refused_after_a_crash(
+    session: HeldSession, crash: bool
+) -> None:
+    """Recovery's view of how far a chain was is a lower bound, so a LATE event (masked alone by
+    sealing) can come up in the window: it is not a refused one, and nothing fails closed."""
+    other = session.sibling("s-other")
+    batch = [
+        other.message(0, make_event("s-other", 0, output("ok\r\n"))),
+        other.message(1, make_event("s-other", 2, output("x\r\n"))),  # seq 1 missing: GAP
+        session.message(2, make_event("s-held", 0, output("bye ada@lovelace.org"))),  # held
+        other.message(3, make_event("s-other", 1, output("late line\r\n"))),  # LATE
+    ]
+    rest = [
+        _keys(other, 4, 3, b"ls -la\r"),
+        session.message(5, make_event("s-held", 1, end())),
+        other.message(6, make_event("s-other", 4, end())),
+    ]
+    worker = session.worker()
+    assert worker.process(batch).held == {(0, 2)}
+    if crash:
+        worker = session.worker()  # Kafka delivers again from offset 2
+        assert worker.process([batch[2], batch[3], *rest]).skipped_messages == 2
+    else:
+        worker.process(rest)
+    assert [r["kind"] for r in other.records()] == ["EVENT", "GAP", "EVENT", "LATE", "EVENT", "EVENT", "SEAL"]
+    assert _typed_on_record(other, seq=3) == (b"ls -la\r", [])
