@@ -36,6 +36,7 @@ from masking.detectors import (
     Span,
     card_ok,
     digits_of,
+    has,
     is_placeholder,
     npi_ok,
     ssn_ok,
@@ -309,7 +310,7 @@ def _boundary_ok(text: bytes, start: int, flags: int, entity: str) -> bool:
 
 def _csv_cells(data: bytes, ls: int, le: int, line: bytes) -> list[tuple[int, int]]:
     """Field spans of the CSV row data[ls:le] (``line``), leading blanks excluded."""
-    if b'"' in line or b"\r" in line:
+    if has(line, b'"') or has(line, b"\r"):
         return [
             (m.start(1), m.end(1)) if m.group(1) is not None else (m.start(2), m.end(2))
             for m in _CSV_FIELD.finditer(data, ls, le)
@@ -382,7 +383,7 @@ class _Pass:
 def _reversed_key_matches(rev: bytearray) -> list[re.Match[bytes]]:
     """Key matches in the reversed text, as one regex over all six separators would find them."""
     matches = list(_REVERSED_KEYS.finditer(rev))
-    if b"\t" not in rev:
+    if rev.find(b"\t") == -1:
         return matches
     # A tab match inside another match is that match's run of blanks (it reaches the same key);
     # the combined regex would have resumed after the key and never tried it.
@@ -401,7 +402,7 @@ class ContextScanner:
     def hits(self, lower: bytes) -> list[KeyHit]:
         n = len(lower)
         marked = lower.translate(_SEPARATORS_AS_EQUALS)
-        if b"=" not in marked and b"\t" not in marked:
+        if not has(marked, b"=") and not has(marked, b"\t"):
             return []  # no separator, no key (short field values usually have none)
         rev = bytearray(marked)
         rev.reverse()  # in place: faster than the copy a [::-1] slice makes byte by byte
@@ -656,7 +657,7 @@ class ContextScanner:
         if not stripped:
             return not complete
         if st.delim == 0x7C:
-            if _PSQL_RULE.match(line) and b"-" in line:
+            if _PSQL_RULE.match(line) and has(line, b"-"):
                 return True
             if stripped.startswith(b"(") and stripped.endswith((b"rows)", b"row)")):
                 return False
@@ -706,7 +707,7 @@ class ContextScanner:
                 if not state.confirmed:
                     if not complete:
                         return state, n
-                    if _PSQL_RULE.match(data[ls:le]) and b"-" in data[ls:le]:
+                    if _PSQL_RULE.match(data[ls:le]) and data.find(b"-", ls, le) != -1:
                         state = TableState(state.delim, state.columns, state.bordered, True)
                         pos = next_pos
                         continue
@@ -839,7 +840,7 @@ def identifier_values(data: bytes, lower: bytes, out: list[Span]) -> None:
         entity = MEDICAL_RECORD_NUMBER if (m.group(1) or m.group(4)) else US_NPI if m.group(2) else US_SSN
         v = _IDENTIFIER_VALUE.search(data, m.end(), min(len(data), m.end() + 300))
         # The value must be in the same object: no other object opens in between.
-        if v is None or b"{" in data[m.end() : v.start()]:
+        if v is None or data.find(b"{", m.end(), v.start()) != -1:
             continue
         if entity == MEDICAL_RECORD_NUMBER or value_ok(entity, v.group(1)):
             out.append(Span(v.start(1), v.end(1), entity))

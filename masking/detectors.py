@@ -118,6 +118,13 @@ _NON_DIGITS = bytes(c for c in range(256) if not 0x30 <= c <= 0x39)
 _NOT_ALNUM = bytes(c for c in range(256) if not chr(c).isalnum())
 
 
+def has(data: bytes, part: bytes) -> bool:
+    """``part in data``, at half the cost: bytes' ``in`` first tries ``part`` as an int and
+    formats a TypeError before it searches, which in a short text costs more than the search
+    (the detectors make a dozen such tests per text)."""
+    return data.find(part) != -1
+
+
 def digits_of(value: bytes) -> bytes:
     return value.translate(None, _NON_DIGITS)
 
@@ -343,7 +350,7 @@ def normalise(entity: str, value: bytes) -> bytes:
     if entity == IBAN_CODE:
         return value.upper().replace(b" ", b"").replace(b"-", b"")
     if entity == IP_ADDRESS:
-        if b":" not in value:
+        if not has(value, b":"):
             return value.strip()  # IPv4 as detected: already canonical (no leading zeros)
         try:
             return str(ipaddress.ip_address(value.decode("ascii").strip())).encode()
@@ -502,10 +509,10 @@ class ContentScanner:
         short = len(data) <= _SHORT_TEXT
         if shape is None and (short or gate & _SHAPE_READERS):
             shape = data.translate(SHAPE)
-        if not short or (shape is not None and b"000" in shape):
+        if not short or (shape is not None and has(shape, b"000")):
             # The prefilter, when it ran, also found out whether the text has an NPI label.
             self._numeric(data, lower, out, None if gate == GATE_ALL else bool(gate & GATE_NPI_LABEL))
-        if shape is not None and gate & GATE_PLUS_PHONE and b"+" in data:
+        if shape is not None and gate & GATE_PLUS_PHONE and has(data, b"+"):
             for m in _PLUS_PHONE.finditer(shape):
                 s = m.start()
                 if s and shape[s - 1] in b"aA0":
@@ -517,7 +524,7 @@ class ContentScanner:
                     and (digits[0] != 0x31 or us_phone_ok(digits))
                 ):
                     out.append(Span(s, m.end(), PHONE_NUMBER))
-        if shape is not None and gate & GATE_IPV4 and (not short or b".0" in shape):
+        if shape is not None and gate & GATE_IPV4 and (not short or has(shape, b".0")):
             for m in _IPV4_TAIL.finditer(shape):
                 s = m.start()
                 while s > 0 and m.start() - s < 3 and shape[s - 1] == 0x30:
@@ -526,43 +533,43 @@ class ContentScanner:
                     continue
                 if ipv4_ok(data[s : m.end()]):
                     out.append(Span(s, m.end(), IP_ADDRESS))
-        if b":" in data:
+        if has(data, b":"):
             self._ipv6(data, out)
-        if shape is not None and gate & GATE_IBAN and (not short or b"AA00" in shape):
+        if shape is not None and gate & GATE_IBAN and (not short or has(shape, b"AA00")):
             for m in _IBAN.finditer(shape):
                 compact = data[m.start() : m.end()].replace(b" ", b"")
                 if iban_ok(compact):
                     out.append(Span(m.start(), m.end(), IBAN_CODE))
-        if b"@" in data:
+        if has(data, b"@"):
             if gate & GATE_EMAIL:
                 self._emails(data, out)
-            if gate & GATE_URL_PASSWORD and (not short or b"://" in data):
+            if gate & GATE_URL_PASSWORD and (not short or has(data, b"://")):
                 for m in _URL_PASSWORD.finditer(data):
                     if not is_placeholder(m.group(1)):
                         out.append(Span(m.start(1), m.end(1), PASSWORD))
-        if gate & GATE_AWS_KEY and (not short or b"IA" in data):  # AKIA, ASIA
+        if gate & GATE_AWS_KEY and (not short or has(data, b"IA")):  # AKIA, ASIA
             for m in _AWS_KEY_ID.finditer(data):
                 out.append(Span(m.start(), m.end(), AWS_ACCESS_KEY))
                 # A secret access key printed next to its key id (credentials CSV, `aws configure`).
                 near = _AWS_SECRET_NEAR.search(data, m.end(), m.end() + 200)
                 if near is not None and _looks_random(near.group()):
                     out.append(Span(near.start(), near.end(), AWS_SECRET_KEY))
-        if b"_" in data:
-            if gate & GATE_GITHUB and (not short or b"gh" in data or b"github_pat_" in data):
+        if has(data, b"_"):
+            if gate & GATE_GITHUB and (not short or has(data, b"gh") or has(data, b"github_pat_")):
                 out.extend(Span(m.start(), m.end(), GITHUB_TOKEN) for m in _GITHUB.finditer(data))
-            if gate & GATE_STRIPE and (not short or b"k_" in data):
+            if gate & GATE_STRIPE and (not short or has(data, b"k_")):
                 for m in _STRIPE.finditer(data):
                     s = m.start() - 1
                     if s == 0 or not data[s - 1 : s].isalnum():
                         out.append(Span(s, m.end(), STRIPE_KEY))
-        if gate & GATE_SLACK and (not short or b"xox" in data):
+        if gate & GATE_SLACK and (not short or has(data, b"xox")):
             out.extend(Span(m.start(), m.end(), SLACK_TOKEN) for m in _SLACK.finditer(data))
         pem_open = -1
-        if gate & GATE_JWT and b"J" in data:  # eyJ
+        if gate & GATE_JWT and has(data, b"J"):  # eyJ
             out.extend(Span(m.start(), m.end(), JWT) for m in _JWT.finditer(data))
-        if gate & GATE_PEM and b"K" in data:  # PRIVATE KEY
+        if gate & GATE_PEM and has(data, b"K"):  # PRIVATE KEY
             pem_open = self._pem(data, out)
-        if gate & GATE_SQL_PASSWORD and b"'" in data:
+        if gate & GATE_SQL_PASSWORD and has(data, b"'"):
             for rx in (_SQL_PASSWORD, _SQL_IDENTIFIED):
                 for m in rx.finditer(lower):
                     if m.end(1) > m.start(1):
@@ -700,7 +707,7 @@ class ContentScanner:
 def _has_npi_label(lower: bytes) -> bool:
     # The regex engine finds a short literal about twice as fast as ``in`` (which pays off only
     # for a single byte or a long needle).
-    return _NPI.search(lower) is not None or b"national provider" in lower or b"prescriber" in lower
+    return _NPI.search(lower) is not None or has(lower, b"national provider") or has(lower, b"prescriber")
 
 
 def _same_separators(data: bytes, s: int, e: int, allowed: bytes = b"- ") -> bool:

@@ -20,7 +20,7 @@ from operator import itemgetter
 from typing import TypedDict
 
 from masking.context import KEY_NAMES, Checkpoints, ContextScanner, State, identifier_values
-from masking.detectors import BlindIndexer, ContentScanner, Span, blind_index
+from masking.detectors import BlindIndexer, ContentScanner, Span, blind_index, has
 from masking.policy import Policy, PolicySet
 from masking.prefilter import GATE_ALL, GATE_CONTEXT_KEY, GATE_FHIR_SYSTEM, GATE_LOWER_READERS
 from masking.prefilter import load as load_prefilter
@@ -168,7 +168,7 @@ def incomplete_escape(raw: bytes) -> int:
         return -1 if _CSI_DONE.match(raw, k) else k
     if kind in b"]PX^_":
         tail = raw[k + 2 :]
-        return -1 if (kind == 0x5D and b"\x07" in tail) else k  # ST would start a new ESC
+        return -1 if (kind == 0x5D and has(tail, b"\x07")) else k  # ST would start a new ESC
     return -1 if _ANSI.match(raw, k) else k
 
 
@@ -214,7 +214,7 @@ class MaskingEngine:
         if not data:
             return data, []
         policy = policy or self.policies.default
-        stripped = _Stripped(data) if b"\x1b" in data and not extra else None
+        stripped = _Stripped(data) if has(data, b"\x1b") and not extra else None
         clean = stripped.clean if stripped is not None else data
         spans, _ = self.detect(clean, policy, extra=extra)
         if not spans:
@@ -297,7 +297,7 @@ class MaskingEngine:
             holds=holds,
             keys=bool(gate & GATE_CONTEXT_KEY),
         )
-        if gate & GATE_FHIR_SYSTEM and b'"system"' in lower:
+        if gate & GATE_FHIR_SYSTEM and has(lower, b'"system"'):
             identifier_values(clean, lower, spans)
         for custom in policy.custom:
             # A custom pattern sees bytes: its "." can stop inside a multi-byte character, whose
@@ -484,7 +484,7 @@ class TerminalStreamMasker:
     def current_line(self) -> bytes:
         """Escape-free text of the line being written (emitted part and held tail)."""
         line = self._buf[self._buf.rfind(b"\n") + 1 :]
-        return _Stripped(line).clean if b"\x1b" in line else line
+        return _Stripped(line).clean if has(line, b"\x1b") else line
 
     def feed(self, chunk: bytes) -> tuple[bytes, list[Finding]]:
         """Mask the next chunk; returns the bytes to emit now (maybe fewer or more than given)."""
@@ -526,7 +526,7 @@ class TerminalStreamMasker:
         # only at what comes before it, and hold it.
         cut = -1 if final else incomplete_escape(raw)
         body = raw if cut < 0 else raw[:cut]
-        stripped = _Stripped(body) if b"\x1b" in body else None
+        stripped = _Stripped(body) if has(body, b"\x1b") else None
         clean = stripped.clean if stripped is not None else body
         checkpoints: Checkpoints = []
         holds: list[int] = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masking.context import entity_for_key, value_ok
-from masking.detectors import PASSWORD, SECRET, Span
+from masking.detectors import PASSWORD, SECRET, Span, has
 from masking.engine import Finding, MaskingEngine, StreamPoint, TerminalStreamMasker, mask_bytes
 from masking.policy import Policy
 from schemas.bodies import (
@@ -540,9 +540,9 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
     params: dict[int, str] = {}
     # Neither pattern has a literal to skip to, so they are tried at every byte; most statements
     # lack the "$" or the "insert ... (" they need, which memchr and one search rule out first.
-    if b"$" in statement:
+    if has(statement, b"$"):
         _param_compares(statement, params)
-    if b"(" not in statement or b"insert" not in statement.lower():
+    if not has(statement, b"(") or not has(statement.lower(), b"insert"):
         return spans, params
     for m in _INSERT.finditer(statement):
         columns = [entity_for_key(c.strip().strip(b'"`')) for c in m.group(1).split(b",")]
