@@ -3,9 +3,19 @@ README and the notes, measured on a quiet machine, not asserted here)."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import pytest
 
-from blackbox.bench import BenchReport, BenchSummary, run_pipeline_bench
+from blackbox.bench import (
+    BenchReport,
+    BenchSummary,
+    _cpu_between,
+    _thread_cpu_seconds,
+    run_pipeline_bench,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +67,25 @@ def test_the_summary_gives_medians_and_each_round_against_its_own_ceiling() -> N
 def test_a_benchmark_needs_a_round() -> None:
     with pytest.raises(ValueError, match="at least one round"):
         run_pipeline_bench(events=10, rounds=0)
+
+
+def test_worker_cpu_counts_every_thread() -> None:
+    before = {1: 2.0, 2: 5.0}
+    after = {1: 2.5, 2: 6.5, 3: 0.25}  # thread 3 started while the clock ran
+    assert _cpu_between(before, after) == 2.25
+    assert _cpu_between(None, after) is None
+    report = BenchReport(1_000, 100, 0.5, 1.0, 2.0, worker_cpu_seconds=2.25)
+    assert "2250 (1.12 cores)" in BenchSummary((report,)).render()  # µs per event, cores busy
+    assert "unknown" in BenchSummary((round_of(1.0, 2.0),)).render()
+
+
+def test_thread_cpu_is_read_for_a_live_process() -> None:
+    threads = _thread_cpu_seconds(os.getpid())
+    assert threads is not None
+    assert threading.get_native_id() in threads
+    spin_until = time.process_time() + 0.05
+    while time.process_time() < spin_until:
+        pass
+    later = _thread_cpu_seconds(os.getpid())
+    assert later is not None
+    assert later[threading.get_native_id()] > threads[threading.get_native_id()]
