@@ -15,6 +15,7 @@ from masking.policy import load_default_policy
 from replay.asciicast import render_asciicast
 from schemas import EVENT_SCHEMA, default_registry
 from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE
+from schemas.sealed import encode_sealed_record
 from streams.app import idle_timeout_event, output_flush_event
 from streams.seal import (
     SealedRecord,
@@ -386,6 +387,46 @@ def test_values_that_broke_the_compiled_masker_are_sealed() -> None:
     # Loopback names no one and stays; a link-local or global address is masked.
     assert values[0]["data"] == b"::1\tlocalhost\n" + b"*" * len("fe80::1") + b" gw\n"
     assert values[2]["rows"] == [["::1"], ["*" * len("2001:db8::7")]]
+
+
+def test_a_masked_event_is_recorded_in_the_generic_writers_bytes() -> None:
+    """Masked bodies are spliced onto the event's own bytes (`schemas.sealed.BodyWriter`); the
+    record must hold what encoding the masked event from scratch gives, for every body kind."""
+    chain = Chain()
+    chain.step = SealStep(REGISTRY, masker=EventMasker(MaskingEngine(load_default_policy(), b"k" * 32)))
+    email = "jane.doe@example.com"
+    bodies = [
+        output(f"user={email}\n"),
+        body("Query", statement=f"SELECT 1 WHERE email = '{email}'", parameters=[email], database=None),
+        body(
+            "QueryResult",
+            columns=["id", "email"],
+            rows=[["1", email], ["2", None]],
+            row_count=2,
+            truncated=False,
+            duration_us=5,
+            error=None,
+        ),
+        body(
+            "HttpExchange",
+            method="GET",
+            url=f"https://api.example.com/users?email={email}",
+            status_code=200,
+            request_headers={"Accept": "application/json"},
+            request_body=None,
+            response_headers={"x-user": email},
+            response_body=f'{{"email": "{email}"}}',
+            duration_us=10,
+        ),
+    ]
+    for seq, event_body in enumerate(bodies):
+        chain.feed(make_event("s-1", seq, event_body))
+    assert chain.outcomes == ["sealed"] * len(bodies)
+    for record in chain.records:
+        masked = record.value["event"]
+        assert record.value["findings"], "every event carried the email"
+        assert record.raw == encode_sealed_record(record.value, REGISTRY.encode_body(EVENT_SCHEMA, masked))
+        assert email.encode() not in record.raw
 
 
 def _chain_of_three() -> list[tuple[bytes, dict[str, Any]]]:
