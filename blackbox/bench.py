@@ -84,8 +84,9 @@ class BenchReport:
     ceiling_seconds: float
     pipeline_seconds: float
     seal_only: bool = False
-    # CPU the worker spent while the clock ran, all threads; None where /proc cannot tell. Near
-    # one core busy, the worker is bound by its interpreter lock, whichever thread holds it.
+    # CPU the worker process spent while the clock ran, all its threads (not its decoder
+    # processes, when it has some); None where /proc cannot tell. Near one core busy, the worker
+    # is bound by its interpreter lock, whichever thread holds it.
     worker_cpu_seconds: float | None = None
 
     @property
@@ -145,8 +146,8 @@ class BenchSummary:
             )
         lines += [
             f"median {'':>10} {self.ceiling_rate:>38,.0f} {self.pipeline_rate:>44,.0f} {self.ratio:>20.3f}",
-            "events/s; targets: ≥ 20,000 events/s end to end and ≥ 0.50 of the ceiling. Worker CPU: all"
-            " its threads while the clock ran, per event, and the cores that kept busy",
+            "events/s; targets: ≥ 20,000 events/s end to end and ≥ 0.50 of the ceiling. Worker CPU: the"
+            " worker process's threads while the clock ran, per event, and the cores they kept busy",
         ]
         return "\n".join(lines)
 
