@@ -20,14 +20,14 @@ from operator import itemgetter
 from typing import TypedDict
 
 from masking.context import KEY_NAMES, Checkpoints, ContextScanner, State, identifier_values
-from masking.detectors import BlindIndexer, ContentScanner, Span, blind_index, has
+from masking.detectors import SHORT_TEXT, BlindIndexer, ContentScanner, Span, blind_index, has
 from masking.policy import Policy, PolicySet
 from masking.prefilter import GATE_ALL, GATE_CONTEXT_KEY, GATE_FHIR_SYSTEM, GATE_LOWER_READERS
 from masking.prefilter import load as load_prefilter
 
-# Where the detectors themselves switch from substring tests to scanning (`_SHORT_TEXT`): below
-# it each runs only when a literal it needs is in the text, which already skips most of them.
-PREFILTER_MIN_BYTES = 1024
+# Where the detectors themselves switch from substring tests to scanning: below it each runs only
+# when a literal it needs is in the text, which already skips most of them.
+PREFILTER_MIN_BYTES = SHORT_TEXT
 
 logger = logging.getLogger(__name__)
 

@@ -107,23 +107,8 @@ def encode_sealed_record(value: dict[str, Any], event_bytes: bytes | None) -> by
     )
 
 
-# The last field of a SessionEvent is its body, and these bodies hold one field, ``data``: the
-# event's encoding ends with that field, so a masked copy is the same prefix and the new data.
+# Bodies of one field, ``data``: terminal output and input, the bulk of all events.
 SINGLE_DATA_BODIES = frozenset({TERMINAL_OUTPUT, TERMINAL_INPUT})
-
-
-def with_terminal_data(event_bytes: bytes, old_data: bytes, new_data: bytes) -> bytes:
-    """The encoding of a SessionEvent with a terminal body whose ``data`` changes from
-    ``old_data`` to ``new_data``, everything else equal; ``event_bytes`` encodes the original.
-
-    The seal step re-encodes every event the masker changed; for terminal output, the bulk of
-    them, this splice costs a fraction of the generic writer's ~10 µs. Raises ValueError when
-    ``event_bytes`` does not end with ``old_data`` as its last field.
-    """
-    tail = _bytes(old_data)
-    if not event_bytes.endswith(tail):
-        raise ValueError("the event's encoding does not end with its terminal data")
-    return event_bytes[: len(event_bytes) - len(tail)] + _bytes(new_data)
 
 
 # --- masked bodies -------------------------------------------------------------------------------

@@ -988,37 +988,26 @@ class SealPipeline:
         # and then replayed event by event: only an event the chain takes in order goes into the
         # session's terminal stream (a duplicate is dropped, LATE and FORK are masked alone).
         chain_at = self._chained_before(open_sessions, partition, skipped[0][0].offset)
-        # Sealing let held bytes go at a flush request only if it put them on record (it ignores
-        # a stale request, and one that finds nothing held changes nothing). A request's id names
-        # the session's point and the message its hold ran from, and its digest its content: a
-        # message reusing the id with other content (forged) is not the request on record.
-        # (message offset, position) → the flush's (session id, event id, digest)
-        flushes = {
+        # How the chain took each event of the window, from one index query. An event is named by
+        # (session id, event id, digest): a message reusing an id with other content (forged) is
+        # not the event on record.
+        # - A gateway event it has no record of was refused (masking raised on it, or it was
+        #   invalid), wherever it is behind the chain's head, and is replayed as refused: fed in
+        #   order, it could be masked without error this time (a fix deployed, or context from
+        #   before the window missing) and leave its bytes, or no failing closed, in the stream.
+        #   One recorded LATE or FORK was masked alone. (`chain_at` alone cannot tell: it is a
+        #   lower bound.)
+        # - Sealing let held bytes go at a flush request only if it put them on record (it ignores
+        #   a stale request, and one that finds nothing held changes nothing).
+        # (message offset, position) → the event's name
+        names = {
             (message.offset, position): (event["session_id"], event["event_id"], hashlib.sha256(raw).digest())
             for message, decoded in skipped
             for position, (event, raw) in enumerate(decoded.events)
-            if event["body"][0] == OUTPUT_FLUSH and event["session_id"] in open_sessions
+            if event["session_id"] in open_sessions
+            and (event["body"][0] == OUTPUT_FLUSH or event["body"][0] not in WORKER_REQUESTS)
         }
-        flushes_recorded = self._recorded(set(flushes.values()))
-        # How the chain took the window's gateway events. One it has no record of was refused
-        # (masking raised on it, or it was invalid), wherever it is behind the chain's head, and
-        # is replayed as refused: fed in order, it could be masked without error this time (a
-        # fix deployed, or context from before the window missing) and leave its bytes, or no
-        # failing closed, in the stream. One recorded LATE or FORK was masked alone. (`chain_at`
-        # alone cannot tell: it is a lower bound.)
-        digests = {
-            (message.offset, position): hashlib.sha256(raw).digest()
-            for message, decoded in skipped
-            for position, (_, raw) in enumerate(decoded.events)
-        }
-        recorded_as = self._record_kinds(
-            {
-                (event["session_id"], event["event_id"], digests[message.offset, position])
-                for message, decoded in skipped
-                for position, (event, _) in enumerate(decoded.events)
-                if event["session_id"] in open_sessions and event["body"][0] not in WORKER_REQUESTS
-            }
-        )
+        recorded_as = self._record_kinds(set(names.values()))
         for message, decoded in skipped:
             if not decoded.events:
                 continue
@@ -1042,7 +1031,7 @@ class SealPipeline:
                     # Sealing takes a request only at the session's last seq: a copy of a recorded
                     # request (same id) behind an event the replay has taken was ignored then.
                     asked_at = event["body"][1]["last_seq"]
-                    recorded = flushes.get((message.offset, position)) in flushes_recorded
+                    recorded = "EVENT" in recorded_as.get(names[message.offset, position], ())
                     if recorded and asked_at >= chain_at[session_id]:
                         self._seal.rewarm(event, message.key)
                         prompt_flush = _is_prompt_flush(decoded.events)
@@ -1052,7 +1041,7 @@ class SealPipeline:
                     continue  # another request (an idle seal, sealed or ignored): not the stream
                 if seq <= chain_at[session_id]:
                     continue
-                kinds = recorded_as.get((session_id, event["event_id"], digests[message.offset, position]))
+                kinds = recorded_as.get(names[message.offset, position])
                 if not kinds:
                     self._seal.rewarm(event, message.key, refused=True)
                     continue
@@ -1088,11 +1077,6 @@ class SealPipeline:
         for row in table.to_pylist():
             chain_at[row["session_id"]] = int(row["last_seq"])
         return chain_at
-
-    def _recorded(self, events: set[tuple[str, str, bytes]]) -> set[tuple[str, str, bytes]]:
-        """Which of ``events`` (session id, event id, event digest) the chain took in order: the
-        index holds an ``EVENT`` record of it (a worker request sealing took is one too)."""
-        return {event for event, kind in self._record_kinds(events).items() if "EVENT" in kind}
 
     def _record_kinds(self, events: set[tuple[str, str, bytes]]) -> dict[tuple[str, str, bytes], set[str]]:
         """The kinds of record (EVENT, LATE, FORK) the index holds of each of ``events``

@@ -21,7 +21,7 @@ from typing import Any
 from ledger.chain import GENESIS, record_hash
 from schemas import EVENT_SCHEMA, SchemaRegistry
 from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH, SESSION_END, WORKER_REQUESTS
-from schemas.sealed import SINGLE_DATA_BODIES, BodyWriter, encode_sealed_record, with_terminal_data
+from schemas.sealed import SINGLE_DATA_BODIES, BodyWriter, encode_sealed_record
 from streams.mask import Masker, NoMasking
 from streams.score import NoScoring, Scorer
 from streams.validate import InvalidEvent, validate_event
@@ -360,21 +360,14 @@ class SealStep:
     def _encode_masked(self, event: dict[str, Any], event_bytes: bytes, masked: dict[str, Any]) -> bytes:
         """The masked event's encoding: the original's bytes up to the body, then the masked
         body, when only the body changed (masking changes nothing else); else the generic writer."""
-        body_type, body = masked["body"]
         if (
-            body_type == event["body"][0]
+            self._bodies is not None
             and len(masked) == len(event)
             and all(masked[name] is event[name] for name in event if name != "body")
         ):
-            if body_type in SINGLE_DATA_BODIES:
-                try:
-                    return with_terminal_data(event_bytes, event["body"][1]["data"], body["data"])
-                except ValueError:  # not the layout the splice assumes: the generic writer is always right
-                    logger.warning("event %s: terminal data splice refused; re-encoding", event["event_id"])
-            elif self._bodies is not None:
-                spliced = self._bodies.with_body(event_bytes, event["body"], masked["body"])
-                if spliced is not None:
-                    return spliced
+            spliced = self._bodies.with_body(event_bytes, event["body"], masked["body"])
+            if spliced is not None:
+                return spliced
         return self._registry.encode_body(EVENT_SCHEMA, masked)
 
     def holds_output(self, session_id: str) -> bool:

@@ -89,15 +89,21 @@ def _reasons(risk: Mapping[str, Any] | None) -> set[str]:
     return {reason["rule_id"] for reason in risk["reasons"]} if risk else set()
 
 
+def _stored_history(index: ChdbIndex) -> tuple[StatefulScorer, BehaviourStore]:
+    """A migrated index holding one identity's history: 30 events on its usual target."""
+    index.migrate()
+    scorer = StatefulScorer()
+    store = BehaviourStore(index, scorer)
+    for event in _events("build-host", 30):
+        scorer.score(event, [])
+    store.save(scorer.take_changes())
+    return scorer, store
+
+
 @pytest.mark.clickhouse
 def test_a_scorer_reads_back_what_another_stored_in_the_index(tmp_path: Path) -> None:
     with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        first = StatefulScorer()
-        store = BehaviourStore(index, first)
-        for event in _events("build-host", 30):
-            first.score(event, [])
-        store.save(first.take_changes())
+        first, store = _stored_history(index)
         assert first.take_changes() == {}  # taken once
         first.score(_events("build-host", 1)[1], [])
         store.save(first.take_changes())  # a newer state of the same identity
@@ -153,12 +159,7 @@ def test_a_batchs_identities_are_read_back_in_one_query(tmp_path: Path) -> None:
 @pytest.mark.clickhouse
 def test_the_index_down_while_scoring_leaves_the_stored_history_as_it_was(tmp_path: Path) -> None:
     with ChdbIndex(tmp_path / "index") as index:
-        index.migrate()
-        first = StatefulScorer()
-        store = BehaviourStore(index, first)
-        for event in _events("build-host", 30):
-            first.score(event, [])
-        store.save(first.take_changes())
+        _stored_history(index)
 
         real_query = index.query
 

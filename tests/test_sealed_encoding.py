@@ -14,11 +14,12 @@ from schemas.sealed import (
     SINGLE_DATA_BODIES,
     BodyWriter,
     encode_sealed_record,
-    with_terminal_data,
 )
 from tests.eventdata import make_event
 
 REGISTRY = default_registry()
+BODIES = BodyWriter.for_event_schema(REGISTRY.schema(EVENT_SCHEMA))
+EXAMPLES = example_events()
 
 
 def _random_record(rng: random.Random) -> dict[str, Any]:
@@ -97,6 +98,7 @@ def test_field_order_is_what_the_encoder_assumes() -> None:
 @pytest.mark.parametrize("body_type", sorted(SINGLE_DATA_BODIES))
 @pytest.mark.parametrize("lengths", [(0, 0), (0, 5), (5, 0), (63, 63), (63, 64), (64, 63), (200, 8192)])
 def test_terminal_data_splice_equals_the_generic_writer(body_type: str, lengths: tuple[int, int]) -> None:
+    assert BODIES is not None
     rng = random.Random(repr((body_type, lengths)))
     old, new = rng.randbytes(lengths[0]), rng.randbytes(lengths[1])
     event = make_event("s", 7)
@@ -104,20 +106,20 @@ def test_terminal_data_splice_equals_the_generic_writer(body_type: str, lengths:
     event["body"] = (body_type, {"data": old})
     original = REGISTRY.encode_body(EVENT_SCHEMA, event)
     changed = {**event, "body": (body_type, {"data": new})}
-    assert with_terminal_data(original, old, new) == REGISTRY.encode_body(EVENT_SCHEMA, changed)
+    assert BODIES.with_body(original, event["body"], changed["body"]) == REGISTRY.encode_body(
+        EVENT_SCHEMA, changed
+    )
 
 
 def test_a_splice_on_bytes_that_do_not_end_with_the_data_is_refused() -> None:
+    assert BODIES is not None
     event = make_event("s", 7)
     event["body"] = ("dev.blackbox.v1.TerminalOutput", {"data": b"abc"})
-    with pytest.raises(ValueError, match="does not end"):
-        with_terminal_data(REGISTRY.encode_body(EVENT_SCHEMA, event), b"abd", b"xyz")
+    old = ("dev.blackbox.v1.TerminalOutput", {"data": b"abd"})
+    assert BODIES.with_body(REGISTRY.encode_body(EVENT_SCHEMA, event), old, event["body"]) is None
 
 
 # --- masked bodies -------------------------------------------------------------------------------
-
-EXAMPLES = example_events()
-BODIES = BodyWriter.for_event_schema(REGISTRY.schema(EVENT_SCHEMA))
 
 
 def _masked_copy(value: Any, rng: random.Random) -> Any:

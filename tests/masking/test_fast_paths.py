@@ -16,7 +16,7 @@ from masking.context import (
     _reversed_key_matches,
 )
 from masking.corpus import generate, terminal_bytes
-from masking.detectors import _SHORT_TEXT, SHAPE, ContentScanner, Span
+from masking.detectors import SHAPE, SHORT_TEXT, ContentScanner, Span
 from masking.engine import _ANSI, _Stripped
 
 # What the reversed key scan was before separators were rewritten as "=": one class of all six.
@@ -120,11 +120,11 @@ def _scan(data: bytes) -> list[Span]:
 
 
 def test_short_texts_find_what_long_texts_find() -> None:
-    """Below ``_SHORT_TEXT`` bytes the scanner tests for each pattern's literal first; padded past
+    """Below ``SHORT_TEXT`` bytes the scanner tests for each pattern's literal first; padded past
     that length, the same text must give the same spans."""
     for doc in generate(11, 300):
         text = doc.text.encode("utf-8", "surrogatepass")
-        if len(text) > _SHORT_TEXT or b"PRIVATE KEY" in text:
+        if len(text) > SHORT_TEXT or b"PRIVATE KEY" in text:
             continue  # an unterminated key body runs to the end of the text, padding included
-        padded = text + b"\n" + b" " * (_SHORT_TEXT + 1)
+        padded = text + b"\n" + b" " * (SHORT_TEXT + 1)
         assert _scan(text) == _scan(padded)
