@@ -214,6 +214,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sessions=args.sessions,
         decode_processes=args.decode_processes,
         seal_only=args.seal_only,
+        seal_process=args.seal_process,
         rounds=args.rounds,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
@@ -300,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=3, help="ceiling-and-pipeline rounds; the report gives medians"
     )
     bench.add_argument("--decode-processes", type=int, default=0, help="the worker's decoder processes")
+    bench.add_argument(
+        "--seal-process",
+        action="store_true",
+        help="the worker seals in a process of its own (BLACKBOX_SEAL_PROCESS; its CPU is counted)",
+    )
     bench.add_argument(
         "--seal-only", action="store_true", help="the worker without masking and scoring (the bare seal path)"
     )

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(1000, ge=1)
     batch_within_seconds: float = Field(0.5, gt=0)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Seal (decode, mask, score, chain) in a process of its own when masking or scoring is on,
+    # beside the worker's archiving, indexing and ledger (streams/sealer.py); off: in the worker.
+    seal_process: bool = False
     # Child processes that decode (0: in the worker). They pay off only with idle cores: on a
     # saturated 2-core machine the hand-off costs more than it saves.
     decode_processes: int = Field(0, ge=0, le=64)

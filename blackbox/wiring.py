@@ -25,7 +25,7 @@ from masking.policy import PolicyError, load_default_policy, load_policy
 from replay.proofs import ProofService
 from risk.policy import default_policy
 from risk.scorer import StatefulScorer
-from schemas import SchemaRegistry, default_registry
+from schemas import default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from streams.app import WorkerConfig, WorkerMetrics, build_app
@@ -39,6 +39,7 @@ from streams.ledger_agent import (
 )
 from streams.pipeline import PipelineConfig, SealPipeline
 from streams.seal import SealStep
+from streams.sealer import ScorerMemory, Sealer, SealParts, SealProcess
 
 logger = logging.getLogger(__name__)
 
@@ -141,14 +142,17 @@ class IdentityRiskScorer:
         return self._scorer.take_changes()
 
 
+def seal_parts(settings: Settings) -> SealParts:
+    """The seal step as settings say (masking, scoring), with what keeps its state."""
+    registry = default_registry()
+    scorer = IdentityRiskScorer() if settings.scoring_enabled else None
+    masker = build_masker(settings) if settings.masking_enabled else None
+    return SealParts(registry, SealStep(registry, masker=masker, scorer=scorer), scorer)
+
+
 def build_pipeline(
-    settings: Settings,
-    store: ObjectStore,
-    index: Index,
-    registry: SchemaRegistry,
-    scorer: IdentityRiskScorer | None,
+    settings: Settings, store: ObjectStore, index: Index, seal: SealStep | Sealer
 ) -> SealPipeline:
-    """The seal pipeline; ``scorer`` None: events are not scored (`BLACKBOX_SCORING_ENABLED`)."""
     config = PipelineConfig(
         epoch=settings.source_epoch,
         max_message_bytes=settings.max_message_bytes,
@@ -156,9 +160,7 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    masker = build_masker(settings) if settings.masking_enabled else None
-    step = SealStep(registry, masker=masker, scorer=scorer)
-    return SealPipeline(registry, step, store, index, config)
+    return SealPipeline(default_registry(), seal, store, index, config)
 
 
 @dataclass
@@ -189,8 +191,16 @@ def build_worker(
 ) -> Worker:
     """The seal agent (with the behaviour store) and the ledger agent on one app, as settings say."""
     registry = default_registry()
-    scorer = IdentityRiskScorer() if settings.scoring_enabled else None
-    pipeline = build_pipeline(settings, store, index, registry, scorer)
+    scorer: ScorerMemory | None
+    seal: SealStep | Sealer
+    if settings.seal_process and (settings.masking_enabled or settings.scoring_enabled):
+        # Masking and scoring are most of the CPU per event: beside the worker, not in its GIL.
+        process = SealProcess(partial(seal_parts, settings))
+        seal, scorer = process, process.scorer if settings.scoring_enabled else None
+    else:
+        parts = seal_parts(settings)
+        seal, scorer = parts.step, parts.scorer
+    pipeline = build_pipeline(settings, store, index, seal)
     metrics = WorkerMetrics()
     app = build_app(
         worker_config(settings, data_dir or settings.data_dir),

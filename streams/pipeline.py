@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -46,26 +45,26 @@ from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_A
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.decode import DecodedMessage, Decoder, Events
 from streams.index_writes import QueuedInserts
-from streams.seal import (
-    SealedRecord,
-    SealingFailed,
-    SealStep,
-    SessionState,
-    carries_gateway_event,
-    is_worker_request,
-    replay_state,
+from streams.seal import SealStep, SessionState, replay_state
+from streams.sealer import (
+    LocalSealer,
+    MessageSealed,
+    PartitionJob,
+    RecordRow,
+    Sealer,
+    alert_json,
+    record_row,
 )
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# One index row's source: (record hash, the record's value, the source offset it came from).
-IndexRow = tuple[bytes, dict[str, Any], int]
+# One index row's source: the record, and the source offset it came from.
+IndexRow = tuple[RecordRow, int]
 
 DIGEST_WINDOW = 4096  # recent seq → digest kept per session; older duplicates ask the index
 DECODE_CHUNK = 250  # messages per decode job: enough to amortise the hand-off, small enough to overlap
 SEALED_HASHES_PER_MESSAGE = 8192  # ~300 KiB of hashes: well under Kafka's default 1 MiB limit
-_SUMMARY_LIMIT = 240
 
 
 @dataclass(frozen=True)
@@ -209,17 +208,15 @@ class SessionCache:
     def get(self, session_id: str) -> SessionState | None:
         return self._staged_states.get(session_id) or self.states.get(session_id)
 
-    def stage(self, state: SessionState, records: Sequence[SealedRecord]) -> None:
+    def stage(self, state: SessionState, rows: Sequence[RecordRow]) -> None:
         self._staged_states[state.session_id] = state
         # The worker's own requests (a flush of held bytes) do not make a session active: its
         # idle time runs from its gateway's last event.
-        if any(not is_worker_request(record.value) for record in records):
+        if any(not row.worker_request for row in rows):
             self._staged_active.add(state.session_id)
-        for record in records:
-            if carries_gateway_event(record.value):
-                self._staged_digests[(state.session_id, record.value["source_seq"])] = record.value[
-                    "event_digest"
-                ]
+        for row in rows:
+            if row.gateway_event and row.event_digest is not None:
+                self._staged_digests[(state.session_id, row.source_seq)] = row.event_digest
 
     def recent_digest(self, session_id: str, seq: int) -> bytes | None:
         staged = self._staged_digests.get((session_id, seq))
@@ -276,34 +273,6 @@ _OPEN_STATES_SQL = (
 
 def _chunks(items: list[SourceMessage], size: int) -> list[list[SourceMessage]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def summarize(event: dict[str, Any] | None) -> tuple[str, str]:
-    """(short body type, one-line masked summary) of an event, for listings and search."""
-    if event is None:
-        return "", ""
-    full_name, body = event["body"]
-    body_type = full_name.rsplit(".", 1)[-1]
-    if body_type == "Query":
-        text = body["statement"]
-    elif body_type == "Command":
-        text = " ".join(body["argv"])
-    elif body_type == "KubernetesApiCall":
-        where = "/".join(part for part in (body["namespace"], body["name"]) if part)
-        text = f"{body['verb']} {body['resource']} {where} → {body['status_code']}"
-    elif body_type == "HttpExchange":
-        text = f"{body['method']} {body['url']} → {body['status_code']}"
-    elif body_type == "QueryResult":
-        text = f"{body['row_count']} rows" + (f", error: {body['error']}" if body["error"] else "")
-    elif body_type == "SessionStart":
-        text = body["purpose"] or ""
-    elif body_type == "SessionEnd":
-        text = body["reason"]
-    elif body_type == "PolicyDecision":
-        text = f"{body['policy']}: {body['decision']}"
-    else:
-        text = ""
-    return body_type, text[:_SUMMARY_LIMIT]
 
 
 def _state_from_row(row: dict[str, Any]) -> SessionState:
@@ -376,7 +345,7 @@ class _PartitionBatch:
     # the partition's messages in the batch that are not durable yet, in offset order
     messages: list[tuple[SourceMessage, DecodedMessage]]
     # session id → records in chain order, and the offset of the message that produced each
-    records: dict[str, list[tuple[SealedRecord, int]]] = field(default_factory=dict)
+    records: dict[str, list[IndexRow]] = field(default_factory=dict)
 
     @property
     def first_offset(self) -> int:
@@ -401,7 +370,7 @@ class SealPipeline:
     def __init__(
         self,
         registry: SchemaRegistry,
-        seal_step: SealStep,
+        seal_step: SealStep | Sealer,
         store: ObjectStore,
         index: Index,
         config: PipelineConfig,
@@ -410,7 +379,8 @@ class SealPipeline:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._seal = seal_step
+        # The seal step in this thread, or in a process of its own (`streams.sealer`).
+        self._seal: Sealer = LocalSealer(seal_step) if isinstance(seal_step, SealStep) else seal_step
         self._store = store
         self._shared_index = index
         # Inserts overlap the sealing of the next partition; reads wait for them (see index_writes).
@@ -460,10 +430,12 @@ class SealPipeline:
             # the sealing of the next.
             fresh = [(message, decoded) for batch in batches for message, decoded in batch.messages]
             self._load_states({decoded.events[0][0]["session_id"] for _, decoded in fresh if decoded.events})
-            # A message is one session, and a session one identity: its first event names it.
-            self._seal.prepare(decoded.events[0][0] for _, decoded in fresh if decoded.events)
-            for batch in batches:
-                self._seal_partition(batch, outcome)
+            jobs = [self._job(batch) for batch in batches if batch.messages]
+            batch_of = {batch.partition: batch for batch in batches}
+            # The sealer reads the identities of every job first, then seals partition by
+            # partition; a partition is written while the next one seals (in a seal process).
+            for job, results in self._seal.seal_partitions(jobs, self._known_digest):
+                self._seal_partition(batch_of[job.partition], results, outcome)
             self._index.flush()
             self._dlq_limiter.check(len(outcome.dead_letters))
         except BaseException:
@@ -589,12 +561,27 @@ class SealPipeline:
                 )
         return _PartitionBatch(partition, fresh)
 
-    def _seal_partition(self, batch: _PartitionBatch, outcome: BatchOutcome) -> None:
-        if not batch.messages:
-            return
+    def _job(self, batch: _PartitionBatch) -> PartitionJob:
+        """The partition's decoded messages and their sessions' chains, for the sealer."""
+        messages = [
+            (message.key, message.value or b"", decoded.events)
+            for message, decoded in batch.messages
+            if decoded.events
+        ]
+        states: dict[str, SessionState] = {}
+        for _, _, events in messages:
+            session_id = events[0][0]["session_id"]
+            if session_id not in states:
+                states[session_id] = self.cache.get(session_id) or SessionState(session_id, batch.partition)
+        return PartitionJob(batch.partition, messages, states)
+
+    def _seal_partition(
+        self, batch: _PartitionBatch, results: list[MessageSealed], outcome: BatchOutcome
+    ) -> None:
+        sealed = iter(results)
         for message, decoded in batch.messages:
             if decoded.events:
-                self._seal_message(batch, message, decoded.events, outcome)
+                self._seal_message(batch, message, decoded.events, next(sealed), outcome)
         if batch.records:
             self._write(batch, outcome)
         self._durable_upto[batch.partition] = batch.last_offset
@@ -603,36 +590,41 @@ class SealPipeline:
         self,
         batch: _PartitionBatch,
         message: SourceMessage,
-        events: list[tuple[dict[str, Any], bytes]],
+        events: Events,
+        result: MessageSealed,
         outcome: BatchOutcome,
     ) -> None:
-        """Seal the events of one message (one session: batches never mix sessions)."""
+        """Take what sealing one message gave (one session: batches never mix sessions)."""
         session_id = events[0][0]["session_id"]
-        state = self.cache.get(session_id) or SessionState(session_id, message.partition)
-        result = self._seal.seal_batch(events, state, self._known_digest, message_key=message.key)
-        for position, error in result.refused:
-            single = self._registry.encode_single(events[position][1])
-            where = position if len(events) > 1 else None
-            outcome.dead_letters.append(DeadLetter(message.key, single, f"invalid: {error}", message, where))
+        for refusal in result.refused:
+            single = self._registry.encode_single(events[refusal.position][1])
+            where = refusal.position if len(events) > 1 else None
+            outcome.dead_letters.append(
+                DeadLetter(message.key, single, f"invalid: {refusal.reason}", message, where)
+            )
         outcome.events += len(events) - len(result.refused)
         outcome.duplicates += result.duplicates
-        if not result.records:
-            if any(isinstance(error, SealingFailed) for _, error in result.refused):
+        if not result.rows:
+            if any(refusal.by_masking for refusal in result.refused):
                 # Masking's refusal may have left the session failing closed: an open prompt,
                 # which the message must be delivered again after a crash to restore.
-                self._note_holding(message, session_id)
+                self._note_holding(message, session_id, result.holds_output, result.holds_bytes)
                 hold = self._holding.get(message.partition, {}).get(session_id)
                 if hold is not None and self.cache.get(session_id) is None:
                     hold.since = self._clock()  # no chain: idle counts from its last event
             return
         # A flush request has records only if sealing took it.
-        self._note_holding(message, session_id, prompt_flush=_is_prompt_flush(events))
-        self.cache.stage(result.state, result.records)
-        batch.records.setdefault(session_id, []).extend((record, message.offset) for record in result.records)
-        for record in result.records:
-            if record.value["risk"] is not None and self._seal.is_alert(record.value):
-                outcome.alerts.append((session_id, _alert(record)))
-        outcome.records += len(result.records)
+        self._note_holding(
+            message,
+            session_id,
+            result.holds_output,
+            result.holds_bytes,
+            prompt_flush=_is_prompt_flush(events),
+        )
+        self.cache.stage(result.state, result.rows)
+        batch.records.setdefault(session_id, []).extend((row, message.offset) for row in result.rows)
+        outcome.alerts.extend((session_id, alert) for alert in result.alerts)
+        outcome.records += len(result.rows)
 
     def _known_digest(self, session_id: str, seq: int) -> bytes | None:
         recent = self.cache.recent_digest(session_id, seq)
@@ -657,17 +649,14 @@ class SealPipeline:
         built = build_object(
             key,
             self._writer_schema_json,
-            [[record.raw for record, _ in batch.records[sid]] for sid in sessions],
+            [[row.raw for row, _ in batch.records[sid]] for sid in sessions],
         )
         created = self._retry("archive an object", lambda: self._store.put_if_absent(key, built.data))
         if not created:
             # Only a replay of this exact offset range can name this key, and sealing is
             # deterministic: the object already holds these records.
             logger.warning("archive object %s already existed; treating it as this batch's", key)
-        rows_by_session = {
-            sid: [(record.hash, record.value, offset) for record, offset in batch.records[sid]]
-            for sid in sessions
-        }
+        rows_by_session = {sid: batch.records[sid] for sid in sessions}
         states = {sid: self.cache.staged()[sid] for sid in sessions}
         placed = _PlacedObject(
             key,
@@ -681,7 +670,7 @@ class SealPipeline:
         self._index_object(placed, rows_by_session, states)
         outcome.objects_written += 1
         blocks = [
-            (sid, batch.records[sid][0][0].value["index"], [record.hash for record, _ in batch.records[sid]])
+            (sid, batch.records[sid][0][0].record_index, [row.hash for row, _ in batch.records[sid]])
             for sid in sessions
         ]
         outcome.sealed_batches.extend(
@@ -739,8 +728,8 @@ class SealPipeline:
             segments.append(
                 {
                     "session_id": session_id,
-                    "first_index": rows[0][1]["index"],
-                    "last_index": rows[-1][1]["index"],
+                    "first_index": rows[0][0].record_index,
+                    "last_index": rows[-1][0].record_index,
                     "record_count": len(rows),
                     "object_key": key,
                     "header_length": placed.header_length,
@@ -839,8 +828,9 @@ class SealPipeline:
             for record in block:
                 value = record.value
                 if value["risk"] is not None and self._seal.is_alert(value):
-                    sealed = SealedRecord(record.raw, record_hash(record.raw), value)
-                    self._alerts_again.append((value["session_id"], _alert(sealed)))
+                    self._alerts_again.append(
+                        (value["session_id"], alert_json(record_hash(record.raw), value))
+                    )
 
     def _reindex(self, key: str, data: bytes, blocks: list[_Block]) -> int:
         """Index an archive object from its own bytes (it was written, its rows were not)."""
@@ -852,7 +842,8 @@ class SealPipeline:
         for session_id, (_, block) in zip(session_ids, blocks, strict=True):
             states[session_id] = self._state_after_block(partition, session_id, block)
             rows_by_session[session_id] = [
-                (record_hash(record.raw), record.value, first_offset) for record in block
+                (record_row(record.raw, record_hash(record.raw), record.value), first_offset)
+                for record in block
             ]
         header_length = blocks[0][0].offset if blocks else len(data)
         placed = _PlacedObject(
@@ -916,6 +907,7 @@ class SealPipeline:
     def close(self) -> None:
         self._decoder.close()
         self._index.close()
+        self._seal.close()
 
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""
@@ -933,20 +925,29 @@ class SealPipeline:
 
     # -- what the masker holds back ----------------------------------------------------------
 
-    def _note_holding(self, message: SourceMessage, session_id: str, *, prompt_flush: bool = False) -> None:
+    def _note_holding(
+        self,
+        message: SourceMessage,
+        session_id: str,
+        holds_output: bool,
+        holds_bytes: bool,
+        *,
+        prompt_flush: bool = False,
+    ) -> None:
         """After sealing (or feeding again) a message of the session: which message its held
-        state needs delivered again after a crash. ``prompt_flush``: the message is a flush request
-        saying a password prompt is open, and it was sealed into a record (or, in recovery, fed
-        to the masker)."""
+        state needs delivered again after a crash. ``holds_output`` and ``holds_bytes``: what the
+        masker holds of the session after the message (`Sealer.holds_output`, `holds_bytes`).
+        ``prompt_flush``: the message is a flush request saying a password prompt is open, and it
+        was sealed into a record (or, in recovery, fed to the masker)."""
         holding = self._holding.setdefault(message.partition, {})
-        if not self._seal.holds_output(session_id):
+        if not holds_output:
             holding.pop(session_id, None)
             return
         # The earliest message still held is the one to keep; but if only the prompt is held and
         # this message says so itself, it is all a worker needs after a crash (it tells it that
         # what is typed next is the secret), so the hold moves on to it, and the next flush moves
         # it on again: the partition's commits trail an open prompt by one flush interval.
-        moves_on = prompt_flush and not self._seal.holds_bytes(session_id)
+        moves_on = prompt_flush and not holds_bytes
         if moves_on or session_id not in holding:
             holding[session_id] = _Hold(message.offset, self._clock())
 
@@ -1049,7 +1050,9 @@ class SealPipeline:
                     continue  # LATE or FORK: sealing masked it alone, the stream never saw it
                 if self._seal.rewarm(event, message.key):
                     chain_at[session_id] = seq
-            self._note_holding(message, session_id, prompt_flush=prompt_flush)
+            holds_output = self._seal.holds_output(session_id)
+            holds_bytes = holds_output and self._seal.holds_bytes(session_id)
+            self._note_holding(message, session_id, holds_output, holds_bytes, prompt_flush=prompt_flush)
 
     def _chained_before(self, session_ids: set[str], partition: int, offset: int) -> dict[str, int]:
         """Each session's last seq taken in order, in archive objects wholly before ``offset``: a
@@ -1187,22 +1190,19 @@ class _EventRows:
         risks = c["risk_score"].append
         finding_counts = c["finding_count"].append
         offsets = c["kafka_offset"].append
-        for digest, value, offset in rows:
-            event = value["event"]
-            body_type, summary = summarize(event)
-            risk = value["risk"]
-            record_index(value["index"])
-            kinds(value["kind"])
-            source_seqs(value["source_seq"])
-            event_ids(event["event_id"] if event else "")
-            event_times(event["event_time"] if event else state.last_event_at_us)
-            body_types(body_type)
-            summaries(summary)
-            record_hashes(digest)
-            prev_hashes(value["prev_hash"])
-            digests(value["event_digest"] or b"")
-            risks(risk["score"] if risk else 0)
-            finding_counts(len(value["findings"]))
+        for row, offset in rows:
+            record_index(row.record_index)
+            kinds(row.kind)
+            source_seqs(row.source_seq)
+            event_ids(row.event_id)
+            event_times(row.event_time if row.event_time is not None else state.last_event_at_us)
+            body_types(row.body_type)
+            summaries(row.summary)
+            record_hashes(row.hash)
+            prev_hashes(row.prev_hash)
+            digests(row.event_digest or b"")
+            risks(row.risk_score)
+            finding_counts(row.finding_count)
             offsets(offset)
 
     def table(self) -> pa.Table:
@@ -1216,31 +1216,6 @@ def _is_prompt_flush(events: Events) -> bool:
         return False
     event = events[0][0]
     return event["body"][0] == OUTPUT_FLUSH and bool(event["attributes"].get(SECRET_PROMPT_ATTRIBUTE))
-
-
-def _alert(record: SealedRecord) -> bytes:
-    """An alert as JSON: what, who, where, and how to find the evidence (never masked values:
-    the record's event is already masked, and only its summary travels)."""
-    value = record.value
-    event = value["event"]
-    body_type, summary = summarize(event)
-    return json.dumps(
-        {
-            "session_id": value["session_id"],
-            "index": value["index"],
-            "record_hash": record.hash.hex(),
-            "event_id": event["event_id"],
-            "event_time_us": event["event_time"],
-            "principal": event["identity"]["principal"],
-            "identity_kind": event["identity"]["kind"],
-            "target": event["target"]["name"],
-            "body_type": body_type,
-            "summary": summary,
-            "score": value["risk"]["score"],
-            "reasons": value["risk"]["reasons"],
-        },
-        sort_keys=True,
-    ).encode()
 
 
 def _session_row(state: SessionState) -> dict[str, Any]:

@@ -1,0 +1,591 @@
+"""Where the seal step runs: in the pipeline's thread, or in a process of its own.
+
+Masking and scoring cost most of a worker's CPU per event, and one process is bound by its
+interpreter lock at about one core. `SealProcess` runs the seal step (decode, validate, mask,
+score, chain) in a child process, so that it seals one partition of a batch while the worker
+archives and indexes the previous one, and consumes, publishes and keeps the ledger meanwhile.
+`LocalSealer` runs the same step in the caller's thread. Both hand back the same results
+(`MessageSealed`, records as `RecordRow`), so the pipeline has one path.
+
+The child holds what the step keeps in memory: the masker's terminal streams and the scorer's
+identity states. It reads nothing itself: what sealing needs from the index (an older event's
+digest, identity states) it asks the worker for, over the same pipe, and the worker answers
+while it waits for the child's results. All reads of a batch are asked before its first insert
+is queued (the identities first, as in-process), except digests of duplicates older than the
+worker's window, as before.
+
+A child that fails or dies takes the masker's state with it: the worker then stops (a batch
+fails, the seal agent crashes the worker) and its restart recovers from the archive and the
+redelivered messages, as after any crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import multiprocessing
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple, Protocol
+
+from risk.scorer import StateUnavailable
+from schemas import SchemaRegistry
+from streams.decode import Events, die_with_parent
+from streams.seal import SealingFailed, SealStep, SessionState, carries_gateway_event, is_worker_request
+
+logger = logging.getLogger(__name__)
+
+DigestLookup = Callable[[str, int], bytes | None]
+_SUMMARY_LIMIT = 240
+
+
+def summarize(event: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(short body type, one-line masked summary) of an event, for listings and search."""
+    if event is None:
+        return "", ""
+    full_name, body = event["body"]
+    body_type = full_name.rsplit(".", 1)[-1]
+    if body_type == "Query":
+        text = body["statement"]
+    elif body_type == "Command":
+        text = " ".join(body["argv"])
+    elif body_type == "KubernetesApiCall":
+        where = "/".join(part for part in (body["namespace"], body["name"]) if part)
+        text = f"{body['verb']} {body['resource']} {where} → {body['status_code']}"
+    elif body_type == "HttpExchange":
+        text = f"{body['method']} {body['url']} → {body['status_code']}"
+    elif body_type == "QueryResult":
+        text = f"{body['row_count']} rows" + (f", error: {body['error']}" if body["error"] else "")
+    elif body_type == "SessionStart":
+        text = body["purpose"] or ""
+    elif body_type == "SessionEnd":
+        text = body["reason"]
+    elif body_type == "PolicyDecision":
+        text = f"{body['policy']}: {body['decision']}"
+    else:
+        text = ""
+    return body_type, text[:_SUMMARY_LIMIT]
+
+
+class RecordRow(NamedTuple):
+    """A sealed record as the worker needs it after sealing: its exact bytes for the archive,
+    and the values of its index row. Small and flat, so that a child process hands it over
+    for a fraction of what the record's value would cost to pickle."""
+
+    raw: bytes
+    hash: bytes
+    record_index: int
+    kind: str
+    source_seq: int
+    prev_hash: bytes
+    event_digest: bytes | None
+    event_id: str
+    event_time: int | None  # None: a record without an event (a gap, a seal)
+    body_type: str
+    summary: str
+    risk_score: int
+    finding_count: int
+    gateway_event: bool  # carries a gateway's event (see `carries_gateway_event`)
+    worker_request: bool  # a worker's own request (see `is_worker_request`)
+
+
+def record_row(raw: bytes, digest: bytes, value: Mapping[str, Any]) -> RecordRow:
+    event = value["event"]
+    body_type, summary = summarize(event)
+    risk = value["risk"]
+    return RecordRow(
+        raw,
+        digest,
+        value["index"],
+        value["kind"],
+        value["source_seq"],
+        value["prev_hash"],
+        value["event_digest"],
+        event["event_id"] if event else "",
+        event["event_time"] if event else None,
+        body_type,
+        summary,
+        risk["score"] if risk else 0,
+        len(value["findings"]),
+        carries_gateway_event(value),
+        is_worker_request(value),
+    )
+
+
+def alert_json(digest: bytes, value: Mapping[str, Any]) -> bytes:
+    """An alert as JSON: what, who, where, and how to find the evidence (never masked values:
+    the record's event is already masked, and only its summary travels)."""
+    event = value["event"]
+    body_type, summary = summarize(event)
+    return json.dumps(
+        {
+            "session_id": value["session_id"],
+            "index": value["index"],
+            "record_hash": digest.hex(),
+            "event_id": event["event_id"],
+            "event_time_us": event["event_time"],
+            "principal": event["identity"]["principal"],
+            "identity_kind": event["identity"]["kind"],
+            "target": event["target"]["name"],
+            "body_type": body_type,
+            "summary": summary,
+            "score": value["risk"]["score"],
+            "reasons": value["risk"]["reasons"],
+        },
+        sort_keys=True,
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    position: int  # of the event in its message
+    reason: str
+    by_masking: bool  # masking raised (`SealingFailed`): the session may be failing closed
+
+
+@dataclass(frozen=True)
+class MessageSealed:
+    """What sealing one message (one session's events) gave."""
+
+    rows: list[RecordRow]
+    state: SessionState  # the session's chain after the message
+    duplicates: int
+    refused: list[Refusal]
+    alerts: list[bytes]  # JSON, for records whose risk reaches the identity kind's threshold
+    holds_output: bool  # the masker holds bytes (or an open prompt) of the session back
+    holds_bytes: bool  # ... bytes, an open prompt aside
+
+
+@dataclass
+class PartitionJob:
+    """One partition's messages of a batch, in offset order, each (key, value, decoded events),
+    and the chain state of each of their sessions before the batch."""
+
+    partition: int
+    messages: list[tuple[bytes | None, bytes, Events]]
+    states: dict[str, SessionState]
+
+
+def seal_messages(
+    step: SealStep,
+    messages: Iterable[tuple[bytes | None, Events]],
+    states: dict[str, SessionState],
+    known_digest: DigestLookup,
+) -> list[MessageSealed]:
+    """Seal one partition's messages in order; ``states`` is updated as chains grow."""
+    # Digests chained earlier in this call, for duplicates arriving in a later message.
+    recent: dict[tuple[str, int], bytes] = {}
+
+    def known(session_id: str, seq: int) -> bytes | None:
+        return recent.get((session_id, seq)) or known_digest(session_id, seq)
+
+    sealed: list[MessageSealed] = []
+    for key, events in messages:
+        session_id = events[0][0]["session_id"]
+        result = step.seal_batch(events, states[session_id], known, message_key=key)
+        rows: list[RecordRow] = []
+        alerts: list[bytes] = []
+        for record in result.records:
+            row = record_row(record.raw, record.hash, record.value)
+            rows.append(row)
+            if row.gateway_event and row.event_digest is not None:
+                recent[(session_id, row.source_seq)] = row.event_digest
+            if record.value["risk"] is not None and step.is_alert(record.value):
+                alerts.append(alert_json(record.hash, record.value))
+        if rows:
+            states[session_id] = result.state
+        refused = [
+            Refusal(position, str(error), isinstance(error, SealingFailed))
+            for position, error in result.refused
+        ]
+        sealed.append(
+            MessageSealed(
+                rows,
+                states[session_id],
+                result.duplicates,
+                refused,
+                alerts,
+                step.holds_output(session_id),
+                step.holds_bytes(session_id),
+            )
+        )
+    return sealed
+
+
+class Sealer(Protocol):
+    """The seal step as the pipeline uses it, wherever it runs."""
+
+    def seal_partitions(
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
+    ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
+        """Each job's results, in the jobs' order; the identities of every job's sessions are
+        read before the first job's results come (one query). Consume the iterator to its end."""
+        ...
+
+    def holds_output(self, session_id: str) -> bool: ...
+
+    def prompt_open(self, session_id: str) -> bool: ...
+
+    def holds_bytes(self, session_id: str) -> bool: ...
+
+    def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool: ...
+
+    def forget_stream(self, session_id: str) -> None: ...
+
+    def is_alert(self, record: Mapping[str, Any]) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def _first_events(jobs: Iterable[tuple[Any, Iterable[tuple[Any, Events]], Any]]) -> Iterator[dict[str, Any]]:
+    # A message is one session, and a session one identity: its first event names it.
+    for _, messages, _ in jobs:
+        for _, events in messages:
+            yield events[0][0]
+
+
+class LocalSealer:
+    """The seal step in the caller's thread."""
+
+    def __init__(self, step: SealStep) -> None:
+        self.step = step
+
+    def seal_partitions(
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
+    ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
+        plain = [
+            (job.partition, [(key, events) for key, _, events in job.messages], job.states) for job in jobs
+        ]
+        self.step.prepare(_first_events(plain))
+        for job, (_, messages, states) in zip(jobs, plain, strict=True):
+            yield job, seal_messages(self.step, messages, states, known_digest)
+
+    def holds_output(self, session_id: str) -> bool:
+        return self.step.holds_output(session_id)
+
+    def prompt_open(self, session_id: str) -> bool:
+        return self.step.prompt_open(session_id)
+
+    def holds_bytes(self, session_id: str) -> bool:
+        return self.step.holds_bytes(session_id)
+
+    def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool:
+        return self.step.rewarm(event, message_key, refused=refused)
+
+    def forget_stream(self, session_id: str) -> None:
+        self.step.forget_stream(session_id)
+
+    def is_alert(self, record: Mapping[str, Any]) -> bool:
+        return self.step.is_alert(record)
+
+    def close(self) -> None:
+        pass
+
+
+class ScorerMemory(Protocol):
+    """The scorer's identity states, as `streams.behaviour_store` keeps them in the index."""
+
+    def use_loader(
+        self,
+        loader: Callable[[str], Mapping[str, Any] | None],
+        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None: ...
+
+    def take_changes(self) -> dict[str, dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class SealParts:
+    """What a seal process builds for itself (``SealProcess``'s factory returns it)."""
+
+    registry: SchemaRegistry
+    step: SealStep
+    scorer: ScorerMemory | None = None
+
+
+class SealProcessFailed(RuntimeError):
+    """The seal process failed or exited; its masker and scorer state is gone with it."""
+
+
+# The step's calls a worker makes outside sealing, by name (nothing else is callable remotely).
+_STEP_CALLS = frozenset({"holds_output", "prompt_open", "holds_bytes", "rewarm", "forget_stream", "is_alert"})
+
+
+class SealProcess:
+    """The seal step in a child process (see the module's docstring). Calls are serialised; the
+    worker makes them from its pipeline thread."""
+
+    def __init__(self, factory: Callable[[], SealParts], *, start_timeout_seconds: float = 120.0) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, factory), name="blackbox-seal", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._lock = threading.Lock()
+        self._broken: str | None = None
+        self._loader: Callable[[str], Mapping[str, Any] | None] | None = None
+        self._bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None
+        if not self._connection.poll(start_timeout_seconds):
+            self.close()
+            raise SealProcessFailed(f"the seal process did not start within {start_timeout_seconds:.0f}s")
+        self._expect("ready")
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def scorer(self) -> ScorerMemory:
+        """The child's identity states, for `streams.behaviour_store.BehaviourStore`."""
+        return _RemoteScorerMemory(self)
+
+    def seal_partitions(
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
+    ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
+        with self._lock:
+            self._check()
+            # The decoded events stay here: the child decodes the bytes again, for less than
+            # pickling them would cost.
+            self._send(
+                (
+                    "seal",
+                    [
+                        (job.partition, [(key, value) for key, value, _ in job.messages], job.states)
+                        for job in jobs
+                    ],
+                )
+            )
+            received = 0
+            try:
+                for job in jobs:
+                    reply = self._expect("sealed", known_digest)
+                    received += 1
+                    if reply[1] != job.partition:
+                        self._fail(f"results for partition {reply[1]} came for partition {job.partition}")
+                    yield job, reply[2]
+            finally:
+                if received < len(jobs) and self._broken is None:
+                    # The caller stopped early (its write failed): the child's results for the
+                    # rest would answer the next call. Its masker has taken them, so it is of
+                    # no use to this worker any more.
+                    self._broken = "a seal job was abandoned before its end"
+
+    def holds_output(self, session_id: str) -> bool:
+        return bool(self._call("holds_output", session_id))
+
+    def prompt_open(self, session_id: str) -> bool:
+        return bool(self._call("prompt_open", session_id))
+
+    def holds_bytes(self, session_id: str) -> bool:
+        return bool(self._call("holds_bytes", session_id))
+
+    def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool:
+        return bool(self._call("rewarm", event, message_key, refused))
+
+    def forget_stream(self, session_id: str) -> None:
+        if self._broken is None:  # a failed child has forgotten everything already
+            self._call("forget_stream", session_id)
+
+    def is_alert(self, record: Mapping[str, Any]) -> bool:
+        return bool(self._call("is_alert", dict(record)))
+
+    def use_loader(
+        self,
+        loader: Callable[[str], Mapping[str, Any] | None],
+        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
+        with self._lock:
+            self._check()
+            self._loader, self._bulk_loader = loader, bulk_loader
+            self._send(("use_loader", bulk_loader is not None))
+            self._expect("answer")
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        changes = self._call_on("scorer", "take_changes")
+        return changes if isinstance(changes, dict) else {}
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            with contextlib.suppress(OSError):
+                self._connection.send(("stop",))
+            self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._connection.close()
+
+    # -- the pipe -----------------------------------------------------------------------------
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return self._call_on("step", name, *args)
+
+    def _call_on(self, target: str, name: str, *args: Any) -> Any:
+        with self._lock:
+            self._check()
+            self._send(("call", target, name, args))
+            return self._expect("answer")[1]
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise SealProcessFailed(f"the seal process is unusable: {self._broken}")
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self._connection.send(message)
+        except OSError as exc:
+            self._process.join(1)
+            self._fail(f"it exited (exit code {self._process.exitcode}; writing to it: {exc})")
+
+    def _expect(self, kind: str, known_digest: DigestLookup | None = None) -> tuple[Any, ...]:
+        """The child's next reply of ``kind``, answering what it asks meanwhile."""
+        while True:
+            try:
+                reply = self._connection.recv()
+            except (EOFError, OSError):
+                self._process.join(1)
+                self._fail(f"it exited (exit code {self._process.exitcode})")
+            if reply[0] == kind:
+                return tuple(reply)
+            if reply[0] == "ask":
+                self._answer(reply[1], reply[2], known_digest)
+            elif reply[0] == "failed":
+                self._fail(reply[1])
+            else:
+                self._fail(f"it sent {reply[0]!r} where {kind!r} was due")
+
+    def _answer(self, what: str, args: tuple[Any, ...], known_digest: DigestLookup | None) -> None:
+        try:
+            if what == "digest" and known_digest is not None:
+                answer: Any = known_digest(*args)
+            elif what == "load" and self._loader is not None:
+                answer = self._loader(*args)
+            elif what == "load_many" and self._bulk_loader is not None:
+                answer = self._bulk_loader(*args)
+            else:
+                self._fail(f"it asked for {what!r}, which nothing here answers now")
+        except StateUnavailable as exc:
+            self._send(("unavailable", str(exc)))
+            return
+        except BaseException:
+            # The worker's own read failed (its retries gave up): the batch fails here, and the
+            # child, still waiting for the answer, goes with the worker.
+            self._broken = "an index read it asked for failed"
+            raise
+        self._send(("answer", dict(answer) if isinstance(answer, Mapping) else answer))
+
+    def _fail(self, why: str) -> Any:
+        self._broken = why
+        raise SealProcessFailed(f"the seal process failed: {why}")
+
+
+class _RemoteScorerMemory:
+    def __init__(self, process: SealProcess) -> None:
+        self._process = process
+
+    def use_loader(
+        self,
+        loader: Callable[[str], Mapping[str, Any] | None],
+        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
+        self._process.use_loader(loader, bulk_loader)
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        return self._process.take_changes()
+
+
+# -- the child ----------------------------------------------------------------------------------
+
+
+def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
+    die_with_parent()
+    # Ctrl-C reaches the whole process group; the worker stops this process when it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        parts = factory()
+    except BaseException as exc:
+        connection.send(("failed", _described(exc)))
+        return
+    connection.send(("ready",))
+
+    def ask(what: str, *args: Any) -> Any:
+        connection.send(("ask", what, args))
+        reply = connection.recv()
+        if reply[0] == "unavailable":
+            raise StateUnavailable(reply[1])
+        return reply[1]
+
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:
+            return
+        try:
+            if request[0] == "stop":
+                return
+            if request[0] == "seal":
+                _seal_jobs(connection, parts, request[1], lambda sid, seq: ask("digest", sid, seq))
+            elif request[0] == "call":
+                _, target, name, args = request
+                connection.send(("answer", _called(parts, target, name, args)))
+            elif request[0] == "use_loader":
+                if parts.scorer is not None:
+                    bulk = (lambda keys: ask("load_many", keys)) if request[1] else None
+                    parts.scorer.use_loader(lambda key: ask("load", key), bulk)
+                connection.send(("answer", None))
+            else:
+                connection.send(("failed", f"unknown request {request[0]!r}"))
+        except BaseException as exc:
+            connection.send(("failed", _described(exc)))
+
+
+def _seal_jobs(
+    connection: Connection,
+    parts: SealParts,
+    jobs: list[tuple[int, list[tuple[bytes | None, bytes]], dict[str, SessionState]]],
+    known_digest: DigestLookup,
+) -> None:
+    # As in the worker's own thread (`streams.app.collector_paused`): a batch's live events are
+    # many, and sealing makes no cycles worth collecting while it runs.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        decoded = [
+            (
+                partition,
+                [(key, parts.registry.decode_events(value).events) for key, value in messages],
+                states,
+            )
+            for partition, messages, states in jobs
+        ]
+        parts.step.prepare(_first_events(decoded))
+        for partition, messages, states in decoded:
+            connection.send(("sealed", partition, seal_messages(parts.step, messages, states, known_digest)))
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _called(parts: SealParts, target: str, name: str, args: tuple[Any, ...]) -> Any:
+    if target == "step" and name in _STEP_CALLS:
+        if name == "rewarm":
+            event, key, refused = args
+            return parts.step.rewarm(event, key, refused=refused)
+        return getattr(parts.step, name)(*args)
+    if target == "scorer" and name == "take_changes":
+        return parts.scorer.take_changes() if parts.scorer is not None else {}
+    raise ValueError(f"{target}.{name} is not callable in the seal process")
+
+
+def _described(error: BaseException) -> str:
+    """The error's type and where it was raised, never its message: it may quote an event."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where}"

@@ -1,0 +1,197 @@
+"""The seal step in a process of its own (`streams.sealer.SealProcess`) against the same step in
+the worker's thread: the same records, alerts, dead letters, held messages and identity states;
+and a seal process that fails or dies fails the batch instead of sealing without its state."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blackbox.wiring import IdentityRiskScorer
+from ingest.demo import generate_load
+from masking.engine import MaskingEngine
+from masking.event_masker import EventMasker
+from masking.policy import load_default_policy
+from schemas import BATCH_SCHEMA, default_registry
+from storage.index import ChdbIndex, Index
+from storage.objectstore import LocalWormStore, Retention
+from streams.behaviour_store import BehaviourStore
+from streams.pipeline import BatchOutcome, PipelineConfig, SealPipeline, SourceMessage
+from streams.sealer import SealParts, SealProcess, SealProcessFailed
+from tests.eventdata import body, make_event
+from tests.stack import read_archive
+
+pytestmark = pytest.mark.clickhouse
+
+REGISTRY = default_registry()
+BLIND_KEY = b"k" * 32
+
+
+def masking_and_scoring() -> SealParts:
+    """The factory a seal process runs (module level: the child imports it by name)."""
+    registry = default_registry()
+    scorer = IdentityRiskScorer()
+    masker = EventMasker(MaskingEngine(load_default_policy(), BLIND_KEY))
+    from streams.seal import SealStep  # noqa: PLC0415
+
+    return SealParts(registry, SealStep(registry, masker=masker, scorer=scorer), scorer)
+
+
+def broken_factory() -> SealParts:
+    raise LookupError("no policy here")
+
+
+def _message(partition: int, offset: int, session_id: str, events: list[dict[str, Any]]) -> SourceMessage:
+    value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": session_id, "events": events})
+    return SourceMessage("events", partition, offset, session_id.encode(), value)
+
+
+def _batches(seed: int = 3) -> list[list[SourceMessage]]:
+    """Two batches over two partitions: generated sessions (emails in terminal output, queries,
+    HTTP), a value split across two messages (held back in between), a duplicate, and junk."""
+    first: list[tuple[int, str, list[dict[str, Any]]]] = []
+    second: list[tuple[int, str, list[dict[str, Any]]]] = []
+    for number, session in enumerate(generate_load(6, 30, seed=seed, start_us=1_790_000_000_000_000)):
+        events = [dict(event) for event in session]
+        session_id = events[0]["session_id"]
+        first.append((number % 2, session_id, events[:15]))
+        second.append((number % 2, session_id, events[15:]))
+    split = "s-split"
+    start = make_event(split, 0, body("TerminalOutput", data=b"mail to alice@exa"))
+    rest = make_event(split, 1, body("TerminalOutput", data=b"mple.com sent\r\n"))
+    first += [(0, split, [start]), (0, split, [start])]  # the gateway sent it twice
+    second.append((0, split, [rest]))
+    offsets = {0: 0, 1: 0}
+    batches: list[list[SourceMessage]] = []
+    for contents in (first, second):
+        batch = []
+        for partition, session_id, events in contents:
+            batch.append(_message(partition, offsets[partition], session_id, events))
+            offsets[partition] += 1
+        if contents is first:
+            batch.append(SourceMessage("events", 1, offsets[1], b"junk", b"not avro"))
+            offsets[1] += 1
+        batches.append(batch)
+    return batches
+
+
+def _run(
+    seal: Any, store: LocalWormStore, index: Index, scorer: Any
+) -> tuple[list[BatchOutcome], dict[str, Any]]:
+    pipeline = SealPipeline(REGISTRY, seal, store, index, PipelineConfig(retry_initial_seconds=0.01))
+    behaviour = BehaviourStore(index, scorer)
+    outcomes = []
+    changes: dict[str, Any] = {}
+    try:
+        for batch in _batches():
+            outcomes.append(pipeline.process(batch))
+            taken = behaviour.scorer.take_changes()
+            changes.update(taken)
+            behaviour.save(taken)
+    finally:
+        pipeline.close()
+    return outcomes, changes
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Any:
+    with ChdbIndex(tmp_path / "index") as opened:
+        opened.migrate()
+        yield opened
+
+
+def _store(path: Path) -> LocalWormStore:
+    return LocalWormStore(path, retention=Retention("COMPLIANCE", 1))
+
+
+def test_a_seal_process_seals_as_the_step_in_the_worker_does(index: Index, tmp_path: Path) -> None:
+    parts = masking_and_scoring()
+    expected, expected_changes = _run(parts.step, _store(tmp_path / "a"), index, parts.scorer)
+    with ChdbIndex(tmp_path / "index", database="other") as other:
+        other.migrate()
+        process = SealProcess(masking_and_scoring)
+        outcomes, changes = _run(process, _store(tmp_path / "b"), other, process.scorer)
+        stored_there = other.query("SELECT count() AS n FROM identity_behaviour").to_pylist()[0]["n"]
+    in_worker = read_archive(_store(tmp_path / "a"))
+    in_process = read_archive(_store(tmp_path / "b"))
+    assert in_process.records == in_worker.records
+    assert len(in_process.records) > 6 * 30  # every event, the split session and the seals
+    masked = [value for _, value in in_process.records if value["findings"]]
+    assert masked, "the generated load has values to mask"
+    assert b"alice@example.com" not in b"".join(raw for raw, _ in in_process.records)
+    for outcome, reference in zip(outcomes, expected, strict=True):
+        assert outcome.records == reference.records
+        assert outcome.duplicates == reference.duplicates
+        assert outcome.alerts == reference.alerts
+        assert outcome.held == reference.held
+        assert [(d.source.offset, d.reason) for d in outcome.dead_letters] == [
+            (d.source.offset, d.reason) for d in reference.dead_letters
+        ]
+    assert expected[0].held, "the split value holds its first message back"
+    assert not expected[1].held
+    assert expected[0].duplicates == 1
+    assert [d.source.key for d in expected[0].dead_letters] == [b"junk"]
+    assert changes == expected_changes
+    assert changes, "scoring kept identity states"
+    stored_here = index.query("SELECT count() AS n FROM identity_behaviour").to_pylist()[0]["n"]
+    assert stored_there == stored_here > 0
+
+
+def test_identity_states_are_read_through_the_worker(index: Index, tmp_path: Path) -> None:
+    first = SealProcess(masking_and_scoring)
+    _, changes = _run(first, _store(tmp_path / "a"), index, first.scorer)
+    asked: list[list[str]] = []
+    second = SealProcess(masking_and_scoring)
+    try:
+        store = BehaviourStore(index, second.scorer)
+
+        def load_many(keys: list[str]) -> dict[str, Any]:
+            asked.append(sorted(keys))
+            return store.load_many(keys)
+
+        second.use_loader(store.load, load_many)
+        pipeline = SealPipeline(
+            REGISTRY,
+            second,
+            _store(tmp_path / "b"),
+            index,
+            PipelineConfig(retry_initial_seconds=0.01, epoch=2),
+        )
+        pipeline.process(_batches(seed=4)[0])  # other sessions of the same identities
+        again = second.take_changes()
+        assert len(asked) == 1  # every identity of the batch, in one read
+        assert set(again) <= set(asked[0])
+        common = set(again) & set(changes)
+        assert common
+        # Their histories went on from the stored ones, which the child had never seen.
+        assert all(again[key] != changes[key] for key in common)
+    finally:
+        second.close()
+
+
+def test_a_killed_seal_process_fails_the_batch_and_every_later_call(index: Index, tmp_path: Path) -> None:
+    process = SealProcess(masking_and_scoring)
+    pipeline = SealPipeline(
+        REGISTRY, process, _store(tmp_path / "a"), index, PipelineConfig(retry_initial_seconds=0.01)
+    )
+    try:
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(SealProcessFailed, match="exit"):
+            pipeline.process(_batches()[0])
+        with pytest.raises(SealProcessFailed, match="unusable"):
+            process.holds_output("s-split")
+        assert not list(_store(tmp_path / "a").list_keys(""))  # nothing archived without sealing
+    finally:
+        pipeline.close()
+
+
+def test_a_seal_process_that_cannot_start_says_why_without_its_message() -> None:
+    with pytest.raises(SealProcessFailed) as raised:
+        SealProcess(broken_factory)
+    assert "LookupError" in str(raised.value)
+    assert "no policy here" not in str(raised.value)
