@@ -25,7 +25,7 @@ from masking.policy import PolicyError, load_default_policy, load_policy
 from replay.proofs import ProofService
 from risk.policy import default_policy
 from risk.scorer import StatefulScorer
-from schemas import default_registry
+from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from streams.app import WorkerConfig, WorkerMetrics, build_app
@@ -151,8 +151,9 @@ def seal_parts(settings: Settings) -> SealParts:
 
 
 def build_pipeline(
-    settings: Settings, store: ObjectStore, index: Index, seal: SealStep | Sealer
+    settings: Settings, store: ObjectStore, index: Index, registry: SchemaRegistry, seal: SealStep | Sealer
 ) -> SealPipeline:
+    """The seal pipeline, sealing with ``seal``: the step itself, or a seal process."""
     config = PipelineConfig(
         epoch=settings.source_epoch,
         max_message_bytes=settings.max_message_bytes,
@@ -160,7 +161,7 @@ def build_pipeline(
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
     )
-    return SealPipeline(default_registry(), seal, store, index, config)
+    return SealPipeline(registry, seal, store, index, config)
 
 
 @dataclass
@@ -196,11 +197,11 @@ def build_worker(
     if settings.seal_process and (settings.masking_enabled or settings.scoring_enabled):
         # Masking and scoring are most of the CPU per event: beside the worker, not in its GIL.
         process = SealProcess(partial(seal_parts, settings))
-        seal, scorer = process, process.scorer if settings.scoring_enabled else None
+        seal, scorer = process, process if settings.scoring_enabled else None
     else:
         parts = seal_parts(settings)
         seal, scorer = parts.step, parts.scorer
-    pipeline = build_pipeline(settings, store, index, seal)
+    pipeline = build_pipeline(settings, store, index, registry, seal)
     metrics = WorkerMetrics()
     app = build_app(
         worker_config(settings, data_dir or settings.data_dir),

@@ -243,11 +243,9 @@ class Sealer(Protocol):
     def close(self) -> None: ...
 
 
-def _first_events(jobs: Iterable[tuple[Any, Iterable[tuple[Any, Events]], Any]]) -> Iterator[dict[str, Any]]:
+def _first_events(messages: Iterable[tuple[Any, Events]]) -> Iterator[dict[str, Any]]:
     # A message is one session, and a session one identity: its first event names it.
-    for _, messages, _ in jobs:
-        for _, events in messages:
-            yield events[0][0]
+    return (events[0][0] for _, events in messages)
 
 
 class LocalSealer:
@@ -262,7 +260,7 @@ class LocalSealer:
         plain = [
             (job.partition, [(key, events) for key, _, events in job.messages], job.states) for job in jobs
         ]
-        self.step.prepare(_first_events(plain))
+        self.step.prepare(_first_events(message for _, messages, _ in plain for message in messages))
         for job, (_, messages, states) in zip(jobs, plain, strict=True):
             yield job, seal_messages(self.step, messages, states, known_digest)
 
@@ -342,11 +340,6 @@ class SealProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    @property
-    def scorer(self) -> ScorerMemory:
-        """The child's identity states, for `streams.behaviour_store.BehaviourStore`."""
-        return _RemoteScorerMemory(self)
-
     def seal_partitions(
         self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
@@ -396,6 +389,8 @@ class SealProcess:
 
     def is_alert(self, record: Mapping[str, Any]) -> bool:
         return bool(self._call("is_alert", dict(record)))
+
+    # The child's identity states (`ScorerMemory`), for `streams.behaviour_store.BehaviourStore`.
 
     def use_loader(
         self,
@@ -479,26 +474,11 @@ class SealProcess:
             # child, still waiting for the answer, goes with the worker.
             self._broken = "an index read it asked for failed"
             raise
-        self._send(("answer", dict(answer) if isinstance(answer, Mapping) else answer))
+        self._send(("answer", answer))
 
     def _fail(self, why: str) -> Any:
         self._broken = why
         raise SealProcessFailed(f"the seal process failed: {why}")
-
-
-class _RemoteScorerMemory:
-    def __init__(self, process: SealProcess) -> None:
-        self._process = process
-
-    def use_loader(
-        self,
-        loader: Callable[[str], Mapping[str, Any] | None],
-        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
-    ) -> None:
-        self._process.use_loader(loader, bulk_loader)
-
-    def take_changes(self) -> dict[str, dict[str, Any]]:
-        return self._process.take_changes()
 
 
 # -- the child ----------------------------------------------------------------------------------
@@ -565,7 +545,7 @@ def _seal_jobs(
             )
             for partition, messages, states in jobs
         ]
-        parts.step.prepare(_first_events(decoded))
+        parts.step.prepare(_first_events(message for _, messages, _ in decoded for message in messages))
         for partition, messages, states in decoded:
             connection.send(("sealed", partition, seal_messages(parts.step, messages, states, known_digest)))
     finally:

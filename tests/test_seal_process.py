@@ -114,7 +114,7 @@ def test_a_seal_process_seals_as_the_step_in_the_worker_does(index: Index, tmp_p
     with ChdbIndex(tmp_path / "index", database="other") as other:
         other.migrate()
         process = SealProcess(masking_and_scoring)
-        outcomes, changes = _run(process, _store(tmp_path / "b"), other, process.scorer)
+        outcomes, changes = _run(process, _store(tmp_path / "b"), other, process)
         stored_there = other.query("SELECT count() AS n FROM identity_behaviour").to_pylist()[0]["n"]
     in_worker = read_archive(_store(tmp_path / "a"))
     in_process = read_archive(_store(tmp_path / "b"))
@@ -143,11 +143,11 @@ def test_a_seal_process_seals_as_the_step_in_the_worker_does(index: Index, tmp_p
 
 def test_identity_states_are_read_through_the_worker(index: Index, tmp_path: Path) -> None:
     first = SealProcess(masking_and_scoring)
-    _, changes = _run(first, _store(tmp_path / "a"), index, first.scorer)
+    _, changes = _run(first, _store(tmp_path / "a"), index, first)
     asked: list[list[str]] = []
     second = SealProcess(masking_and_scoring)
     try:
-        store = BehaviourStore(index, second.scorer)
+        store = BehaviourStore(index, second)
 
         def load_many(keys: list[str]) -> dict[str, Any]:
             asked.append(sorted(keys))
