@@ -49,12 +49,17 @@ class SealingFailed(InvalidEvent):
 
     @classmethod
     def from_error(cls, error: Exception) -> SealingFailed:
-        frames = traceback.extract_tb(error.__traceback__)
-        where = ""
-        if frames:
-            path = PurePath(frames[-1].filename)
-            where = f" at {path.parent.name}/{path.name}:{frames[-1].lineno}"
-        return cls(f"masking failed on this event: {type(error).__name__}{where}")
+        return cls(f"masking failed on this event: {error_place(error)}")
+
+
+def error_place(error: BaseException) -> str:
+    """An error's type and where it was raised ("KeyError at masking/engine.py:120"), never its
+    message: that may quote an event."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return type(error).__name__
+    path = PurePath(frames[-1].filename)
+    return f"{type(error).__name__} at {path.parent.name}/{path.name}:{frames[-1].lineno}"
 
 
 @dataclass(slots=True)

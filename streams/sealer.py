@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import signal
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -37,7 +36,14 @@ from typing import Any, NamedTuple, Protocol
 from risk.scorer import StateUnavailable
 from schemas import SchemaRegistry
 from streams.decode import Events, die_with_parent
-from streams.seal import SealingFailed, SealStep, SessionState, carries_gateway_event, is_worker_request
+from streams.seal import (
+    SealingFailed,
+    SealStep,
+    SessionState,
+    carries_gateway_event,
+    error_place,
+    is_worker_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -491,7 +497,7 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
     try:
         parts = factory()
     except BaseException as exc:
-        connection.send(("failed", _described(exc)))
+        connection.send(("failed", error_place(exc)))
         return
     connection.send(("ready",))
 
@@ -523,7 +529,7 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
             else:
                 connection.send(("failed", f"unknown request {request[0]!r}"))
         except BaseException as exc:
-            connection.send(("failed", _described(exc)))
+            connection.send(("failed", error_place(exc)))
 
 
 def _seal_jobs(
@@ -562,10 +568,3 @@ def _called(parts: SealParts, target: str, name: str, args: tuple[Any, ...]) -> 
     if target == "scorer" and name == "take_changes":
         return parts.scorer.take_changes() if parts.scorer is not None else {}
     raise ValueError(f"{target}.{name} is not callable in the seal process")
-
-
-def _described(error: BaseException) -> str:
-    """The error's type and where it was raised, never its message: it may quote an event."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-    return f"{type(error).__name__}{where}"
