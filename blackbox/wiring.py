@@ -160,6 +160,7 @@ def build_pipeline(
         dlq_limit=settings.dlq_limit,
         dlq_window_seconds=settings.dlq_window_seconds,
         decode_processes=settings.decode_processes,
+        decode_ahead_limit=settings.batch_max_messages,
     )
     return SealPipeline(registry, seal, store, index, config)
 

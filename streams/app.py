@@ -1,18 +1,21 @@
 """The Faust app: a thin adapter between Kafka and the seal pipeline.
 
 The agent takes batches of raw messages without acknowledging them (collected by
-`streams.intake.BatchIntake` while the previous batch is sealed), hands each batch to
-`SealPipeline.process` (in a thread: it is CPU and blocking I/O), publishes the dead letters
-and sealed batches, waits for the broker to confirm them, and only then acknowledges the
-batch, so Faust commits an offset only after its records are durable everywhere. Messages are
-acknowledged in offset order per partition, never past one whose terminal bytes (or open password
-prompt) the masker still holds (`PartitionAcks`); a timer asks to put what is held too long on
-record (`output_flush_event`).
+`streams.intake.BatchIntake` while the previous batch is sealed), hands each batch to the
+`SealPipeline` (in a thread: it is CPU and blocking I/O; with a seal process, the next batch is
+handed over while this one is written), publishes the dead letters and sealed batches, waits
+for the broker to confirm them, and only then acknowledges the batch, so Faust commits an
+offset only after its records are durable everywhere. Messages are acknowledged in offset
+order per partition, never past one whose terminal bytes (or open password prompt) the masker
+still holds (`PartitionAcks`); a timer asks to put what is held too long on record
+(`output_flush_event`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import gc
 import logging
@@ -31,7 +34,14 @@ from schemas import EVENT_SCHEMA, SchemaRegistry
 from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH, SECRET_PROMPT_ATTRIBUTE
 from streams.behaviour_store import BehaviourStore, PersistentScorerState
 from streams.intake import BatchIntake
-from streams.pipeline import BatchOutcome, DlqLimitExceeded, SealPipeline, SourceMessage
+from streams.pipeline import (
+    BatchOutcome,
+    DlqLimitExceeded,
+    HandedBatch,
+    NextBatch,
+    SealPipeline,
+    SourceMessage,
+)
 from streams.seal import SessionState
 
 logger = logging.getLogger(__name__)
@@ -40,6 +50,8 @@ T = TypeVar("T")
 Taken = tuple[Any, SourceMessage]  # a Faust event from the stream, and the message it carries
 
 LOGGED_DEAD_LETTERS = 5  # per batch: a flood of bad input must not become a flood of log lines
+# How long the pipeline's thread waits for the event loop to hand it the next batch.
+FOLLOWING_WAIT_SECONDS = 5.0
 DECODE_AHEAD_MESSAGES = 50  # arrived messages per decode_ahead call: a decoder job each, per partition
 WORKER_GATEWAY = {"id": "blackbox-worker", "product": "blackbox", "version": "1"}
 UNKNOWN_IDENTITY: dict[str, Any] = {"principal": "unknown", "kind": "UNKNOWN", "issuer": None, "groups": []}
@@ -248,12 +260,18 @@ def build_app(
         with pipeline_lock:
             return function(*args)
 
-    def process(messages: list[SourceMessage]) -> BatchOutcome:
+    def hand_over(messages: list[SourceMessage]) -> HandedBatch:
         with pipeline_lock, collector_paused():
-            outcome = pipeline.process(messages)
+            return pipeline.hand_over(messages)
+
+    def complete(
+        handed: HandedBatch, take_following: NextBatch | None
+    ) -> tuple[BatchOutcome, HandedBatch | None]:
+        with pipeline_lock, collector_paused():
+            outcome, following_handed = pipeline.complete(handed, take_following)
             if behaviour_store is not None:
                 behaviour_store.save(behaviour_store.scorer.take_changes())
-            return outcome
+            return outcome, following_handed
 
     async def publish(outcome: BatchOutcome) -> None:
         pending = []
@@ -299,30 +317,59 @@ def build_app(
             pipeline.decode_ahead(arrived)
             arrived.clear()
 
+    def due_batch(intake: BatchIntake[Taken]) -> _TakenBatch | None:
+        """The intake's next batch if one is due now (on the event loop)."""
+        decode_arrived()
+        batch = intake.take_due()
+        if not batch:
+            return None
+        generations = {message.partition: acks.generation(message.partition) for _, message in batch}
+        return _TakenBatch(batch, generations, None, time.perf_counter())
+
     async def seal_batches(intake: BatchIntake[Taken], stream: Any) -> None:
+        # With a seal process, the next batch is handed over while this one is written (see
+        # `SealPipeline.complete`): then one batch is in flight between the calls here.
+        loop = asyncio.get_running_loop()
+        current: _TakenBatch | None = None
         while True:
-            batch = await intake.take()
-            generations = {message.partition: acks.generation(message.partition) for _, message in batch}
-            metrics.intake_messages = len(intake)
-            started = time.perf_counter()
-            messages = [message for _, message in batch]
-            decode_arrived()
+            if current is None:
+                batch = await intake.take()
+                generations = {message.partition: acks.generation(message.partition) for _, message in batch}
+                started = time.perf_counter()
+                metrics.intake_messages = len(intake)
+                decode_arrived()
+                handed = await _sealed_in_thread(functools.partial(hand_over, [m for _, m in batch]))
+                current = _TakenBatch(batch, generations, handed, started)
+            assert current.handed is not None
+            following = _FollowingBatch(loop, functools.partial(due_batch, intake))
+            take_following = following if pipeline.overlaps_batches else None
             try:
-                outcome = await _sealed_in_thread(functools.partial(process, messages))
+                outcome, following_handed = await _sealed_in_thread(
+                    functools.partial(complete, current.handed, take_following)
+                )
                 await publish(outcome)
             except DlqLimitExceeded as exc:
                 logger.critical("%s", exc)
                 # Unacknowledged, this batch is replayed after the operator has looked.
                 await app.crash(exc)
                 return
-            for event, message in batch:
+            for event, message in current.batch:
                 acks.add(
-                    message.partition, message.offset, without_payload(event), generations[message.partition]
+                    message.partition,
+                    message.offset,
+                    without_payload(event),
+                    current.generations[message.partition],
                 )
             for event in acks.ready(outcome.held):
                 await stream.ack(event)
+            metrics.intake_messages = len(intake)
             metrics.unacknowledged_messages = len(acks)
-            metrics.add(outcome, len(messages), time.perf_counter() - started)
+            metrics.add(outcome, len(current.batch), time.perf_counter() - current.started)
+            current = None
+            if following_handed is not None:
+                current = following.taken
+                assert current is not None
+                current.handed = following_handed
 
     crashing: list[asyncio.Future[None]] = []  # referenced, so the task is not collected early
 
@@ -345,7 +392,7 @@ def build_app(
         intakes.append(intake)
         sealing = asyncio.ensure_future(seal_batches(intake, manual))
         sealing.add_done_callback(stop_if_sealing_failed)
-        decoding_ahead = pipeline.decodes_in_processes
+        decoding_ahead = pipeline.decodes_ahead
         try:
             async for event in manual.events():
                 if sealing.done():
@@ -404,6 +451,46 @@ def build_app(
             await hook()
 
     return app
+
+
+@dataclass
+class _TakenBatch:
+    """A batch taken from the intake and handed to the pipeline, not acknowledged yet."""
+
+    batch: list[Taken]
+    generations: dict[int, int]  # partition → its revocation count when taken (`PartitionAcks`)
+    handed: HandedBatch | None  # None until the pipeline has it
+    started: float
+
+
+class _FollowingBatch:
+    """The next batch, taken on the event loop when the pipeline's thread asks for it (as
+    `SealPipeline.complete`'s ``take_following``). An ask the loop has not answered within
+    FOLLOWING_WAIT_SECONDS (it is stopping) is withdrawn, and answered late it takes nothing: a
+    batch is never taken from the intake without the pipeline getting it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, take: Callable[[], _TakenBatch | None]) -> None:
+        self._loop = loop
+        self._take = take
+        self._lock = threading.Lock()
+        self._open = True
+        self.taken: _TakenBatch | None = None
+
+    def __call__(self) -> list[SourceMessage]:
+        try:
+            answered = asyncio.run_coroutine_threadsafe(self._answer(), self._loop)
+        except RuntimeError:  # the loop is closed: the worker is stopping
+            return []
+        with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
+            answered.result(FOLLOWING_WAIT_SECONDS)
+        with self._lock:
+            self._open = False
+            return [message for _, message in self.taken.batch] if self.taken is not None else []
+
+    async def _answer(self) -> None:
+        with self._lock:
+            if self._open:
+                self.taken = self._take()
 
 
 def without_payload(event: Any) -> Any:

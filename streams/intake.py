@@ -71,6 +71,18 @@ class BatchIntake(Generic[T]):
             else:
                 self._changed.clear()
                 await self._changed.wait()
+        return self._batch()
+
+    def take_due(self) -> list[T]:
+        """The next batch if it is due now (full, or its first item has waited its linger), else
+        nothing; never waits."""
+        if len(self._items) >= self.max_batch or (
+            self._items and self._clock() >= self._items[0][0] + self.linger_seconds
+        ):
+            return self._batch()
+        return []
+
+    def _batch(self) -> list[T]:
         count = min(self.max_batch, len(self._items))
         batch = [self._items.popleft()[1] for _ in range(count)]
         self._changed.set()  # room for a waiting put()

@@ -1,7 +1,9 @@
 """One batch of `blackbox.events` messages → sealed records durable in the archive and the index.
 
-The Faust agent hands a batch here and acknowledges it only after `process` returns, so an
-offset is committed only once its records are in both sinks (invariant 1). Per partition:
+The Faust agent hands a batch here (`hand_over`) and acknowledges it only after `complete`
+returns its outcome, so an offset is committed only once its records are in both sinks
+(invariant 1); with a seal process, the next batch is handed over inside `complete`, before the
+last partition is written, and seals meanwhile. Per partition:
 
     decode → seal (per-session chain) → archive object (WORM) → index rows → commit states
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -47,6 +51,7 @@ from streams.decode import DecodedMessage, Decoder, Events
 from streams.index_writes import QueuedInserts
 from streams.seal import SealStep, SessionState, replay_state
 from streams.sealer import (
+    Holding,
     LocalSealer,
     MessageSealed,
     PartitionJob,
@@ -59,11 +64,15 @@ from streams.sealer import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The next batch's messages, if one is due now (`SealPipeline.complete`).
+NextBatch = Callable[[], Sequence["SourceMessage"]]
 # One index row's source: the record, and the source offset it came from.
 IndexRow = tuple[RecordRow, int]
 
 DIGEST_WINDOW = 4096  # recent seq → digest kept per session; older duplicates ask the index
 DECODE_CHUNK = 250  # messages per decode job: enough to amortise the hand-off, small enough to overlap
+# Messages decoded at a time while waiting for a seal process (~10 ms): its results are read soon.
+DECODE_WHILE_WAITING_MESSAGES = 20
 SEALED_HASHES_PER_MESSAGE = 8192  # ~300 KiB of hashes: well under Kafka's default 1 MiB limit
 
 
@@ -151,6 +160,7 @@ class PipelineConfig:
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
     decode_processes: int = 0  # > 0: decode in that many child processes (see streams/decode.py)
+    decode_ahead_limit: int = 1000  # messages decoded ahead of their batch, at most (one batch)
 
 
 # A block of an archive object as read back: where it is, and its records.
@@ -337,6 +347,7 @@ class _Hold:
     offset: int  # the earliest message they came in: left unacknowledged until they go
     since: float  # when the hold began (clock of the pipeline)
     flush_asked_at_seq: int | None = None  # the session's last seq when a flush was last asked
+    prompt_open: bool = False  # a password prompt is open (what the masker said last)
 
 
 @dataclass
@@ -354,6 +365,17 @@ class _PartitionBatch:
     @property
     def last_offset(self) -> int:
         return self.messages[-1][0].offset
+
+
+@dataclass
+class HandedBatch:
+    """A batch handed to the sealer and not yet written (`SealPipeline.hand_over`)."""
+
+    outcome: BatchOutcome  # so far: decoding's dead letters, recovery's announcements
+    batches: list[_PartitionBatch]
+    results: Iterator[tuple[PartitionJob, list[MessageSealed]]]
+    job_count: int
+    times_forgotten: dict[int, int]  # partition → how often it was forgotten, at hand-over
 
 
 @dataclass
@@ -395,12 +417,17 @@ class SealPipeline:
         self._decoder = Decoder(registry, config.max_message_bytes, config.decode_processes)
         # (partition, offset) → the decoder job started ahead for it, and its place in the job
         self._decoding_ahead: dict[tuple[int, int], tuple[_DecodeJob, int]] = {}
+        # (partition, offset) → messages given to `decode_ahead` that this thread decodes while it
+        # waits for a seal process (in arrival order)
+        self._arrived: dict[tuple[int, int], SourceMessage] = {}
         self._ahead_lock = threading.Lock()
         # Announcements recovery queues for the next outcome (see _announce_again).
         self._announcements: list[tuple[int, bytes]] = []
         self._alerts_again: list[tuple[str, bytes]] = []
         # partition → session → what the masker holds back for it (see _Hold)
         self._holding: dict[int, dict[str, _Hold]] = {}
+        # partition → how often it was forgotten: a batch handed over before then keeps none of it
+        self._times_forgotten: dict[int, int] = {}
 
     @property
     def index(self) -> Index:
@@ -410,37 +437,120 @@ class SealPipeline:
     # -- the batch -------------------------------------------------------------------------
 
     def process(self, messages: Sequence[SourceMessage]) -> BatchOutcome:
-        outcome = BatchOutcome()
+        """Seal ``messages`` and make their records durable (`hand_over`, then `complete`)."""
+        return self.complete(self.hand_over(messages))[0]
+
+    @property
+    def overlaps_batches(self) -> bool:
+        """Whether the seal step runs beside this process, so that handing the next batch to
+        `complete` lets it seal while this one is written."""
+        return self._seal.runs_alongside
+
+    def hand_over(self, messages: Sequence[SourceMessage]) -> HandedBatch:
+        """Decode ``messages`` and hand them to the sealer (beside this process, it starts)."""
+        decoding = self._start_decoding(messages)
+        with self._forgetting_on_failure():
+            return self._hand_over(self._decoded(decoding))
+
+    def complete(
+        self, handed: HandedBatch, take_following: NextBatch | None = None
+    ) -> tuple[BatchOutcome, HandedBatch | None]:
+        """Write what sealing ``handed`` gave, and return its outcome. ``take_following`` gives
+        the next batch, if one is due: it is asked for and handed over as soon as ``handed``'s
+        last results are in, before its last partition is written, so that a seal step beside
+        this process seals it meanwhile. Returns the following batch handed over (None without
+        one); it must be completed next. A partition forgotten (revoked) since ``handed`` was
+        handed over has nothing of it written and no dead letters: its next owner takes its
+        messages again."""
+        following_handed: HandedBatch | None = None
+        outcome = handed.outcome
+        with self._forgetting_on_failure():
+            still_ours = {
+                batch.partition
+                for batch in handed.batches
+                if self._times_forgotten.get(batch.partition, 0) == handed.times_forgotten[batch.partition]
+            }
+            batch_of = {batch.partition: batch for batch in handed.batches}
+            unread = handed.job_count
+            for job, results in handed.results:
+                batch = batch_of[job.partition]
+                if batch.partition in still_ours:
+                    self._take_partition(batch, results, outcome)
+                unread -= 1
+                if unread == 0 and take_following is not None:
+                    # Every chain state of this batch is staged: the next can seal from them.
+                    following_handed = self._hand_over_following(take_following)
+                if batch.partition in still_ours:
+                    self._write_partition(batch, outcome)
+            if take_following is not None and handed.job_count == 0:
+                following_handed = self._hand_over_following(take_following)
+            self._index.flush()
+            outcome.dead_letters = [
+                letter for letter in outcome.dead_letters if letter.source.partition in still_ours
+            ]
+            self._dlq_limiter.check(len(outcome.dead_letters))
+        # Decoding and sealing find bad input in two passes; the DLQ keeps the input's order.
+        outcome.dead_letters.sort(
+            key=lambda letter: (letter.source.partition, letter.source.offset, letter.event_index or 0)
+        )
+        self._dlq_limiter.record(len(outcome.dead_letters))
+        self.cache.commit(self._clock())
+        outcome.held = self.held_messages()
+        return outcome, following_handed
+
+    def _hand_over_following(self, take_following: NextBatch) -> HandedBatch | None:
+        following = take_following()
+        return self._hand_over(self._decoded(self._start_decoding(following))) if following else None
+
+    def _start_decoding(
+        self, messages: Sequence[SourceMessage]
+    ) -> dict[int, list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]]]:
         by_partition: dict[int, list[SourceMessage]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
         # Every partition's decoding starts now (unless `decode_ahead` started it), so decoder
         # processes work on later partitions while this one seals and writes the earlier ones.
-        decoding = {
+        return {
             partition: self._decoding(partition_messages)
             for partition, partition_messages in sorted(by_partition.items())
         }
+
+    def _decoded(
+        self, decoding: dict[int, list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]]]
+    ) -> dict[int, list[tuple[SourceMessage, DecodedMessage]]]:
+        return {partition: self._fetched(chunks) for partition, chunks in decoding.items()}
+
+    def _hand_over(self, decoded: dict[int, list[tuple[SourceMessage, DecodedMessage]]]) -> HandedBatch:
+        outcome = BatchOutcome()
+        batches = [self._fresh_batch(partition, messages, outcome) for partition, messages in decoded.items()]
+        # Recovery's announcements go out with this batch, before its own.
+        outcome.sealed_batches.extend(self._announcements)
+        outcome.alerts.extend(self._alerts_again)
+        self._announcements, self._alerts_again = [], []
+        # Every index read of the batch happens before its first insert is queued (a read
+        # waits for the inserts queued before it), so the inserts of one partition overlap
+        # the sealing of the next.
+        fresh = [(message, decoded) for batch in batches for message, decoded in batch.messages]
+        self._load_states({decoded.events[0][0]["session_id"] for _, decoded in fresh if decoded.events})
+        jobs = [self._job(batch) for batch in batches if batch.messages]
+        # The sealer reads the identities of every job first, then seals partition by
+        # partition; a partition is written while the next one seals (in a seal process).
+        return HandedBatch(
+            outcome,
+            batches,
+            self._seal.seal_partitions(jobs, self._known_digest, self._decode_while_waiting),
+            len(jobs),
+            {batch.partition: self._times_forgotten.get(batch.partition, 0) for batch in batches},
+        )
+
+    @contextmanager
+    def _forgetting_on_failure(self) -> Iterator[None]:
         try:
-            batches = [
-                self._fresh_batch(partition, self._fetched(chunks), outcome)
-                for partition, chunks in decoding.items()
-            ]
-            # Every index read of the batch happens before its first insert is queued (a read
-            # waits for the inserts queued before it), so the inserts of one partition overlap
-            # the sealing of the next.
-            fresh = [(message, decoded) for batch in batches for message, decoded in batch.messages]
-            self._load_states({decoded.events[0][0]["session_id"] for _, decoded in fresh if decoded.events})
-            jobs = [self._job(batch) for batch in batches if batch.messages]
-            batch_of = {batch.partition: batch for batch in batches}
-            # The sealer reads the identities of every job first, then seals partition by
-            # partition; a partition is written while the next one seals (in a seal process).
-            for job, results in self._seal.seal_partitions(jobs, self._known_digest):
-                self._seal_partition(batch_of[job.partition], results, outcome)
-            self._index.flush()
-            self._dlq_limiter.check(len(outcome.dead_letters))
+            yield
         except BaseException:
             # Records of this batch may already be durable: forget everything in memory, so
             # the next batch recovers from the archive and the index instead of a stale head.
+            # A following batch handed over is given up with it.
             try:
                 self.cache.discard()
                 for partition in list(self._durable_upto):
@@ -448,32 +558,30 @@ class SealPipeline:
             finally:
                 self._index.discard()  # no insert of this batch still running into the next
             raise
-        # Decoding and sealing find bad input in two passes; the DLQ keeps the input's order.
-        outcome.dead_letters.sort(
-            key=lambda letter: (letter.source.partition, letter.source.offset, letter.event_index or 0)
-        )
-        self._dlq_limiter.record(len(outcome.dead_letters))
-        self.cache.commit(self._clock())
-        outcome.sealed_batches[:0] = self._announcements
-        outcome.alerts[:0] = self._alerts_again
-        self._announcements, self._alerts_again = [], []
-        outcome.held = self.held_messages()
-        return outcome
 
     @property
-    def decodes_in_processes(self) -> bool:
-        """Whether `decode_ahead` does anything (decoder processes are configured)."""
-        return self._decoder.in_processes
+    def decodes_ahead(self) -> bool:
+        """Whether `decode_ahead` does anything: decoder processes decode what it is given, or,
+        with a seal process beside this one, this thread decodes it while it waits for results."""
+        return self._decoder.in_processes or self._seal.runs_alongside
 
     def decode_ahead(self, messages: Sequence[SourceMessage]) -> None:
-        """Start decoding messages that a later `process` call will get. With decoder processes
-        they then decode batch N+1 while this process seals batch N; without, a no-op.
+        """Start decoding messages that a later `hand_over` or `complete` will get, so that
+        batch N+1 is decoded while batch N seals: by decoder processes, or by this thread while it
+        waits for a seal process's results (up to `PipelineConfig.decode_ahead_limit` messages
+        decoded and not taken yet); otherwise a no-op.
 
-        Safe to call from another thread while `process` runs (the agent calls it as messages
-        arrive); a message `process` reaches before its decoding was started is decoded there.
+        Safe to call from another thread while the pipeline runs (the agent calls it as messages
+        arrive); a message the pipeline reaches before its decoding was started is decoded there.
         """
-        if not self._decoder.in_processes:
-            return
+        if self._decoder.in_processes:
+            self._submit_ahead(messages)
+        elif self._seal.runs_alongside:
+            with self._ahead_lock:
+                for message in messages:
+                    self._arrived[(message.partition, message.offset)] = message
+
+    def _submit_ahead(self, messages: Sequence[SourceMessage]) -> None:
         by_partition: dict[int, list[SourceMessage]] = {}
         with self._ahead_lock:
             for message in messages:
@@ -487,6 +595,19 @@ class SealPipeline:
                     for position, message in enumerate(chunk):
                         self._decoding_ahead[(message.partition, message.offset)] = (job, position)
 
+    def _decode_while_waiting(self) -> bool:
+        """Decode a few arrived messages here (the seal process is sealing); False when there is
+        nothing to decode now, or enough is decoded ahead."""
+        with self._ahead_lock:
+            room = self._config.decode_ahead_limit - len(self._decoding_ahead)
+            count = min(DECODE_WHILE_WAITING_MESSAGES, room, len(self._arrived))
+            if count <= 0:
+                return False
+            keys = list(itertools.islice(self._arrived, count))
+            chunk = [self._arrived.pop(key) for key in keys]
+        self._submit_ahead(chunk)
+        return True
+
     def _decoding(
         self, messages: list[SourceMessage]
     ) -> list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]]:
@@ -496,6 +617,7 @@ class SealPipeline:
         for message in messages:
             with self._ahead_lock:
                 ahead = self._decoding_ahead.pop((message.partition, message.offset), None)
+                self._arrived.pop((message.partition, message.offset), None)
             if ahead is not None and ahead[0].values[ahead[1]] != message.value:
                 ahead = None  # not the bytes decoded ahead (cannot happen within one assignment)
             job, position = ahead if ahead is not None else (None, -1)
@@ -575,13 +697,15 @@ class SealPipeline:
                 states[session_id] = self.cache.get(session_id) or SessionState(session_id, batch.partition)
         return PartitionJob(batch.partition, messages, states)
 
-    def _seal_partition(
+    def _take_partition(
         self, batch: _PartitionBatch, results: list[MessageSealed], outcome: BatchOutcome
     ) -> None:
         sealed = iter(results)
         for message, decoded in batch.messages:
             if decoded.events:
                 self._seal_message(batch, message, decoded.events, next(sealed), outcome)
+
+    def _write_partition(self, batch: _PartitionBatch, outcome: BatchOutcome) -> None:
         if batch.records:
             self._write(batch, outcome)
         self._durable_upto[batch.partition] = batch.last_offset
@@ -608,19 +732,13 @@ class SealPipeline:
             if any(refusal.by_masking for refusal in result.refused):
                 # Masking's refusal may have left the session failing closed: an open prompt,
                 # which the message must be delivered again after a crash to restore.
-                self._note_holding(message, session_id, result.holds_output, result.holds_bytes)
+                self._note_holding(message, session_id, result.holding)
                 hold = self._holding.get(message.partition, {}).get(session_id)
                 if hold is not None and self.cache.get(session_id) is None:
                     hold.since = self._clock()  # no chain: idle counts from its last event
             return
         # A flush request has records only if sealing took it.
-        self._note_holding(
-            message,
-            session_id,
-            result.holds_output,
-            result.holds_bytes,
-            prompt_flush=_is_prompt_flush(events),
-        )
+        self._note_holding(message, session_id, result.holding, prompt_flush=_is_prompt_flush(events))
         self.cache.stage(result.state, result.rows)
         batch.records.setdefault(session_id, []).extend((row, message.offset) for row in result.rows)
         outcome.alerts.extend((session_id, alert) for alert in result.alerts)
@@ -911,10 +1029,13 @@ class SealPipeline:
 
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""
+        self._times_forgotten[partition] = self._times_forgotten.get(partition, 0) + 1
         self._durable_upto.pop(partition, None)
         with self._ahead_lock:
             for key in [key for key in self._decoding_ahead if key[0] == partition]:
                 del self._decoding_ahead[key]
+            for key in [key for key in self._arrived if key[0] == partition]:
+                del self._arrived[key]
         # The masker's streams of the partition's sessions: the next owner rebuilds what was held
         # from redelivery, and this worker, should the partition come back, from the archive.
         sessions = set(self._holding.pop(partition, {}))
@@ -929,27 +1050,26 @@ class SealPipeline:
         self,
         message: SourceMessage,
         session_id: str,
-        holds_output: bool,
-        holds_bytes: bool,
+        held: Holding,
         *,
         prompt_flush: bool = False,
     ) -> None:
         """After sealing (or feeding again) a message of the session: which message its held
-        state needs delivered again after a crash. ``holds_output`` and ``holds_bytes``: what the
-        masker holds of the session after the message (`Sealer.holds_output`, `holds_bytes`).
-        ``prompt_flush``: the message is a flush request saying a password prompt is open, and it
-        was sealed into a record (or, in recovery, fed to the masker)."""
+        state needs delivered again after a crash. ``held``: what the masker holds of the session
+        after the message. ``prompt_flush``: the message is a flush request saying a password
+        prompt is open, and it was sealed into a record (or, in recovery, fed to the masker)."""
         holding = self._holding.setdefault(message.partition, {})
-        if not holds_output:
+        if not held.output:
             holding.pop(session_id, None)
             return
         # The earliest message still held is the one to keep; but if only the prompt is held and
         # this message says so itself, it is all a worker needs after a crash (it tells it that
         # what is typed next is the secret), so the hold moves on to it, and the next flush moves
         # it on again: the partition's commits trail an open prompt by one flush interval.
-        moves_on = prompt_flush and not holds_bytes
+        moves_on = prompt_flush and not held.bytes
         if moves_on or session_id not in holding:
             holding[session_id] = _Hold(message.offset, self._clock())
+        holding[session_id].prompt_open = held.prompt
 
     def overdue_flushes(self, hold_seconds: float) -> list[FlushRequest]:
         """Open sessions whose bytes (or open password prompt) the masker has held for
@@ -957,11 +1077,10 @@ class SealPipeline:
         held message holds back the commit of its partition (see `held_messages`), so the worker
         asks, through the event topic, to put what is held on record instead of waiting for the
         session's next event. Each comes with what its request must say: whether a prompt is open,
-        and from which message the hold runs; read in one call, so that no revocation comes
-        between reading the holds and the masker."""
+        and from which message the hold runs, both as the last batch written left them (a batch
+        sealing meanwhile, beside this process, is not asked)."""
         return [
-            FlushRequest(state, self._seal.prompt_open(state.session_id), hold.offset)
-            for state, hold in self._overdue(hold_seconds)
+            FlushRequest(state, hold.prompt_open, hold.offset) for state, hold in self._overdue(hold_seconds)
         ]
 
     def _overdue(self, hold_seconds: float) -> list[tuple[SessionState, _Hold]]:
@@ -1050,9 +1169,7 @@ class SealPipeline:
                     continue  # LATE or FORK: sealing masked it alone, the stream never saw it
                 if self._seal.rewarm(event, message.key):
                     chain_at[session_id] = seq
-            holds_output = self._seal.holds_output(session_id)
-            holds_bytes = holds_output and self._seal.holds_bytes(session_id)
-            self._note_holding(message, session_id, holds_output, holds_bytes, prompt_flush=prompt_flush)
+            self._note_holding(message, session_id, self._seal.holding(session_id), prompt_flush=prompt_flush)
 
     def _chained_before(self, session_ids: set[str], partition: int, offset: int) -> dict[str, int]:
         """Each session's last seq taken in order, in archive objects wholly before ``offset``: a

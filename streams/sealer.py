@@ -3,7 +3,8 @@
 Masking and scoring cost most of a worker's CPU per event, and one process is bound by its
 interpreter lock at about one core. `SealProcess` runs the seal step (decode, validate, mask,
 score, chain) in a child process, so that it seals one partition of a batch while the worker
-archives and indexes the previous one, and consumes, publishes and keeps the ledger meanwhile.
+archives and indexes the previous one, and the next batch while the worker writes the last
+partition of this one, publishes, acknowledges and keeps the ledger (`SealPipeline.complete`).
 `LocalSealer` runs the same step in the caller's thread. Both hand back the same results
 (`MessageSealed`, records as `RecordRow`), so the pipeline has one path.
 
@@ -26,11 +27,14 @@ import gc
 import json
 import logging
 import multiprocessing
+import queue
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, NamedTuple, Protocol
 
 from risk.scorer import StateUnavailable
@@ -48,6 +52,7 @@ from streams.seal import (
 logger = logging.getLogger(__name__)
 
 DigestLookup = Callable[[str, int], bytes | None]
+WaitingWork = Callable[[], bool] | None  # work for the caller's thread while a seal process seals
 _SUMMARY_LIMIT = 240
 
 
@@ -155,6 +160,24 @@ class Refusal:
     by_masking: bool  # masking raised (`SealingFailed`): the session may be failing closed
 
 
+class Holding(NamedTuple):
+    """What the masker holds back of a session: the message that brought it must come again
+    after a crash, and while a password prompt is open what is typed next is the secret."""
+
+    output: bool  # bytes, or an open prompt
+    bytes: bool  # bytes, an open prompt aside
+    prompt: bool  # an open password prompt
+
+
+NOTHING_HELD = Holding(output=False, bytes=False, prompt=False)
+
+
+def holding_of(step: SealStep, session_id: str) -> Holding:
+    if not step.holds_output(session_id):
+        return NOTHING_HELD
+    return Holding(True, step.holds_bytes(session_id), step.prompt_open(session_id))
+
+
 @dataclass(frozen=True)
 class MessageSealed:
     """What sealing one message (one session's events) gave."""
@@ -164,8 +187,7 @@ class MessageSealed:
     duplicates: int
     refused: list[Refusal]
     alerts: list[bytes]  # JSON, for records whose risk reaches the identity kind's threshold
-    holds_output: bool  # the masker holds bytes (or an open prompt) of the session back
-    holds_bytes: bool  # ... bytes, an open prompt aside
+    holding: Holding  # what the masker holds back of the session after the message
 
 
 @dataclass
@@ -212,13 +234,7 @@ def seal_messages(
         ]
         sealed.append(
             MessageSealed(
-                rows,
-                states[session_id],
-                result.duplicates,
-                refused,
-                alerts,
-                step.holds_output(session_id),
-                step.holds_bytes(session_id),
+                rows, states[session_id], result.duplicates, refused, alerts, holding_of(step, session_id)
             )
         )
     return sealed
@@ -227,18 +243,21 @@ def seal_messages(
 class Sealer(Protocol):
     """The seal step as the pipeline uses it, wherever it runs."""
 
+    # The step runs beside the caller (`SealProcess`): a batch handed over before the previous
+    # one is written seals meanwhile. In the caller's thread it would only wait its turn.
+    runs_alongside: bool
+
     def seal_partitions(
-        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
         """Each job's results, in the jobs' order; the identities of every job's sessions are
-        read before the first job's results come (one query). Consume the iterator to its end."""
+        read before the first job's results come (one query). Beside the caller, sealing starts
+        at this call; consume the iterator to its end before any other call but `forget_stream`.
+        ``while_waiting`` is called, beside the caller, while no results are ready, until it
+        returns False (it has nothing more to do)."""
         ...
 
-    def holds_output(self, session_id: str) -> bool: ...
-
-    def prompt_open(self, session_id: str) -> bool: ...
-
-    def holds_bytes(self, session_id: str) -> bool: ...
+    def holding(self, session_id: str) -> Holding: ...
 
     def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool: ...
 
@@ -255,13 +274,15 @@ def _first_events(messages: Iterable[tuple[Any, Events]]) -> Iterator[dict[str, 
 
 
 class LocalSealer:
-    """The seal step in the caller's thread."""
+    """The seal step in the caller's thread; a job seals as its results are read."""
+
+    runs_alongside = False
 
     def __init__(self, step: SealStep) -> None:
         self.step = step
 
     def seal_partitions(
-        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
         plain = [
             (job.partition, [(key, events) for key, _, events in job.messages], job.states) for job in jobs
@@ -270,14 +291,8 @@ class LocalSealer:
         for job, (_, messages, states) in zip(jobs, plain, strict=True):
             yield job, seal_messages(self.step, messages, states, known_digest)
 
-    def holds_output(self, session_id: str) -> bool:
-        return self.step.holds_output(session_id)
-
-    def prompt_open(self, session_id: str) -> bool:
-        return self.step.prompt_open(session_id)
-
-    def holds_bytes(self, session_id: str) -> bool:
-        return self.step.holds_bytes(session_id)
+    def holding(self, session_id: str) -> Holding:
+        return holding_of(self.step, session_id)
 
     def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool:
         return self.step.rewarm(event, message_key, refused=refused)
@@ -318,12 +333,15 @@ class SealProcessFailed(RuntimeError):
 
 
 # The step's calls a worker makes outside sealing, by name (nothing else is callable remotely).
-_STEP_CALLS = frozenset({"holds_output", "prompt_open", "holds_bytes", "rewarm", "forget_stream", "is_alert"})
+_STEP_CALLS = frozenset({"holding", "rewarm", "is_alert"})
 
 
 class SealProcess:
     """The seal step in a child process (see the module's docstring). Calls are serialised; the
-    worker makes them from its pipeline thread."""
+    worker makes them from its pipeline thread. One seal job is in flight at a time: handed over
+    by `seal_partitions`, it seals while the worker writes the previous batch."""
+
+    runs_alongside = True
 
     def __init__(self, factory: Callable[[], SealParts], *, start_timeout_seconds: float = 120.0) -> None:
         context = multiprocessing.get_context("spawn")
@@ -335,8 +353,11 @@ class SealProcess:
         child.close()
         self._lock = threading.Lock()
         self._broken: str | None = None
+        self._in_flight = False  # a seal job was handed over and its results are not all read
         self._loader: Callable[[str], Mapping[str, Any] | None] | None = None
         self._bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None
+        # Identity states the child's finished seal jobs changed, not yet taken (`take_changes`).
+        self._changes: dict[str, dict[str, Any]] = {}
         if not self._connection.poll(start_timeout_seconds):
             self.close()
             raise SealProcessFailed(f"the seal process did not start within {start_timeout_seconds:.0f}s")
@@ -347,10 +368,14 @@ class SealProcess:
         return self._process.pid
 
     def seal_partitions(
-        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
         with self._lock:
             self._check()
+            if self._in_flight:
+                # Its results would answer this job: the caller gave up on it (its batch failed),
+                # and the child's masker has taken it, so it is of no use to this worker any more.
+                self._fail("a seal job was abandoned before its end")
             # The decoded events stay here: the child decodes the bytes again, for less than
             # pickling them would cost.
             self._send(
@@ -362,36 +387,50 @@ class SealProcess:
                     ],
                 )
             )
-            received = 0
-            try:
-                for job in jobs:
+            self._in_flight = True
+        return self._results(list(jobs), known_digest, while_waiting)
+
+    def _results(
+        self, jobs: list[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork
+    ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
+        finished = False
+        try:
+            for number, job in enumerate(jobs):
+                if while_waiting is not None:
+                    while not self._connection.poll(0) and while_waiting():
+                        pass
+                with self._lock:
                     reply = self._expect("sealed", known_digest)
-                    received += 1
                     if reply[1] != job.partition:
                         self._fail(f"results for partition {reply[1]} came for partition {job.partition}")
-                    yield job, reply[2]
-            finally:
-                if received < len(jobs) and self._broken is None:
-                    # The caller stopped early (its write failed): the child's results for the
-                    # rest would answer the next call. Its masker has taken them, so it is of
-                    # no use to this worker any more.
-                    self._broken = "a seal job was abandoned before its end"
+                    if number == len(jobs) - 1:
+                        self._finish_job(known_digest)
+                yield job, reply[2]
+            if not jobs:
+                with self._lock:
+                    self._finish_job(known_digest)
+            finished = True
+        finally:
+            if not finished and self._broken is None:
+                self._broken = "a seal job was abandoned before its end"
 
-    def holds_output(self, session_id: str) -> bool:
-        return bool(self._call("holds_output", session_id))
+    def _finish_job(self, known_digest: DigestLookup) -> None:
+        """The job's end, read with its last results: the next job can be handed over then."""
+        self._changes.update(self._expect("done", known_digest)[1])
+        self._in_flight = False
 
-    def prompt_open(self, session_id: str) -> bool:
-        return bool(self._call("prompt_open", session_id))
-
-    def holds_bytes(self, session_id: str) -> bool:
-        return bool(self._call("holds_bytes", session_id))
+    def holding(self, session_id: str) -> Holding:
+        return Holding(*self._call("holding", session_id))
 
     def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool:
         return bool(self._call("rewarm", event, message_key, refused))
 
     def forget_stream(self, session_id: str) -> None:
-        if self._broken is None:  # a failed child has forgotten everything already
-            self._call("forget_stream", session_id)
+        # No answer to wait for: with a job in flight (a revocation between batches) the child
+        # forgets after sealing it, which is the order the worker asked in.
+        with self._lock:
+            if self._broken is None:  # a failed child has forgotten everything already
+                self._send(("forget", session_id))
 
     def is_alert(self, record: Mapping[str, Any]) -> bool:
         return bool(self._call("is_alert", dict(record)))
@@ -404,14 +443,17 @@ class SealProcess:
         bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
     ) -> None:
         with self._lock:
-            self._check()
+            self._check_idle()
             self._loader, self._bulk_loader = loader, bulk_loader
             self._send(("use_loader", bulk_loader is not None))
             self._expect("answer")
 
     def take_changes(self) -> dict[str, dict[str, Any]]:
-        changes = self._call_on("scorer", "take_changes")
-        return changes if isinstance(changes, dict) else {}
+        """What the seal jobs read to their end changed (the child sends it with each job's end,
+        so a job in flight does not mix its changes into the previous batch's)."""
+        with self._lock:
+            changes, self._changes = self._changes, {}
+            return changes
 
     def close(self) -> None:
         if self._process.is_alive():
@@ -426,17 +468,21 @@ class SealProcess:
     # -- the pipe -----------------------------------------------------------------------------
 
     def _call(self, name: str, *args: Any) -> Any:
-        return self._call_on("step", name, *args)
-
-    def _call_on(self, target: str, name: str, *args: Any) -> Any:
         with self._lock:
-            self._check()
-            self._send(("call", target, name, args))
+            self._check_idle()
+            self._send(("call", name, args))
             return self._expect("answer")[1]
 
     def _check(self) -> None:
         if self._broken is not None:
             raise SealProcessFailed(f"the seal process is unusable: {self._broken}")
+
+    def _check_idle(self) -> None:
+        self._check()
+        if self._in_flight:
+            # The pipeline reads a job's results to their end before any call: one still in
+            # flight was given up on, and its results would come where the call's answer is due.
+            self._fail("a seal job was abandoned before its end")
 
     def _send(self, message: tuple[Any, ...]) -> None:
         try:
@@ -499,41 +545,79 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
     except BaseException as exc:
         connection.send(("failed", error_place(exc)))
         return
-    connection.send(("ready",))
+    # Replies are written by a thread of their own: the worker reads a job's results only once
+    # it has decoded its next batch, and a full pipe must not stop the sealing meanwhile.
+    outbox = _Outbox(connection)
+    outbox.send(("ready",))
+
+    # Requests that came while an answer was awaited (a `forget` sent during a job): they are
+    # taken after the job, in the order they came.
+    waiting: deque[tuple[Any, ...]] = deque()
 
     def ask(what: str, *args: Any) -> Any:
-        connection.send(("ask", what, args))
-        reply = connection.recv()
+        outbox.send(("ask", what, args))
+        while (reply := connection.recv())[0] not in ("answer", "unavailable"):
+            waiting.append(reply)
         if reply[0] == "unavailable":
             raise StateUnavailable(reply[1])
         return reply[1]
 
-    while True:
-        try:
-            request = connection.recv()
-        except EOFError:
-            return
-        try:
-            if request[0] == "stop":
+    try:
+        while True:
+            try:
+                request = waiting.popleft() if waiting else connection.recv()
+            except EOFError:
                 return
-            if request[0] == "seal":
-                _seal_jobs(connection, parts, request[1], lambda sid, seq: ask("digest", sid, seq))
-            elif request[0] == "call":
-                _, target, name, args = request
-                connection.send(("answer", _called(parts, target, name, args)))
-            elif request[0] == "use_loader":
-                if parts.scorer is not None:
-                    bulk = (lambda keys: ask("load_many", keys)) if request[1] else None
-                    parts.scorer.use_loader(lambda key: ask("load", key), bulk)
-                connection.send(("answer", None))
-            else:
-                connection.send(("failed", f"unknown request {request[0]!r}"))
-        except BaseException as exc:
-            connection.send(("failed", error_place(exc)))
+            try:
+                if request[0] == "stop":
+                    return
+                if request[0] == "seal":
+                    _seal_jobs(outbox, parts, request[1], lambda sid, seq: ask("digest", sid, seq))
+                elif request[0] == "forget":
+                    parts.step.forget_stream(request[1])
+                elif request[0] == "call":
+                    _, name, args = request
+                    outbox.send(("answer", _called(parts.step, name, args)))
+                elif request[0] == "use_loader":
+                    if parts.scorer is not None:
+                        bulk = (lambda keys: ask("load_many", keys)) if request[1] else None
+                        parts.scorer.use_loader(lambda key: ask("load", key), bulk)
+                    outbox.send(("answer", None))
+                else:
+                    outbox.send(("failed", f"unknown request {request[0]!r}"))
+            except BaseException as exc:
+                outbox.send(("failed", error_place(exc)))
+    finally:
+        outbox.close()
+
+
+class _Outbox:
+    """The child's replies, pickled in order by the sealing thread and written by another."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, name="seal-replies", daemon=True)
+        self._writer.start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        # Pickled here, so a reply is what it was when sent, whatever sealing does next.
+        self._queue.put(ForkingPickler.dumps(message))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(10)
+
+    def _write(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                self._connection.send_bytes(data)
+            except OSError:
+                return  # the worker is gone; this process goes with it (`die_with_parent`)
 
 
 def _seal_jobs(
-    connection: Connection,
+    outbox: _Outbox,
     parts: SealParts,
     jobs: list[tuple[int, list[tuple[bytes | None, bytes]], dict[str, SessionState]]],
     known_digest: DigestLookup,
@@ -553,18 +637,21 @@ def _seal_jobs(
         ]
         parts.step.prepare(_first_events(message for _, messages, _ in decoded for message in messages))
         for partition, messages, states in decoded:
-            connection.send(("sealed", partition, seal_messages(parts.step, messages, states, known_digest)))
+            outbox.send(("sealed", partition, seal_messages(parts.step, messages, states, known_digest)))
+        # The identity states the job changed, taken with its end: the worker stores them once
+        # the batch is durable, while the next job may already be sealing here.
+        outbox.send(("done", parts.scorer.take_changes() if parts.scorer is not None else {}))
     finally:
         if enabled:
             gc.enable()
 
 
-def _called(parts: SealParts, target: str, name: str, args: tuple[Any, ...]) -> Any:
-    if target == "step" and name in _STEP_CALLS:
-        if name == "rewarm":
-            event, key, refused = args
-            return parts.step.rewarm(event, key, refused=refused)
-        return getattr(parts.step, name)(*args)
-    if target == "scorer" and name == "take_changes":
-        return parts.scorer.take_changes() if parts.scorer is not None else {}
-    raise ValueError(f"{target}.{name} is not callable in the seal process")
+def _called(step: SealStep, name: str, args: tuple[Any, ...]) -> Any:
+    if name not in _STEP_CALLS:
+        raise ValueError(f"{name} is not callable in the seal process")
+    if name == "holding":
+        return tuple(holding_of(step, *args))
+    if name == "rewarm":
+        event, key, refused = args
+        return step.rewarm(event, key, refused=refused)
+    return step.is_alert(*args)

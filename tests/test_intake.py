@@ -87,3 +87,18 @@ async def test_dropping_a_lost_partition_keeps_the_rest_in_order_and_frees_room(
 def test_a_batch_holds_at_least_one_item() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         BatchIntake(0, linger_seconds=1)
+
+
+async def test_take_due_hands_out_only_a_batch_that_is_due_and_never_waits() -> None:
+    clock = Clock()
+    intake: BatchIntake[int] = BatchIntake(3, linger_seconds=5, clock=clock)
+    assert intake.take_due() == []  # empty
+    await intake.put(1)
+    await intake.put(2)
+    assert intake.take_due() == []  # neither full nor lingered
+    clock.now += 5
+    assert intake.take_due() == [1, 2]  # lingered
+    for item in range(3, 8):
+        await intake.put(item)
+    assert intake.take_due() == [3, 4, 5]  # full, whatever the clock
+    assert len(intake) == 2

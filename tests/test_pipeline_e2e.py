@@ -100,7 +100,17 @@ def test_ten_thousand_events_are_sealed_archived_and_indexed(
     assert counts["sessions"] == counts["sealed"] == len(sessions)
 
 
-def test_sigkill_mid_run_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+# With a seal process the worker hands each next batch over while it writes the one before.
+SEAL_PROCESS = {"BLACKBOX_SEAL_PROCESS": "true"}
+SEALING_PLACES = pytest.mark.parametrize(
+    "sealing_place", [{}, SEAL_PROCESS], ids=["sealing-in-worker", "sealing-in-process"]
+)
+
+
+@SEALING_PLACES
+def test_sigkill_mid_run_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path, sealing_place: dict[str, str]
+) -> None:
     topics = Topics.fresh(kafka_bootstrap)
     archive_dir = tmp_path / "archive"
     # small batches, so that the kill lands with many batches done and many still to do
@@ -109,7 +119,7 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_
         topics,
         tmp_path / "worker",
         f"file://{archive_dir}",
-        {"BLACKBOX_BATCH_MAX_MESSAGES": "20"},
+        {"BLACKBOX_BATCH_MAX_MESSAGES": "20", **sealing_place},
     ).start()
     first_wave = load(300, 80, seed=2)
     second_wave = load(50, 40, seed=3)
@@ -136,7 +146,10 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_
     assert counts["sealed"] == len(first_wave) + len(second_wave)
 
 
-def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(kafka_bootstrap: str, tmp_path: Path) -> None:
+@SEALING_PLACES
+def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(
+    kafka_bootstrap: str, tmp_path: Path, sealing_place: dict[str, str]
+) -> None:
     topics = Topics.fresh(kafka_bootstrap, partitions=1)
     archive_dir = tmp_path / "archive"
     worker = WorkerProcess(
@@ -144,7 +157,7 @@ def test_bad_input_goes_to_the_dlq_and_the_worker_keeps_going(kafka_bootstrap: s
         topics,
         tmp_path / "worker",
         f"file://{archive_dir}",
-        {"BLACKBOX_MAX_MESSAGE_BYTES": str(64 * 1024)},
+        {"BLACKBOX_MAX_MESSAGE_BYTES": str(64 * 1024), **sealing_place},
     ).start()
     before = [
         make_event("good-1", 0),
@@ -233,7 +246,10 @@ def test_a_session_that_never_ends_is_sealed_when_idle(kafka_bootstrap: str, tmp
     assert seal["seal"]["last_seq"] == 4
 
 
-def test_output_the_masker_held_survives_a_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
+@SEALING_PLACES
+def test_output_the_masker_held_survives_a_sigkill(
+    kafka_bootstrap: str, tmp_path: Path, sealing_place: dict[str, str]
+) -> None:
     """A session's last output ends in what could be the start of an address, so the masker holds
     it back for the next event. Its message stays unacknowledged, and so does every later message
     of the partition (another session's, here), or Faust would commit past it. The worker is
@@ -246,7 +262,7 @@ def test_output_the_masker_held_survives_a_sigkill(kafka_bootstrap: str, tmp_pat
         topics,
         tmp_path / "data",
         f"file://{archive}",
-        {"BLACKBOX_HOLD_FLUSH_SECONDS": "600"},
+        {"BLACKBOX_HOLD_FLUSH_SECONDS": "600", **sealing_place},
     )
     # Two sessions come first, as in any partition that has lived a little: Faust's own check of
     # a gap at the head skips a committed offset of 0 or none.

@@ -20,10 +20,10 @@ from schemas import BATCH_SCHEMA, default_registry
 from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
 from streams.behaviour_store import BehaviourStore
-from streams.pipeline import BatchOutcome, PipelineConfig, SealPipeline, SourceMessage
+from streams.pipeline import BatchOutcome, HandedBatch, PipelineConfig, SealPipeline, SourceMessage
 from streams.sealer import SealParts, SealProcess, SealProcessFailed
 from tests.eventdata import body, make_event
-from tests.stack import read_archive
+from tests.stack import read_archive, verify_all_chains
 
 pytestmark = pytest.mark.clickhouse
 
@@ -80,18 +80,33 @@ def _batches(seed: int = 3) -> list[list[SourceMessage]]:
 
 
 def _run(
-    seal: Any, store: LocalWormStore, index: Index, scorer: Any
-) -> tuple[list[BatchOutcome], dict[str, Any]]:
+    seal: Any, store: LocalWormStore, index: Index, scorer: Any, *, overlapped: bool = False
+) -> tuple[list[BatchOutcome], list[dict[str, Any]]]:
+    """The batches through a pipeline, one after the other, or ``overlapped``: each next batch
+    handed over while the one before is written (as the worker does with a seal process), and
+    decoded ahead. Returns the outcomes and the identity states each batch changed."""
     pipeline = SealPipeline(REGISTRY, seal, store, index, PipelineConfig(retry_initial_seconds=0.01))
     behaviour = BehaviourStore(index, scorer)
     outcomes = []
-    changes: dict[str, Any] = {}
+    changes: list[dict[str, Any]] = []
+
+    def taken(outcome: BatchOutcome) -> None:
+        outcomes.append(outcome)
+        changes.append(behaviour.scorer.take_changes())
+        behaviour.save(changes[-1])
+
+    batches = _batches()
     try:
-        for batch in _batches():
-            outcomes.append(pipeline.process(batch))
-            taken = behaviour.scorer.take_changes()
-            changes.update(taken)
-            behaviour.save(taken)
+        if overlapped:
+            pipeline.decode_ahead([message for batch in batches[1:] for message in batch])
+            later = iter(batches[1:])
+            handed: HandedBatch | None = pipeline.hand_over(batches[0])
+            while handed is not None:
+                outcome, handed = pipeline.complete(handed, lambda: next(later, []))
+                taken(outcome)
+        else:
+            for batch in batches:
+                taken(pipeline.process(batch))
     finally:
         pipeline.close()
     return outcomes, changes
@@ -108,21 +123,34 @@ def _store(path: Path) -> LocalWormStore:
     return LocalWormStore(path, retention=Retention("COMPLIANCE", 1))
 
 
-def test_a_seal_process_seals_as_the_step_in_the_worker_does(index: Index, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("in_process", "overlapped"),
+    [(True, False), (True, True), (False, True)],
+    ids=["seal-process", "seal-process-overlapped", "in-worker-overlapped"],
+)
+def test_a_seal_process_seals_as_the_step_in_the_worker_does(
+    index: Index, tmp_path: Path, in_process: bool, overlapped: bool
+) -> None:
     parts = masking_and_scoring()
     expected, expected_changes = _run(parts.step, _store(tmp_path / "a"), index, parts.scorer)
     with ChdbIndex(tmp_path / "index", database="other") as other:
         other.migrate()
-        process = SealProcess(masking_and_scoring)
-        outcomes, changes = _run(process, _store(tmp_path / "b"), other, process)
+        if in_process:
+            process = SealProcess(masking_and_scoring)
+            outcomes, changes = _run(process, _store(tmp_path / "b"), other, process, overlapped=overlapped)
+        else:
+            local = masking_and_scoring()
+            outcomes, changes = _run(
+                local.step, _store(tmp_path / "b"), other, local.scorer, overlapped=overlapped
+            )
         stored_there = other.query("SELECT count() AS n FROM identity_behaviour").to_pylist()[0]["n"]
     in_worker = read_archive(_store(tmp_path / "a"))
-    in_process = read_archive(_store(tmp_path / "b"))
-    assert in_process.records == in_worker.records
-    assert len(in_process.records) > 6 * 30  # every event, the split session and the seals
-    masked = [value for _, value in in_process.records if value["findings"]]
+    in_process_archive = read_archive(_store(tmp_path / "b"))
+    assert in_process_archive.records == in_worker.records
+    assert len(in_process_archive.records) > 6 * 30  # every event, the split session and the seals
+    masked = [value for _, value in in_process_archive.records if value["findings"]]
     assert masked, "the generated load has values to mask"
-    assert b"alice@example.com" not in b"".join(raw for raw, _ in in_process.records)
+    assert b"alice@example.com" not in b"".join(raw for raw, _ in in_process_archive.records)
     for outcome, reference in zip(outcomes, expected, strict=True):
         assert outcome.records == reference.records
         assert outcome.duplicates == reference.duplicates
@@ -135,15 +163,17 @@ def test_a_seal_process_seals_as_the_step_in_the_worker_does(index: Index, tmp_p
     assert not expected[1].held
     assert expected[0].duplicates == 1
     assert [d.source.key for d in expected[0].dead_letters] == [b"junk"]
+    # Batch by batch: a batch sealing beside the worker does not mix its changes into the last.
     assert changes == expected_changes
-    assert changes, "scoring kept identity states"
+    assert all(changes), "scoring kept identity states"
     stored_here = index.query("SELECT count() AS n FROM identity_behaviour").to_pylist()[0]["n"]
     assert stored_there == stored_here > 0
 
 
 def test_identity_states_are_read_through_the_worker(index: Index, tmp_path: Path) -> None:
     first = SealProcess(masking_and_scoring)
-    _, changes = _run(first, _store(tmp_path / "a"), index, first)
+    _, changes_by_batch = _run(first, _store(tmp_path / "a"), index, first)
+    changes = {key: state for batch in changes_by_batch for key, state in batch.items()}
     asked: list[list[str]] = []
     second = SealProcess(masking_and_scoring)
     try:
@@ -184,7 +214,7 @@ def test_a_killed_seal_process_fails_the_batch_and_every_later_call(index: Index
         with pytest.raises(SealProcessFailed, match="exit"):
             pipeline.process(_batches()[0])
         with pytest.raises(SealProcessFailed, match="unusable"):
-            process.holds_output("s-split")
+            process.holding("s-split")
         assert not list(_store(tmp_path / "a").list_keys(""))  # nothing archived without sealing
     finally:
         pipeline.close()
@@ -195,3 +225,51 @@ def test_a_seal_process_that_cannot_start_says_why_without_its_message() -> None
         SealProcess(broken_factory)
     assert "LookupError" in str(raised.value)
     assert "no policy here" not in str(raised.value)
+
+
+def test_a_partition_revoked_while_its_batch_seals_is_left_to_its_next_owner(
+    index: Index, tmp_path: Path
+) -> None:
+    process = SealProcess(masking_and_scoring)
+    store = _store(tmp_path / "a")
+    pipeline = SealPipeline(REGISTRY, process, store, index, PipelineConfig(retry_initial_seconds=0.01))
+    first, second = _batches()
+    try:
+        outcome, handed = pipeline.complete(pipeline.hand_over(first), lambda: second)
+        assert handed is not None
+        written_before = read_archive(store).objects
+        # The revocation comes between the batches, while the second one seals: the masker is
+        # told to forget (after the job, in order) and nothing of partition 1 may be written.
+        pipeline.forget_partition(1)
+        outcome, handed = pipeline.complete(handed)
+        assert handed is None
+        assert outcome.records > 0
+        assert {letter.source.partition for letter in outcome.dead_letters} <= {0}
+        assert {partition for partition, _ in outcome.sealed_batches} == {0}
+        assert read_archive(store).objects == written_before + 1  # partition 0's object only
+        # The partition comes back: its messages are taken again, after recovery from the archive.
+        again = pipeline.process([message for message in second if message.partition == 1])
+        assert again.records > 0
+        contents = read_archive(store)
+        keys = [(value["session_id"], value["index"]) for _, value in contents.records]
+        assert len(keys) == len(set(keys)), "a record archived twice"
+        assert verify_all_chains(contents, require_seal=False) == 7  # six sessions, the split one
+        assert not process.holding("s-split").output  # the split value was released in order
+    finally:
+        pipeline.close()
+
+
+def test_a_seal_job_given_up_in_flight_makes_the_process_unusable(index: Index, tmp_path: Path) -> None:
+    process = SealProcess(masking_and_scoring)
+    pipeline = SealPipeline(
+        REGISTRY, process, _store(tmp_path / "a"), index, PipelineConfig(retry_initial_seconds=0.01)
+    )
+    first, second = _batches()
+    try:
+        pipeline.hand_over(first)  # never completed: its results would answer the next call
+        with pytest.raises(SealProcessFailed, match="abandoned"):
+            process.holding("s-split")
+        with pytest.raises(SealProcessFailed, match="unusable"):
+            pipeline.process(second)
+    finally:
+        pipeline.close()
