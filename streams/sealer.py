@@ -456,7 +456,8 @@ class SealProcess:
             return changes
 
     def close(self) -> None:
-        if self._process.is_alive():
+        # A child with a job given up in flight may be waiting for an answer: it is not asked.
+        if self._process.is_alive() and not self._in_flight:
             with contextlib.suppress(OSError):
                 self._connection.send(("stop",))
             self._process.join(10)
