@@ -317,14 +317,15 @@ def build_app(
             pipeline.decode_ahead(arrived)
             arrived.clear()
 
+    def taken(batch: list[Taken]) -> _TakenBatch:
+        generations = {message.partition: acks.generation(message.partition) for _, message in batch}
+        return _TakenBatch(batch, generations, None, time.perf_counter())
+
     def due_batch(intake: BatchIntake[Taken]) -> _TakenBatch | None:
         """The intake's next batch if one is due now (on the event loop)."""
         decode_arrived()
         batch = intake.take_due()
-        if not batch:
-            return None
-        generations = {message.partition: acks.generation(message.partition) for _, message in batch}
-        return _TakenBatch(batch, generations, None, time.perf_counter())
+        return taken(batch) if batch else None
 
     async def seal_batches(intake: BatchIntake[Taken], stream: Any) -> None:
         # With a seal process, the next batch is handed over while this one is written (see
@@ -333,19 +334,19 @@ def build_app(
         current: _TakenBatch | None = None
         while True:
             if current is None:
-                batch = await intake.take()
-                generations = {message.partition: acks.generation(message.partition) for _, message in batch}
-                started = time.perf_counter()
+                current = taken(await intake.take())
                 metrics.intake_messages = len(intake)
                 decode_arrived()
-                handed = await _sealed_in_thread(functools.partial(hand_over, [m for _, m in batch]))
-                current = _TakenBatch(batch, generations, handed, started)
+                current.handed = await _sealed_in_thread(
+                    functools.partial(hand_over, [message for _, message in current.batch])
+                )
             assert current.handed is not None
-            following = _FollowingBatch(loop, functools.partial(due_batch, intake))
-            take_following = following if pipeline.overlaps_batches else None
+            following = None
+            if pipeline.overlaps_batches:
+                following = _FollowingBatch(loop, functools.partial(due_batch, intake))
             try:
                 outcome, following_handed = await _sealed_in_thread(
-                    functools.partial(complete, current.handed, take_following)
+                    functools.partial(complete, current.handed, following)
                 )
                 await publish(outcome)
             except DlqLimitExceeded as exc:
@@ -365,11 +366,9 @@ def build_app(
             metrics.intake_messages = len(intake)
             metrics.unacknowledged_messages = len(acks)
             metrics.add(outcome, len(current.batch), time.perf_counter() - current.started)
-            current = None
-            if following_handed is not None:
-                current = following.taken
-                assert current is not None
-                current.handed = following_handed
+            current = following.taken if following is not None else None
+            if current is not None:
+                current.handed = following_handed  # `complete` handed over what it took
 
     crashing: list[asyncio.Future[None]] = []  # referenced, so the task is not collected early
 

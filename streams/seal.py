@@ -375,17 +375,14 @@ class SealStep:
                 return spliced
         return self._registry.encode_body(EVENT_SCHEMA, masked)
 
-    def holds_output(self, session_id: str) -> bool:
-        """Whether the masker holds bytes of this session back for its next event: the message
-        they came in must be delivered again after a crash (see `rewarm`)."""
-        return self._masker.holds(session_id)
-
     def prompt_open(self, session_id: str) -> bool:
-        """Whether the masker has a password prompt of this session open (see `output_flush_event`)."""
+        """Whether the masker has a password prompt of this session open (see `output_flush_event`):
+        the message that printed it must be delivered again after a crash (see `rewarm`)."""
         return self._masker.prompt_open(session_id)
 
     def holds_bytes(self, session_id: str) -> bool:
-        """Whether the masker holds bytes of this session back (an open prompt aside)."""
+        """Whether the masker holds bytes of this session back for its next event (an open prompt
+        aside): the message they came in must be delivered again after a crash (see `rewarm`)."""
         return self._masker.holds_bytes(session_id)
 
     def rewarm(self, event: dict[str, Any], message_key: bytes | None, *, refused: bool = False) -> bool:

@@ -164,18 +164,17 @@ class Holding(NamedTuple):
     """What the masker holds back of a session: the message that brought it must come again
     after a crash, and while a password prompt is open what is typed next is the secret."""
 
-    output: bool  # bytes, or an open prompt
-    bytes: bool  # bytes, an open prompt aside
+    bytes: bool  # bytes of output or keystrokes, for the session's next event
     prompt: bool  # an open password prompt
 
-
-NOTHING_HELD = Holding(output=False, bytes=False, prompt=False)
+    @property
+    def output(self) -> bool:
+        """Anything at all: bytes, or an open prompt."""
+        return self.bytes or self.prompt
 
 
 def holding_of(step: SealStep, session_id: str) -> Holding:
-    if not step.holds_output(session_id):
-        return NOTHING_HELD
-    return Holding(True, step.holds_bytes(session_id), step.prompt_open(session_id))
+    return Holding(step.holds_bytes(session_id), step.prompt_open(session_id))
 
 
 @dataclass(frozen=True)
@@ -330,10 +329,6 @@ class SealParts:
 
 class SealProcessFailed(RuntimeError):
     """The seal process failed or exited; its masker and scorer state is gone with it."""
-
-
-# The step's calls a worker makes outside sealing, by name (nothing else is callable remotely).
-_STEP_CALLS = frozenset({"holding", "rewarm", "is_alert"})
 
 
 class SealProcess:
@@ -648,11 +643,12 @@ def _seal_jobs(
 
 
 def _called(step: SealStep, name: str, args: tuple[Any, ...]) -> Any:
-    if name not in _STEP_CALLS:
-        raise ValueError(f"{name} is not callable in the seal process")
+    """The step's calls a worker makes outside sealing (nothing else is callable remotely)."""
     if name == "holding":
         return tuple(holding_of(step, *args))
     if name == "rewarm":
         event, key, refused = args
         return step.rewarm(event, key, refused=refused)
-    return step.is_alert(*args)
+    if name == "is_alert":
+        return step.is_alert(*args)
+    raise ValueError(f"{name} is not callable in the seal process")

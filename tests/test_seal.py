@@ -26,6 +26,7 @@ from streams.seal import (
     carries_gateway_event,
     replay_state,
 )
+from streams.sealer import holding_of
 from streams.validate import InvalidEvent
 from tests.eventdata import TRAP, body, end, make_event, output, trap_masker
 
@@ -158,14 +159,14 @@ def test_the_last_event_sent_again_after_an_idle_seal_is_a_duplicate() -> None:
 def test_an_output_flush_puts_held_bytes_on_record_and_the_session_goes_on() -> None:
     chain = masking_chain()
     chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))
-    assert chain.step.holds_output("s-1")
+    assert holding_of(chain.step, "s-1").output
     stale = output_flush_event(chain.state, 15)
     assert chain.feed(output_flush_event(chain.state, 15)) == ["EVENT"]
     flush = chain.records[-1].value
     assert base64.b64decode(flush["event"]["attributes"][OUTPUT_TAIL_ATTRIBUTE]) == b"*" * 16
     assert [finding["field"] for finding in flush["findings"]] == [f"attributes.{OUTPUT_TAIL_ATTRIBUTE}"]
     assert flush["risk"] is None  # a request of the worker, not something the identity did
-    assert not chain.step.holds_output("s-1")
+    assert not holding_of(chain.step, "s-1").output
     assert not chain.state.sealed
     assert chain.feed(stale) == []  # asked twice: nothing is held any more
     assert chain.outcomes[-1] == "request_ignored"
@@ -184,10 +185,10 @@ def test_an_output_flush_after_newer_events_is_ignored() -> None:
     chain.feed(make_event("s-1", 0, output("bye ada@lovelace.org")))
     stale = output_flush_event(chain.state, 15)
     chain.feed(make_event("s-1", 1, body("TerminalResize", cols=100, rows=30)))  # still holding
-    assert chain.step.holds_output("s-1")
+    assert holding_of(chain.step, "s-1").output
     assert chain.feed(stale) == []
     assert chain.outcomes[-1] == "request_ignored"
-    assert chain.step.holds_output("s-1")
+    assert holding_of(chain.step, "s-1").output
 
 
 def test_a_request_not_at_the_sessions_last_seq_is_ignored() -> None:
@@ -206,7 +207,7 @@ def test_a_prompt_released_by_a_flush_still_masks_the_password_typed_after_it() 
     it on record, and what the user then types must still be masked as the password."""
     chain = masking_chain()
     chain.feed(make_event("s-1", 0, output("ada@host:~$ sudo ls\r\nPassword:")))
-    assert chain.step.holds_output("s-1")
+    assert holding_of(chain.step, "s-1").output
     assert chain.feed(output_flush_event(chain.state, 15)) == ["EVENT"]
     chain.feed(make_event("s-1", 1, body("TerminalInput", data=b"hunter2-Correct-Horse\r")))
     typed = chain.records[-1].value
