@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 MODULES: tuple[str, ...] = (
+    "schemas.shapes",
     "schemas.codec",
     "schemas.event_reader",
     "schemas.sealed",

@@ -71,7 +71,14 @@ _SECRET_FLAGS = frozenset(
 _MYSQL_LIKE = frozenset({"mysql", "mysqldump", "mysqladmin", "mariadb", "mariadb-dump"})
 _INSERT = re.compile(rb"(?is)\binsert\s+into\s+[\w.\"`]+\s*\(([^)]*)\)\s*values\s*")
 _SQL_TUPLE_ITEM = re.compile(rb"'((?:[^']|'')*)'|(\$\d+|\?|%s|:\w+)|([^,()\s]+)")
-_PARAM_COMPARE = re.compile(rb"(?i)([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|\blike\b|\bilike\b)\s*\$(\d+)")
+# A bound parameter compared to a column: ``email = $1``, ``"u".ssn LIKE $2``. Read from the
+# parameter's "$" backwards (on the reversed statement): a pattern that starts with the column
+# name has no literal to skip to, and was tried at every byte (5 µs for a one-line statement).
+# Reversed, the operators are matched longest first, as the forward alternation finds them; the
+# boundary before LIKE comes after it; only the one before it matters, as blanks or "$" follow.
+_PARAMETER = re.compile(rb"\$(\d+)")
+_COMPARED_REVERSED = re.compile(rb"(?i)\s*(?:=!|><|=|ekili\b|ekil\b)\s*([\w.\"]*)")
+_COLUMN_START = re.compile(rb"[A-Za-z_]")
 
 
 @dataclass
@@ -566,10 +573,26 @@ def _sql_context(statement: bytes) -> tuple[list[Span], dict[int, str]]:
 
 
 def _param_compares(statement: bytes, params: dict[int, str]) -> None:
-    for m in _PARAM_COMPARE.finditer(statement):
-        entity = entity_for_key(m.group(1).rsplit(b".", 1)[-1].strip(b'"'))
+    for column, digits in compared_parameters(statement):
+        entity = entity_for_key(column.rsplit(b".", 1)[-1].strip(b'"'))
         if entity is not None:
-            _note_param(params, m.group(2), entity)
+            _note_param(params, digits, entity)
+
+
+def compared_parameters(statement: bytes) -> list[tuple[bytes, bytes]]:
+    """(column, parameter number) of each ``column <op> $n`` (op ``= <> != LIKE ILIKE``); the
+    column is the name's characters (``\\w . "``) from the first letter or ``_``."""
+    reversed_statement = statement[::-1]
+    compared: list[tuple[bytes, bytes]] = []
+    for parameter in _PARAMETER.finditer(statement):
+        before = _COMPARED_REVERSED.match(reversed_statement, len(statement) - parameter.start())
+        if before is None:
+            continue
+        name = before.group(1)[::-1]
+        start = _COLUMN_START.search(name)
+        if start is not None:
+            compared.append((name[start.start() :], parameter.group(1)))
+    return compared
 
 
 def _note_param(params: dict[int, str], digits: bytes, entity: str) -> None:

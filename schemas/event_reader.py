@@ -9,9 +9,12 @@ messages gateways send make most of that avoidable:
   per message, as a rule), and every event whose bytes repeat it shares the decoded value;
 - every event starts with two strings and two longs, and half of all events carry terminal
   input or output, a body of one ``bytes`` field: those are read here, straight from the
-  message.
+  message;
+- every other body is read here too, by walking its type's `schemas.shapes.Shape` over the
+  message: ~2 µs for a query or an HTTP exchange where fastavro takes ~7.
 
-A changed envelope and every other body go to fastavro, positioned on the same bytes. The
+A changed envelope, and a body type whose schema has a shape this reader does not walk, go to
+fastavro, positioned on the same bytes. The
 values are equal to fastavro's, field for field (tests/test_event_reader.py compares them on
 generated events and on corrupted messages); events of one message may share envelope objects,
 so they are read-only, as the seal step treats them anyway.
@@ -25,6 +28,22 @@ from typing import Any
 
 import fastavro
 from fastavro.schema import SchemaParseException, parse_schema
+
+from schemas.shapes import (
+    ARRAY,
+    BOOLEAN,
+    BYTES,
+    ENUM,
+    INT,
+    LONG,
+    MAP,
+    OPTIONAL,
+    RECORD,
+    STRING,
+    Shape,
+    UnsupportedShape,
+    shape_of,
+)
 
 Event = dict[str, Any]
 # The fields every event starts with, in order, and their Avro types.
@@ -66,6 +85,68 @@ def read_bytes(data: bytes, position: int) -> tuple[bytes, int]:
     return data[position:end], end
 
 
+def read_value(shape: Shape, data: bytes, position: int) -> tuple[Any, int]:
+    """The value of ``shape`` at ``position``, as fastavro reads it with `READ_OPTIONS`: (value,
+    position after it). Where fastavro reads a corrupt encoding as something (a boolean byte
+    other than 0 or 1, a negative enum index), this reads the same."""
+    kind = shape.kind
+    if kind == STRING:
+        raw, position = read_bytes(data, position)
+        return raw.decode(), position
+    if kind in (LONG, INT):
+        return read_long(data, position)
+    if kind == OPTIONAL:
+        assert shape.item is not None
+        branch, after = read_long(data, position)
+        if branch == (1 if shape.null_first else 0):
+            return read_value(shape.item, data, after)
+        if branch == (0 if shape.null_first else 1):
+            return None, after
+        raise ValueError(f"union branch {branch} out of range at offset {position}")
+    if kind == RECORD:
+        record: dict[str, Any] = {}
+        for name, field_shape, _, _ in shape.fields:
+            record[name], position = read_value(field_shape, data, position)
+        return record, position
+    if kind == BYTES:
+        return read_bytes(data, position)
+    if kind == ARRAY:
+        assert shape.item is not None
+        items: list[Any] = []
+        count, position = _block_count(data, position)
+        while count:
+            for _ in range(count):
+                item, position = read_value(shape.item, data, position)
+                items.append(item)
+            count, position = _block_count(data, position)
+        return items, position
+    if kind == MAP:
+        assert shape.item is not None
+        entries: dict[str, Any] = {}
+        count, position = _block_count(data, position)
+        while count:
+            for _ in range(count):
+                key, position = read_bytes(data, position)
+                entries[key.decode()], position = read_value(shape.item, data, position)
+            count, position = _block_count(data, position)
+        return entries, position
+    if kind == BOOLEAN:
+        return data[position] != 0, position + 1  # IndexError past the end
+    if kind == ENUM:
+        index, position = read_long(data, position)
+        return shape.symbol_names[index], position  # a negative index counts from the end, as in fastavro
+    return None, position  # null
+
+
+def _block_count(data: bytes, position: int) -> tuple[int, int]:
+    """An array's or map's next block: how many items it has (0: the end), and where they start."""
+    count, position = read_long(data, position)
+    if count < 0:  # the block's size in bytes follows its count
+        count = -count
+        _, position = read_long(data, position)
+    return count, position
+
+
 def _is_single_bytes_record(schema: Any) -> bool:
     return (
         isinstance(schema, dict)
@@ -96,6 +177,7 @@ class EventReader:
         branches = fields[-1]["type"]
         self._branch_names = [branch["name"] for branch in branches]
         self._data_only = frozenset(i for i, branch in enumerate(branches) if _is_single_bytes_record(branch))
+        self._shapes: list[Shape | None] = [_shape_or_none(branch, named_schemas) for branch in branches]
 
     @classmethod
     def for_schema(cls, event_schema: Any) -> EventReader | None:
@@ -147,6 +229,9 @@ class EventReader:
                 body: Any = (self._branch_names[branch], {"data": data})
             elif not 0 <= branch < len(self._branch_names):
                 raise ValueError(f"union branch {branch} out of range at offset {position}")
+            elif (shape := self._shapes[branch]) is not None:
+                fields, position = read_value(shape, message, after_branch)
+                body = (self._branch_names[branch], fields)
             else:
                 stream.seek(position)
                 body = read(stream, self._body, None, **READ_OPTIONS)[BODY_FIELD]
@@ -161,3 +246,10 @@ class EventReader:
             event[BODY_FIELD] = body
             events.append((event, message[start:position]))
         return events, position
+
+
+def _shape_or_none(branch: Any, named: dict[str, Any]) -> Shape | None:
+    try:
+        return shape_of(branch, named)
+    except UnsupportedShape:
+        return None

@@ -13,6 +13,21 @@ from functools import lru_cache
 from typing import Any
 
 from schemas.bodies import TERMINAL_INPUT, TERMINAL_OUTPUT
+from schemas.shapes import (
+    ARRAY,
+    BOOLEAN,
+    BYTES,
+    ENUM,
+    INT,
+    LONG,
+    MAP,
+    OPTIONAL,
+    RECORD,
+    STRING,
+    Shape,
+    UnsupportedShape,
+    shape_of,
+)
 
 RECORD_KINDS = ("EVENT", "GAP", "LATE", "FORK", "SEAL")
 _KIND_INDEX = {kind: index for index, kind in enumerate(RECORD_KINDS)}
@@ -113,77 +128,8 @@ SINGLE_DATA_BODIES = frozenset({TERMINAL_OUTPUT, TERMINAL_INPUT})
 
 # --- masked bodies -------------------------------------------------------------------------------
 
-_NULL_TYPE, _BOOLEAN, _INT, _LONG, _BYTES, _STRING, _ENUM, _ARRAY, _MAP, _RECORD, _OPTIONAL = range(11)
-_PRIMITIVES = {
-    "null": _NULL_TYPE,
-    "boolean": _BOOLEAN,
-    "int": _INT,
-    "long": _LONG,
-    "bytes": _BYTES,
-    "string": _STRING,
-}
 _INT_RANGE = (-(1 << 31), 1 << 31)
 _LONG_RANGE = (-(1 << 63), 1 << 63)
-
-
-class UnsupportedShape(ValueError):
-    """A schema shape `BodyWriter` does not write (the generic writer then does)."""
-
-
-class _Node:
-    """One type of a body's schema, ready to write: its kind and what that kind needs."""
-
-    __slots__ = ("fields", "item", "kind", "null_first", "symbols")
-
-    def __init__(self, kind: int) -> None:
-        self.kind = kind
-        self.item: _Node | None = None  # array items, map values, the optional's other branch
-        self.fields: list[tuple[str, _Node, bool, Any]] = []  # name, type, has a default, default
-        self.symbols: dict[str, int] = {}
-        self.null_first = True  # an optional's union: ["null", T] rather than [T, "null"]
-
-
-def _node(schema: Any, named: dict[str, Any], building: frozenset[str] = frozenset()) -> _Node:
-    """``building``: the records whose fields are being built, to refuse a recursive type (which
-    this writer would follow without end) instead of recursing."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES:
-            return _Node(_PRIMITIVES[schema])
-        if schema not in named:
-            raise UnsupportedShape(f"unknown type {schema!r}")
-        if schema in building:
-            raise UnsupportedShape(f"recursive type {schema!r}")
-        return _node(named[schema], named, building)
-    if isinstance(schema, list):
-        # Optional values only: the writer picks the branch as fastavro does, null for None.
-        if len(schema) != 2 or "null" not in schema:
-            raise UnsupportedShape("a union other than [null, T]")
-        node = _Node(_OPTIONAL)
-        node.null_first = schema[0] == "null"
-        node.item = _node(schema[1] if node.null_first else schema[0], named, building)
-        return node
-    kind = schema.get("type")
-    if "logicalType" in schema:
-        raise UnsupportedShape(f"logical type {schema['logicalType']!r}")
-    if isinstance(kind, str) and kind in _PRIMITIVES:
-        return _Node(_PRIMITIVES[kind])
-    if kind == "enum":
-        node = _Node(_ENUM)
-        node.symbols = {symbol: index for index, symbol in enumerate(schema["symbols"])}
-        return node
-    if kind in ("array", "map"):
-        node = _Node(_ARRAY if kind == "array" else _MAP)
-        node.item = _node(schema["items" if kind == "array" else "values"], named, building)
-        return node
-    if kind == "record":
-        node = _Node(_RECORD)
-        inside = building | {schema["name"]}
-        node.fields = [
-            (field["name"], _node(field["type"], named, inside), "default" in field, field.get("default"))
-            for field in schema["fields"]
-        ]
-        return node
-    raise UnsupportedShape(f"type {kind!r}")
 
 
 def _checked_long(value: Any, bounds: tuple[int, int]) -> bytes:
@@ -192,22 +138,22 @@ def _checked_long(value: Any, bounds: tuple[int, int]) -> bytes:
     return _long(value)
 
 
-def _write(node: _Node, value: Any, out: list[bytes]) -> None:
+def _write(node: Shape, value: Any, out: list[bytes]) -> None:
     kind = node.kind
-    if kind == _STRING:
+    if kind == STRING:
         if type(value) is not str:
             raise TypeError(f"not a string: {type(value).__name__}")
         out.append(_bytes(value.encode()))
-    elif kind == _OPTIONAL:
+    elif kind == OPTIONAL:
         assert node.item is not None
         if value is None:
             out.append(b"\x00" if node.null_first else b"\x02")
         else:
             out.append(b"\x02" if node.null_first else b"\x00")
             _write(node.item, value, out)
-    elif kind == _LONG:
+    elif kind == LONG:
         out.append(_checked_long(value, _LONG_RANGE))
-    elif kind == _RECORD:
+    elif kind == RECORD:
         if type(value) is not dict:
             raise TypeError(f"not a record: {type(value).__name__}")
         if "-type" in value:
@@ -220,7 +166,7 @@ def _write(node: _Node, value: Any, out: list[bytes]) -> None:
                 _write(field_type, default, out)
             else:
                 raise KeyError(f"no value for field {name!r}")
-    elif kind == _ARRAY:
+    elif kind == ARRAY:
         assert node.item is not None
         if type(value) is not list:
             raise TypeError(f"not an array: {type(value).__name__}")
@@ -229,7 +175,7 @@ def _write(node: _Node, value: Any, out: list[bytes]) -> None:
             for item in value:
                 _write(node.item, item, out)
         out.append(_NULL)
-    elif kind == _MAP:
+    elif kind == MAP:
         assert node.item is not None
         if type(value) is not dict:
             raise TypeError(f"not a map: {type(value).__name__}")
@@ -241,17 +187,17 @@ def _write(node: _Node, value: Any, out: list[bytes]) -> None:
                 out.append(_bytes(key.encode()))
                 _write(node.item, item, out)
         out.append(_NULL)
-    elif kind == _BYTES:
+    elif kind == BYTES:
         if type(value) is not bytes:
             raise TypeError(f"not bytes: {type(value).__name__}")
         out.append(_bytes(value))
-    elif kind == _BOOLEAN:
+    elif kind == BOOLEAN:
         if type(value) is not bool:
             raise TypeError(f"not a boolean: {type(value).__name__}")
         out.append(b"\x01" if value else b"\x00")
-    elif kind == _INT:
+    elif kind == INT:
         out.append(_checked_long(value, _INT_RANGE))
-    elif kind == _ENUM:
+    elif kind == ENUM:
         out.append(_long(node.symbols[value]))
     elif value is not None:  # null
         raise TypeError(f"not null: {type(value).__name__}")
@@ -270,10 +216,10 @@ class BodyWriter:
     """
 
     def __init__(self, branches: list[Any], named: dict[str, Any]) -> None:
-        self._branches: dict[str, tuple[bytes, _Node]] = {}
+        self._branches: dict[str, tuple[bytes, Shape]] = {}
         for index, branch in enumerate(branches):
             try:
-                self._branches[branch["name"]] = (_long(index), _node(branch, named))
+                self._branches[branch["name"]] = (_long(index), shape_of(branch, named))
             except UnsupportedShape:
                 continue
 

@@ -18,6 +18,7 @@ from masking.context import (
 from masking.corpus import generate, terminal_bytes
 from masking.detectors import SHAPE, SHORT_TEXT, ContentScanner, Span
 from masking.engine import _ANSI, _Stripped
+from masking.event_masker import compared_parameters
 
 # What the reversed key scan was before separators were rewritten as "=": one class of all six.
 _ONE_CLASS = re.compile(rb"[=:|,\t\n]" + _KEY_TAIL)
@@ -128,3 +129,22 @@ def test_short_texts_find_what_long_texts_find() -> None:
             continue  # an unterminated key body runs to the end of the text, padding included
         padded = text + b"\n" + b" " * (SHORT_TEXT + 1)
         assert _scan(text) == _scan(padded)
+
+
+# The forward pattern that `compared_parameters` replaced: tried at every byte of a statement.
+_PARAMETER_COMPARE_PLAIN = re.compile(rb"(?i)([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|\blike\b|\bilike\b)\s*\$(\d+)")
+
+
+def test_compared_parameters_match_the_forward_pattern() -> None:
+    rng = random.Random(3)
+    pieces = [
+        b"email", b"u.ssn", b'"t".dob', b"_x", b"1", b"a1", b" ", b"\n", b"=", b"==", b"<>", b"!=",
+        b"!", b"<", b">", b"like", b"LIKE", b"ilike", b"xlike", b"$", b"$1", b"$23", b"$0", b".",
+        b'"', b"(", b",", b"'", b"\xc3\xa9", b"where ", b"and ",
+    ]  # fmt: skip
+    for _ in range(30000):
+        statement = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 14)))
+        plain = [(m.group(1), m.group(2)) for m in _PARAMETER_COMPARE_PLAIN.finditer(statement)]
+        assert compared_parameters(statement) == plain, statement
+    statement = b'SELECT id FROM users WHERE email = $1 AND u."last_name" ILIKE $2 OR id<>$3'
+    assert compared_parameters(statement) == [(b"email", b"1"), (b'u."last_name"', b"2"), (b"id", b"3")]
