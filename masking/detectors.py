@@ -491,7 +491,14 @@ class ContentScanner:
     """Finds structured identifiers and secrets by content. Stateless; one instance is shared."""
 
     def scan(
-        self, data: bytes, lower: bytes, shape: bytes | None, out: list[Span], gate: int = GATE_ALL
+        self,
+        data: bytes,
+        lower: bytes,
+        shape: bytes | None,
+        out: list[Span],
+        gate: int = GATE_ALL,
+        *,
+        lines_from: int = 0,
     ) -> int:
         """Append spans to ``out``. Returns the offset of an unterminated PEM private key body
         (the stream masker keeps masking until its END line), or -1. ``shape`` is
@@ -499,11 +506,25 @@ class ContentScanner:
         the detectors that can match at all (`masking.prefilter`); the others are skipped, and
         ``lower`` (``data.lower()``) is only read by those in `GATE_LOWER_READERS`.
 
+        ``lines_from``: a line start before which the text is only context (the stream masker
+        has emitted those lines already). Most detectors find values within a line, and do not
+        read before it; only those that read across lines (`_across_lines`) read it all.
+
         Every regex starts with a literal, which the regex engine scans for in C. In a long text
         a pre-check pays only for a single rare byte (``in`` is then memchr, ~5x faster than that
         scan); for longer literals ``in`` costs as much as the regex itself. A short text is
         another matter: there the fixed cost of starting a scan dominates, and ``in`` is cheaper.
         """
+        if lines_from:
+            local: list[Span] = []
+            self._line_local(data[lines_from:], lower[lines_from:], None, local, gate)
+            out.extend(Span(span.start + lines_from, span.end + lines_from, span.entity) for span in local)
+        else:
+            self._line_local(data, lower, shape, out, gate)
+        return self._across_lines(data, lower, out, gate)
+
+    def _line_local(self, data: bytes, lower: bytes, shape: bytes | None, out: list[Span], gate: int) -> None:
+        """The detectors whose values, and what decides them, lie within one line."""
         # In a short text (most event fields) each pattern runs only if a literal every match
         # contains is there; in a long one the regex scan is the cheaper search, so it just runs.
         short = len(data) <= SHORT_TEXT
@@ -547,13 +568,6 @@ class ContentScanner:
                 for m in _URL_PASSWORD.finditer(data):
                     if not is_placeholder(m.group(1)):
                         out.append(Span(m.start(1), m.end(1), PASSWORD))
-        if gate & GATE_AWS_KEY and (not short or has(data, b"IA")):  # AKIA, ASIA
-            for m in _AWS_KEY_ID.finditer(data):
-                out.append(Span(m.start(), m.end(), AWS_ACCESS_KEY))
-                # A secret access key printed next to its key id (credentials CSV, `aws configure`).
-                near = _AWS_SECRET_NEAR.search(data, m.end(), m.end() + 200)
-                if near is not None and _looks_random(near.group()):
-                    out.append(Span(near.start(), near.end(), AWS_SECRET_KEY))
         if has(data, b"_"):
             if gate & GATE_GITHUB and (not short or has(data, b"gh") or has(data, b"github_pat_")):
                 out.extend(Span(m.start(), m.end(), GITHUB_TOKEN) for m in _GITHUB.finditer(data))
@@ -564,9 +578,22 @@ class ContentScanner:
                         out.append(Span(s, m.end(), STRIPE_KEY))
         if gate & GATE_SLACK and (not short or has(data, b"xox")):
             out.extend(Span(m.start(), m.end(), SLACK_TOKEN) for m in _SLACK.finditer(data))
-        pem_open = -1
         if gate & GATE_JWT and has(data, b"J"):  # eyJ
             out.extend(Span(m.start(), m.end(), JWT) for m in _JWT.finditer(data))
+
+    def _across_lines(self, data: bytes, lower: bytes, out: list[Span], gate: int) -> int:
+        """The detectors that read across lines: a PEM body up to its END line, an AWS secret key
+        printed after its key id, a SQL password after its keyword; the PEM body's offset if it
+        is not ended, else -1."""
+        short = len(data) <= SHORT_TEXT
+        if gate & GATE_AWS_KEY and (not short or has(data, b"IA")):  # AKIA, ASIA
+            for m in _AWS_KEY_ID.finditer(data):
+                out.append(Span(m.start(), m.end(), AWS_ACCESS_KEY))
+                # A secret access key printed next to its key id (credentials CSV, `aws configure`).
+                near = _AWS_SECRET_NEAR.search(data, m.end(), m.end() + 200)
+                if near is not None and _looks_random(near.group()):
+                    out.append(Span(near.start(), near.end(), AWS_SECRET_KEY))
+        pem_open = -1
         if gate & GATE_PEM and has(data, b"K"):  # PRIVATE KEY
             pem_open = self._pem(data, out)
         if gate & GATE_SQL_PASSWORD and has(data, b"'"):

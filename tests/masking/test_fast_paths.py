@@ -16,7 +16,7 @@ from masking.context import (
     _reversed_key_matches,
 )
 from masking.corpus import generate, terminal_bytes
-from masking.detectors import SHAPE, SHORT_TEXT, ContentScanner, Span
+from masking.detectors import AWS_SECRET_KEY, PASSWORD, SHAPE, SHORT_TEXT, ContentScanner, Span
 from masking.engine import _ANSI, _Stripped
 from masking.event_masker import compared_parameters
 
@@ -148,3 +148,37 @@ def test_compared_parameters_match_the_forward_pattern() -> None:
         assert compared_parameters(statement) == plain, statement
     statement = b'SELECT id FROM users WHERE email = $1 AND u."last_name" ILIKE $2 OR id<>$3'
     assert compared_parameters(statement) == [(b"email", b"1"), (b'u."last_name"', b"2"), (b"id", b"3")]
+
+
+def _spans_ending_after(spans: list[Span], start: int) -> list[tuple[int, int, str]]:
+    return sorted((span.start, span.end, span.entity) for span in spans if span.end > start)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_from_a_line_start_the_scanner_finds_what_it_finds_in_the_whole_text(seed: int) -> None:
+    """The stream masker has the content detectors read only from the line it has not emitted
+    whole (`lines_from`); the lines before it are context for the multi-line ones (a PEM body,
+    an AWS secret printed after its key id, a SQL password on the next line). From that line on,
+    every value found in the whole text is found, and no other."""
+    scanner = ContentScanner()
+    texts = [doc.text.encode("utf-8", "surrogatepass") for doc in generate(20 + seed, 200)]
+    output = terminal_bytes(seed, 100_000, sensitive_share=0.5)
+    texts += [output[i : i + 3000] for i in range(0, len(output), 3000)]
+    across = (
+        b"AKIAIOSFODNN7EXAMPLE\n wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nALTER ROLE x PASSWORD\n'hunter2'"
+    )
+    found_across: list[Span] = []
+    scanner.scan(across, across.lower(), None, found_across, lines_from=across.rindex(b"\n") + 1)
+    assert {AWS_SECRET_KEY, PASSWORD} <= {span.entity for span in found_across}
+    texts.append(across)
+    checked = 0
+    for text in texts:
+        lower = text.lower()
+        whole: list[Span] = []
+        scanner.scan(text, lower, None, whole)
+        for start in (i + 1 for i, byte in enumerate(text[:-1]) if byte == 0x0A):
+            from_line: list[Span] = []
+            scanner.scan(text, lower, None, from_line, lines_from=start)
+            assert _spans_ending_after(from_line, start) == _spans_ending_after(whole, start), (text, start)
+            checked += 1
+    assert checked > 4000
