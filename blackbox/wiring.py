@@ -6,11 +6,10 @@ import importlib.metadata
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import faust
@@ -115,37 +114,10 @@ def build_masker(settings: Settings) -> EventMasker:
     return EventMasker(MaskingEngine(policy, blind_index_key(settings)))
 
 
-class IdentityRiskScorer:
-    """The risk engine behind the seal step's Scorer protocol; identity states cached in memory
-    and, in the worker, kept in the index (`streams.behaviour_store.PersistentScorerState`)."""
-
-    def __init__(self) -> None:
-        self._scorer = StatefulScorer(default_policy())
-
-    def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-        return self._scorer.score(event, [dict(finding) for finding in findings])
-
-    def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
-        return self._scorer.scorer.is_alert(event, risk)
-
-    def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:
-        self._scorer.prefetch(events)
-
-    def use_loader(
-        self,
-        loader: Callable[[str], Mapping[str, Any] | None],
-        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
-    ) -> None:
-        self._scorer.use_loader(loader, bulk_loader)
-
-    def take_changes(self) -> dict[str, dict[str, Any]]:
-        return self._scorer.take_changes()
-
-
 def seal_parts(settings: Settings) -> SealParts:
     """The seal step as settings say (masking, scoring), with what keeps its state."""
     registry = default_registry()
-    scorer = IdentityRiskScorer() if settings.scoring_enabled else None
+    scorer = StatefulScorer(default_policy()) if settings.scoring_enabled else None
     masker = build_masker(settings) if settings.masking_enabled else None
     return SealParts(registry, SealStep(registry, masker=masker, scorer=scorer), scorer)
 

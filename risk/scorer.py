@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -181,7 +181,8 @@ def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict
 
 
 class StatefulScorer:
-    """Identity states in memory, ``score(event, findings)`` for the seal step (the worker's scorer).
+    """Identity states in memory, ``score(event, findings)`` for the seal step (the worker's scorer:
+    `streams.score.Scorer`, and its identity states' `streams.sealer.ScorerMemory`).
 
     Memory is a cache of at most ``max_identities`` states (least recently seen forgotten). With a
     ``loader``, an identity missing from memory is read from durable storage (in the worker, the
@@ -206,7 +207,7 @@ class StatefulScorer:
         self._evicted: dict[str, dict[str, Any]] = {}
         self._provisional: set[str] = set()  # scored on a fresh state: the store could not be read
 
-    def score(self, event: dict[str, Any], findings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         key = identity_key(event)
         state = self._states.pop(key, None)
         if state is None:
@@ -231,7 +232,10 @@ class StatefulScorer:
                 self._evicted[forgotten] = forgotten_state.to_dict()
                 self._changed.discard(forgotten)
 
-    def prefetch(self, events: Iterable[Mapping[str, Any]]) -> None:
+    def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
+        return self.scorer.is_alert(event, risk)
+
+    def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:
         """Bring the identities of ``events`` into memory with one `bulk_loader` call, instead of
         one `loader` call each when they are scored. Malformed events are left to the seal step."""
         if self.bulk_loader is None:

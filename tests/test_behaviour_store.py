@@ -145,7 +145,7 @@ def test_a_batchs_identities_are_read_back_in_one_query(tmp_path: Path) -> None:
         BehaviourStore(index, restarted)
         # The first event of each session names its identity; one newcomer has no stored state.
         batch = [of(principal, "reporting-db", 1)[0] for principal in [*principals, "ci-job-new"]]
-        restarted.prefetch([*batch, {"identity": None}])  # a malformed event is left to the seal step
+        restarted.prepare([*batch, {"identity": None}])  # a malformed event is left to the seal step
         assert len(queries) == 1
         risks = [restarted.score(event, []) for event in batch]
         assert len(queries) == 1  # scoring found every identity in memory
@@ -170,7 +170,7 @@ def test_the_index_down_while_scoring_leaves_the_stored_history_as_it_was(tmp_pa
         restarted = StatefulScorer()
         restarted_store = BehaviourStore(index, restarted)
         batch = _events("reporting-db", 1)
-        restarted.prefetch(batch)  # one identity, read in bulk
+        restarted.prepare(batch)  # one identity, read in bulk
         restarted.score(batch[0], [])
         alone = StatefulScorer(loader=restarted_store.load)  # read one by one
         alone.score(batch[0], [])

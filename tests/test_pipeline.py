@@ -383,7 +383,7 @@ def test_decoding_ahead_is_forgotten_with_a_revoked_partition(index: Index, stor
 
 
 def test_risky_events_are_scored_and_raised_as_alerts(index: Index, store: LocalWormStore) -> None:
-    from blackbox.wiring import IdentityRiskScorer  # noqa: PLC0415
+    from risk import StatefulScorer  # noqa: PLC0415
 
     sid = "s-risky"
     events = [
@@ -396,7 +396,7 @@ def test_risky_events_are_scored_and_raised_as_alerts(index: Index, store: Local
         make_event(sid, 2, end()),
     ]
     sealer = SealPipeline(
-        REGISTRY, SealStep(REGISTRY, scorer=IdentityRiskScorer()), store, index, PipelineConfig()
+        REGISTRY, SealStep(REGISTRY, scorer=StatefulScorer()), store, index, PipelineConfig()
     )
     outcome = sealer.process(
         [

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from blackbox.wiring import IdentityRiskScorer
 from ingest.demo import generate_load
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
 from masking.policy import load_default_policy
+from risk import StatefulScorer
 from schemas import BATCH_SCHEMA, default_registry
 from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
@@ -34,7 +34,7 @@ BLIND_KEY = b"k" * 32
 def masking_and_scoring() -> SealParts:
     """The factory a seal process runs (module level: the child imports it by name)."""
     registry = default_registry()
-    scorer = IdentityRiskScorer()
+    scorer = StatefulScorer()
     masker = EventMasker(MaskingEngine(load_default_policy(), BLIND_KEY))
     from streams.seal import SealStep  # noqa: PLC0415
 
