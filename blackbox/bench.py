@@ -168,7 +168,12 @@ def _worker_cpu(report: BenchReport) -> str:
     return f"{per_event:.0f} ({report.worker_cpu_seconds / report.pipeline_seconds:.2f} cores)"
 
 
-def _sessions(events: int, sessions: int, seed: int = 7) -> list[list[dict[str, Any]]]:
+# Sessions the benchmark's events are spread over (1,000 events each at the default 200,000).
+PIPELINE_SESSIONS = 200
+
+
+def generated_sessions(events: int, sessions: int, seed: int = 7) -> list[list[dict[str, Any]]]:
+    """The benchmark's load: ``events`` spread over ``sessions`` generated sessions."""
     per_session = max(2, events // sessions)
     return [[dict(event) for event in batch] for batch in generate_load(sessions, per_session, seed=seed)]
 
@@ -347,7 +352,7 @@ async def _pipeline(
             return worker.poll() is None
 
         # Warm up: the worker joins its group and seals one session before the clock starts.
-        warmup = _sessions(10, 1, seed=8)
+        warmup = generated_sessions(10, 1, seed=8)
         await _emit(bootstrap, f"events-{run}", warmup, per_message)
         await _count_sealed(bootstrap, f"sealed-{run}", sum(len(s) + 1 for s in warmup), alive)
         expected = sum(len(s) + 1 for s in warmup + sessions)
@@ -406,7 +411,7 @@ async def _round(
 def run_pipeline_bench(
     events: int = 200_000,
     events_per_message: int = 100,
-    sessions: int = 200,
+    sessions: int = PIPELINE_SESSIONS,
     *,
     decode_processes: int = 0,
     seal_only: bool = False,
@@ -418,7 +423,7 @@ def run_pipeline_bench(
     ``progress`` hears about every round as it ends."""
     if rounds < 1:
         raise ValueError("a benchmark needs at least one round")
-    generated = _sessions(events, sessions)
+    generated = generated_sessions(events, sessions)
     reports: list[BenchReport] = []
     for number in range(1, rounds + 1):
         with tempfile.TemporaryDirectory(prefix="blackbox-bench-") as directory:

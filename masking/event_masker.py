@@ -74,8 +74,9 @@ _SQL_TUPLE_ITEM = re.compile(rb"'((?:[^']|'')*)'|(\$\d+|\?|%s|:\w+)|([^,()\s]+)"
 # A bound parameter compared to a column: ``email = $1``, ``"u".ssn LIKE $2``. Read from the
 # parameter's "$" backwards (on the reversed statement): a pattern that starts with the column
 # name has no literal to skip to, and was tried at every byte (5 µs for a one-line statement).
-# Reversed, the operators are matched longest first, as the forward alternation finds them; the
-# boundary before LIKE comes after it; only the one before it matters, as blanks or "$" follow.
+# Reversed, the operators are matched longest first ("!=" before "="), as the forward pattern
+# found them; the word boundary LIKE needs before it comes after it ("ekil\b"), and the one it
+# needs after it always holds, as blanks or the "$" come next.
 _PARAMETER = re.compile(rb"\$(\d+)")
 _COMPARED_REVERSED = re.compile(rb"(?i)\s*(?:=!|><|=|ekili\b|ekil\b)\s*([\w.\"]*)")
 _COLUMN_START = re.compile(rb"[A-Za-z_]")

@@ -14,10 +14,10 @@ messages gateways send make most of that avoidable:
   message: ~2 µs for a query or an HTTP exchange where fastavro takes ~7.
 
 A changed envelope, and a body type whose schema has a shape this reader does not walk, go to
-fastavro, positioned on the same bytes. The
-values are equal to fastavro's, field for field (tests/test_event_reader.py compares them on
-generated events and on corrupted messages); events of one message may share envelope objects,
-so they are read-only, as the seal step treats them anyway.
+fastavro, positioned on the same bytes. The values are equal to fastavro's, field for field
+(tests/test_event_reader.py compares them on generated events and on corrupted messages);
+events of one message may share envelope objects, so they are read-only, as the seal step
+treats them anyway.
 """
 
 from __future__ import annotations

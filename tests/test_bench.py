@@ -4,8 +4,11 @@ README and the notes, measured on a quiet machine, not asserted here)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +92,20 @@ def test_thread_cpu_is_read_for_a_live_process() -> None:
     later = _thread_cpu_seconds(os.getpid())
     assert later is not None
     assert later[threading.get_native_id()] > threads[threading.get_native_id()]
+
+
+def test_the_seal_step_benchmark_seals_its_whole_load() -> None:
+    """bench/bench_seal_step.py runs on a small load, and stops if any event was not sealed."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_seal_step.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--events", "600", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    phases = {line.split()[0]: float(line.split()[1]) for line in run.stdout.splitlines()[1:]}
+    assert set(phases) == {"decode", "seal", "pickle", "total"}
+    assert phases["seal"] > 0
+    assert phases["total"] == pytest.approx(phases["decode"] + phases["seal"] + phases["pickle"], abs=0.2)
