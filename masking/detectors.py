@@ -507,32 +507,41 @@ class ContentScanner:
         ``lower`` (``data.lower()``) is only read by those in `GATE_LOWER_READERS`.
 
         ``lines_from``: a line start before which the text is only context (the stream masker
-        has emitted those lines already). Most detectors find values within a line, and do not
-        read before it; only those that read across lines (`_across_lines`) read it all.
+        has emitted those lines already). Numbers, and the detectors that read across lines
+        (`_across_lines`), read the whole text; the others find values within a line, and start
+        at that line.
 
         Every regex starts with a literal, which the regex engine scans for in C. In a long text
         a pre-check pays only for a single rare byte (``in`` is then memchr, ~5x faster than that
         scan); for longer literals ``in`` costs as much as the regex itself. A short text is
         another matter: there the fixed cost of starting a scan dominates, and ``in`` is cheaper.
         """
+        # In a short text (most event fields) each pattern runs only if a literal every match
+        # contains is there; in a long one the regex scan is the cheaper search, so it just runs.
+        short = len(data) <= SHORT_TEXT
+        if shape is None and (short or gate & _SHAPE_READERS):
+            shape = data.translate(SHAPE)
+        # Numbers read across lines: a line break is a separator to their candidates, so a phone
+        # number may span two lines ("(415)\n555-0132"), and a candidate refused for its line
+        # break still keeps its digits from starting another.
+        if not short or (shape is not None and has(shape, b"000")):
+            # The prefilter, when it ran, also found out whether the text has an NPI label.
+            self._numeric(data, lower, out, None if gate == GATE_ALL else bool(gate & GATE_NPI_LABEL))
         if lines_from:
             local: list[Span] = []
-            self._line_local(data[lines_from:], lower[lines_from:], None, local, gate)
+            line_shape = shape[lines_from:] if shape is not None else None
+            self._line_local(data[lines_from:], lower[lines_from:], line_shape, local, gate)
             out.extend(Span(span.start + lines_from, span.end + lines_from, span.entity) for span in local)
         else:
             self._line_local(data, lower, shape, out, gate)
         return self._across_lines(data, lower, out, gate)
 
     def _line_local(self, data: bytes, lower: bytes, shape: bytes | None, out: list[Span], gate: int) -> None:
-        """The detectors whose values, and what decides them, lie within one line."""
-        # In a short text (most event fields) each pattern runs only if a literal every match
-        # contains is there; in a long one the regex scan is the cheaper search, so it just runs.
+        """The detectors whose values, and what decides them, lie within one line (``shape``:
+        the text's shape if the caller made it)."""
         short = len(data) <= SHORT_TEXT
         if shape is None and (short or gate & _SHAPE_READERS):
             shape = data.translate(SHAPE)
-        if not short or (shape is not None and has(shape, b"000")):
-            # The prefilter, when it ran, also found out whether the text has an NPI label.
-            self._numeric(data, lower, out, None if gate == GATE_ALL else bool(gate & GATE_NPI_LABEL))
         if shape is not None and gate & GATE_PLUS_PHONE and has(data, b"+"):
             for m in _PLUS_PHONE.finditer(shape):
                 s = m.start()
@@ -582,9 +591,9 @@ class ContentScanner:
             out.extend(Span(m.start(), m.end(), JWT) for m in _JWT.finditer(data))
 
     def _across_lines(self, data: bytes, lower: bytes, out: list[Span], gate: int) -> int:
-        """The detectors that read across lines: a PEM body up to its END line, an AWS secret key
-        printed after its key id, a SQL password after its keyword; the PEM body's offset if it
-        is not ended, else -1."""
+        """The detectors, besides numbers, that read across lines: a PEM body up to its END line,
+        an AWS secret key printed after its key id, a SQL password after its keyword; the PEM
+        body's offset if it is not ended, else -1."""
         short = len(data) <= SHORT_TEXT
         if gate & GATE_AWS_KEY and (not short or has(data, b"IA")):  # AKIA, ASIA
             for m in _AWS_KEY_ID.finditer(data):

@@ -12,8 +12,8 @@ listed among the reasons; reasons are ordered by contribution, then rule id.
 
 `RiskScorer.score` is the pure step (state in, state out); `StatefulScorer` is the adapter that
 caches identity states in memory, loads and hands back changed ones for durable storage (the
-worker keeps them in the index, keyed by `identity_key`), and implements the seal step's
-``score(event, findings)`` protocol.
+worker keeps them in the index, keyed by `identity_key`), and is the seal step's scorer
+(`score(event, findings)`, `is_alert`, `prepare`; `streams.score.Scorer`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import expand_schema, fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.event_reader import READ_OPTIONS, EventReader, read_bytes, read_long
+from schemas.event_reader import READ_OPTIONS, EventReader, read_block_count, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -265,15 +265,11 @@ class SchemaRegistry:
     def _read_batch(message: bytes, reader: EventReader) -> tuple[EventsMessage, int]:
         raw_session_id, position = read_bytes(message, HEADER_SIZE)
         events: list[tuple[Any, bytes]] = []
-        while True:  # an Avro array is a sequence of blocks ended by a zero count
-            count, position = read_long(message, position)
-            if count == 0:
-                break
-            if count < 0:  # a negative count is followed by the block's size in bytes
-                count = -count
-                _, position = read_long(message, position)
+        count, position = read_block_count(message, position)  # blocks, ended by a zero count
+        while count:
             block, position = reader.read_events(message, position, count)
             events.extend(block)
+            count, position = read_block_count(message, position)
         return EventsMessage(BATCH_SCHEMA, raw_session_id.decode(), events), position
 
     def _read_generic(self, name: str, message: bytes) -> tuple[EventsMessage, int]:

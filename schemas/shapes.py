@@ -55,7 +55,7 @@ def shape_of(schema: Any, named: dict[str, Any], building: frozenset[str] = froz
             raise UnsupportedShape(f"recursive type {schema!r}")
         return shape_of(named[schema], named, building)
     if isinstance(schema, list):
-        # Optional values only: the writer picks the branch as fastavro does, null for None.
+        # Optional values only: branch 0 or 1, null for None, as fastavro writes and reads them.
         if len(schema) != 2 or "null" not in schema:
             raise UnsupportedShape("a union other than [null, T]")
         shape = Shape(OPTIONAL)

@@ -16,7 +16,16 @@ from masking.context import (
     _reversed_key_matches,
 )
 from masking.corpus import generate, terminal_bytes
-from masking.detectors import AWS_SECRET_KEY, PASSWORD, SHAPE, SHORT_TEXT, ContentScanner, Span
+from masking.detectors import (
+    AWS_SECRET_KEY,
+    PASSWORD,
+    PHONE_NUMBER,
+    PRIVATE_KEY,
+    SHAPE,
+    SHORT_TEXT,
+    ContentScanner,
+    Span,
+)
 from masking.engine import _ANSI, _Stripped
 from masking.event_masker import compared_parameters
 
@@ -132,7 +141,9 @@ def test_short_texts_find_what_long_texts_find() -> None:
 
 
 # The forward pattern that `compared_parameters` replaced: tried at every byte of a statement.
-_PARAMETER_COMPARE_PLAIN = re.compile(rb"(?i)([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|\blike\b|\bilike\b)\s*\$(\d+)")
+_FORWARD_PARAMETER_COMPARE = re.compile(
+    rb"(?i)([A-Za-z_][\w.\"]*)\s*(?:=|<>|!=|\blike\b|\bilike\b)\s*\$(\d+)"
+)
 
 
 def test_compared_parameters_match_the_forward_pattern() -> None:
@@ -144,7 +155,7 @@ def test_compared_parameters_match_the_forward_pattern() -> None:
     ]  # fmt: skip
     for _ in range(30000):
         statement = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 14)))
-        plain = [(m.group(1), m.group(2)) for m in _PARAMETER_COMPARE_PLAIN.finditer(statement)]
+        plain = [(m.group(1), m.group(2)) for m in _FORWARD_PARAMETER_COMPARE.finditer(statement)]
         assert compared_parameters(statement) == plain, statement
     statement = b'SELECT id FROM users WHERE email = $1 AND u."last_name" ILIKE $2 OR id<>$3'
     assert compared_parameters(statement) == [(b"email", b"1"), (b'u."last_name"', b"2"), (b"id", b"3")]
@@ -154,23 +165,38 @@ def _spans_ending_after(spans: list[Span], start: int) -> list[tuple[int, int, s
     return sorted((span.start, span.end, span.entity) for span in spans if span.end > start)
 
 
+# Values a scan from a line start must still find from the lines before it: a number spanning a
+# line break, an AWS secret key printed after its key id, a PEM body, a SQL password after its
+# keyword; and a refused number candidate spanning a line break, which keeps its digits from
+# starting another (an NPI here).
+_ACROSS_LINES = [
+    (b"call (415)\n555-0132 now", PHONE_NUMBER),
+    (b"415-\n555-0132", PHONE_NUMBER),
+    (b"AKIAIOSFODNN7EXAMPLE\n wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", AWS_SECRET_KEY),
+    (b"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7b3x", PRIVATE_KEY),
+    (b"ALTER ROLE x PASSWORD\n'hunter2'", PASSWORD),
+    (b"id 555\n123 1234 567 893", None),
+]
+
+
+@pytest.mark.parametrize(("text", "entity"), _ACROSS_LINES)
+def test_values_across_lines_are_found_from_the_last_line(text: bytes, entity: str | None) -> None:
+    last_line = text.rindex(b"\n") + 1
+    found: list[Span] = []
+    ContentScanner().scan(text, text.lower(), None, found, lines_from=last_line)
+    assert [span.entity for span in found if span.end > last_line] == ([entity] if entity else [])
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_from_a_line_start_the_scanner_finds_what_it_finds_in_the_whole_text(seed: int) -> None:
-    """The stream masker has the content detectors read only from the line it has not emitted
-    whole (`lines_from`); the lines before it are context for the multi-line ones (a PEM body,
-    an AWS secret printed after its key id, a SQL password on the next line). From that line on,
-    every value found in the whole text is found, and no other."""
+    """The stream masker has the content detectors start at the line it has not emitted whole
+    (`lines_from`); numbers and the detectors that read across lines read the lines before it
+    too. From that line on, every value found in the whole text is found, and no other."""
     scanner = ContentScanner()
     texts = [doc.text.encode("utf-8", "surrogatepass") for doc in generate(20 + seed, 200)]
     output = terminal_bytes(seed, 100_000, sensitive_share=0.5)
     texts += [output[i : i + 3000] for i in range(0, len(output), 3000)]
-    across = (
-        b"AKIAIOSFODNN7EXAMPLE\n wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nALTER ROLE x PASSWORD\n'hunter2'"
-    )
-    found_across: list[Span] = []
-    scanner.scan(across, across.lower(), None, found_across, lines_from=across.rindex(b"\n") + 1)
-    assert {AWS_SECRET_KEY, PASSWORD} <= {span.entity for span in found_across}
-    texts.append(across)
+    texts += [text for text, _ in _ACROSS_LINES]
     checked = 0
     for text in texts:
         lower = text.lower()

@@ -139,6 +139,28 @@ def test_table_and_yaml_context_across_chunks(engine: MaskingEngine) -> None:
         assert run(engine, chunks)[0] == whole
 
 
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        # A phone number broken over two output events: the first line went out as it was (line
+        # by line output holds nothing back), the part on the second is masked.
+        ([b"call (415)\n", b"555-0132 now\n"], b"call (415)\n******** now\n"),
+        ([b"call 415-\n", b"555-0132\n"], b"call 415-\n********\n"),
+        # Not an NPI: read with the line above, its first group belongs to a refused candidate.
+        ([b"id 555\n", b"123 1234 567 893\n"], b"id 555\n123 1234 567 893\n"),
+        (
+            [b"AKIAIOSFODNN7EXAMPLE\n", b" wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"],
+            b"*" * 20 + b"\n " + b"*" * 40 + b"\n",
+        ),
+    ],
+)
+def test_output_lines_are_read_with_the_lines_before(
+    engine: MaskingEngine, lines: list[bytes], expected: bytes
+) -> None:
+    """Each event a line: the lines already emitted are context the next one is read with."""
+    assert run(engine, lines)[0] == expected
+
+
 def test_random_chunking_of_a_session_is_deterministic(engine: MaskingEngine) -> None:
     data = terminal_bytes(5, 120_000)
     whole, whole_findings = engine.mask_bytes(data, "body.data")
