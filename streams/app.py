@@ -260,14 +260,13 @@ def build_app(
         with pipeline_lock:
             return function(*args)
 
-    def hand_over(messages: list[SourceMessage]) -> HandedBatch:
-        with pipeline_lock, collector_paused():
-            return pipeline.hand_over(messages)
-
-    def complete(
-        handed: HandedBatch, take_following: NextBatch | None
+    def seal_taken(
+        current: _TakenBatch, take_following: NextBatch | None
     ) -> tuple[BatchOutcome, HandedBatch | None]:
+        # A batch not handed over with the previous one is handed over here, under the same
+        # hold of the lock as its completion: no revocation comes between the two.
         with pipeline_lock, collector_paused():
+            handed = current.handed or pipeline.hand_over([message for _, message in current.batch])
             outcome, following_handed = pipeline.complete(handed, take_following)
             if behaviour_store is not None:
                 behaviour_store.save(behaviour_store.scorer.take_changes())
@@ -337,17 +336,12 @@ def build_app(
                 current = taken(await intake.take())
                 metrics.intake_messages = len(intake)
                 decode_arrived()
-                current.handed = await _sealed_in_thread(
-                    functools.partial(hand_over, [message for _, message in current.batch])
-                )
-            assert current.handed is not None
             following = None
             if pipeline.overlaps_batches:
                 following = _FollowingBatch(loop, functools.partial(due_batch, intake))
             try:
-                outcome, following_handed = await _sealed_in_thread(
-                    functools.partial(complete, current.handed, following)
-                )
+                sealing = functools.partial(seal_taken, current, following)
+                outcome, following_handed = await _sealed_in_thread(sealing)
                 await publish(outcome)
             except DlqLimitExceeded as exc:
                 logger.critical("%s", exc)
@@ -458,7 +452,7 @@ class _TakenBatch:
 
     batch: list[Taken]
     generations: dict[int, int]  # partition → its revocation count when taken (`PartitionAcks`)
-    handed: HandedBatch | None  # None until the pipeline has it
+    handed: HandedBatch | None  # handed over with the previous batch (`SealPipeline.complete`), or None
     started: float
 
 

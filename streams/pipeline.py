@@ -476,6 +476,11 @@ class SealPipeline:
                 batch = batch_of[job.partition]
                 if batch.partition in still_ours:
                     self._take_partition(batch, results, outcome)
+                else:
+                    # Revoked since the hand-over, when only the sessions known then were
+                    # forgotten: the masker forgets every session this job streamed, after it.
+                    for session_id in job.states:
+                        self._seal.forget_stream(session_id)
                 unread -= 1
                 if unread == 0 and take_following is not None:
                     # Every chain state of this batch is staged: the next can seal from them.

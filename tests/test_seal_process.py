@@ -4,8 +4,10 @@ and a seal process that fails or dies fails the batch instead of sealing without
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
 from streams.behaviour_store import BehaviourStore
 from streams.pipeline import BatchOutcome, HandedBatch, PipelineConfig, SealPipeline, SourceMessage
-from streams.sealer import SealParts, SealProcess, SealProcessFailed
+from streams.sealer import Holding, SealParts, SealProcess, SealProcessFailed, holding_of
 from tests.eventdata import body, make_event
 from tests.stack import read_archive, verify_all_chains
 
@@ -223,16 +225,26 @@ def test_a_seal_process_that_cannot_start_says_why_without_its_message() -> None
     assert "no policy here" not in str(raised.value)
 
 
+@pytest.mark.parametrize("in_process", [True, False], ids=["seal-process", "in-worker"])
 def test_a_partition_revoked_while_its_batch_seals_is_left_to_its_next_owner(
-    index: Index, tmp_path: Path
+    index: Index, tmp_path: Path, in_process: bool
 ) -> None:
-    process = SealProcess(masking_and_scoring)
+    if in_process:
+        process = SealProcess(masking_and_scoring)
+        seal: Any = process
+        holding: Callable[[str], Holding] = process.holding
+    else:
+        step = masking_and_scoring().step
+        seal, holding = step, functools.partial(holding_of, step)
     store = _store(tmp_path / "a")
-    pipeline = _pipeline(process, store, index)
+    pipeline = _pipeline(seal, store, index)
     first, second = _batches()
-    # Junk in the revoked partition: its dead letter is the next owner's to send.
+    # In the revoked partition: a session the worker first sees in the batch sealing, its output
+    # cut mid-value (the masker holds it back), and junk, whose dead letter is the next owner's.
     next_offset = max(message.offset for message in second if message.partition == 1) + 1
-    second.append(SourceMessage("events", 1, next_offset, b"junk", b"x"))
+    fresh = make_event("s-fresh", 0, body("TerminalOutput", data=b"mail to bob@exa"))
+    second.append(_message(1, next_offset, "s-fresh", [fresh]))
+    second.append(SourceMessage("events", 1, next_offset + 1, b"junk", b"x"))
     try:
         outcome, handed = pipeline.complete(pipeline.hand_over(first), lambda: second)
         assert handed is not None
@@ -246,6 +258,8 @@ def test_a_partition_revoked_while_its_batch_seals_is_left_to_its_next_owner(
         assert not outcome.dead_letters
         assert {partition for partition, _ in outcome.sealed_batches} == {0}
         assert read_archive(store).objects == written_before + 1  # partition 0's object only
+        # Nothing of the revoked partition's sessions stays in the masker, new ones included.
+        assert not holding("s-fresh").output
         # The partition comes back: its messages are taken again, after recovery from the archive.
         again = pipeline.process([message for message in second if message.partition == 1])
         assert again.records > 0
@@ -253,8 +267,9 @@ def test_a_partition_revoked_while_its_batch_seals_is_left_to_its_next_owner(
         contents = read_archive(store)
         keys = [(value["session_id"], value["index"]) for _, value in contents.records]
         assert len(keys) == len(set(keys)), "a record archived twice"
-        assert verify_all_chains(contents, require_seal=False) == 7  # six sessions, the split one
-        assert not process.holding("s-split").output  # the split value was released in order
+        assert verify_all_chains(contents, require_seal=False) == 8  # six sessions, split, fresh
+        assert not holding("s-split").output  # the split value was released in order
+        assert holding("s-fresh").output  # sealed again from its start, it holds its value again
     finally:
         pipeline.close()
 
