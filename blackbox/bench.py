@@ -59,10 +59,13 @@ def _thread_cpu_seconds(pid: int) -> dict[int, float] | None:
         try:
             with open(f"/proc/{pid}/task/{task}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended between the listing and the read
+        try:
             with open(f"/proc/{pid}/task/{task}/children", "rb") as listing:
                 children = [int(child) for child in listing.read().split()]
         except OSError:
-            continue  # the thread ended between the listing and the read
+            children = []  # ended meanwhile, or a kernel without the file: its own CPU still counts
         # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the ")" that ends comm
         threads[int(task)] = (int(fields[11]) + int(fields[12])) / ticks
         for child in children:

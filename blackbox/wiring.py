@@ -28,6 +28,7 @@ from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
 from streams.app import WorkerConfig, WorkerMetrics, build_app
+from streams.behaviour_store import PersistentScorerState
 from streams.ledger_agent import (
     LedgerHandle,
     LedgerProcess,
@@ -38,7 +39,7 @@ from streams.ledger_agent import (
 )
 from streams.pipeline import PipelineConfig, SealPipeline
 from streams.seal import SealStep
-from streams.sealer import ScorerMemory, Sealer, SealParts, SealProcess
+from streams.sealer import Sealer, SealParts, SealProcess
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +115,10 @@ def build_masker(settings: Settings) -> EventMasker:
     return EventMasker(MaskingEngine(policy, blind_index_key(settings)))
 
 
-def seal_parts(settings: Settings) -> SealParts:
-    """The seal step as settings say (masking, scoring), with what keeps its state."""
-    registry = default_registry()
+def seal_parts(settings: Settings, registry: SchemaRegistry | None = None) -> SealParts:
+    """The seal step as settings say (masking, scoring), with what keeps its state; ``registry``:
+    the caller's, or one of its own (in a seal process)."""
+    registry = registry or default_registry()
     scorer = StatefulScorer(default_policy()) if settings.scoring_enabled else None
     masker = build_masker(settings) if settings.masking_enabled else None
     return SealParts(registry, SealStep(registry, masker=masker, scorer=scorer), scorer)
@@ -165,14 +167,14 @@ def build_worker(
 ) -> Worker:
     """The seal agent (with the behaviour store) and the ledger agent on one app, as settings say."""
     registry = default_registry()
-    scorer: ScorerMemory | None
+    scorer: PersistentScorerState | None
     seal: SealStep | Sealer
     if settings.seal_process and (settings.masking_enabled or settings.scoring_enabled):
         # Masking and scoring are most of the CPU per event: beside the worker, not in its GIL.
         process = SealProcess(partial(seal_parts, settings))
         seal, scorer = process, process if settings.scoring_enabled else None
     else:
-        parts = seal_parts(settings)
+        parts = seal_parts(settings, registry)
         seal, scorer = parts.step, parts.scorer
     pipeline = build_pipeline(settings, store, index, registry, seal)
     metrics = WorkerMetrics()

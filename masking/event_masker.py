@@ -146,23 +146,18 @@ class EventMasker:
         tail, _ = session.output.flush()
         return tail
 
-    def holds(self, session_id: str) -> bool:
-        """Whether the session's stream state is not yet on record: output or keystrokes held
-        back for its next event, or a password prompt whose answer has not ended with Enter.
-        The prompt is only in memory (it decides that what is typed next is a password), so the
-        message that printed it must come again after a crash, like held bytes."""
-        return self.holds_bytes(session_id) or self.prompt_open(session_id)
-
     def prompt_open(self, session_id: str) -> bool:
         """Whether what the session types next is a secret: a password prompt is unanswered, or
-        its answer is being typed."""
+        its answer is being typed. The prompt is only in memory (it decides that what is typed
+        next is a password), so the message that printed it must come again after a crash, like
+        held bytes."""
         session = self._sessions.get(session_id)
         return session is not None and (
             bool(session.secret_input) or session.secret_entry or self._unanswered_prompt(session)
         )
 
     def holds_bytes(self, session_id: str) -> bool:
-        """Whether the session's streams hold bytes back (`holds` without an open prompt)."""
+        """Whether the session's streams hold bytes back for its next event."""
         session = self._sessions.get(session_id)
         return session is not None and bool(session.output.held or session.input.held or session.secret_input)
 

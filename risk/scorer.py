@@ -182,7 +182,7 @@ def _risk(event: Mapping[str, Any], hits: list[Hit], policy: KindPolicy) -> dict
 
 class StatefulScorer:
     """Identity states in memory, ``score(event, findings)`` for the seal step (the worker's scorer:
-    `streams.score.Scorer`, and its identity states' `streams.sealer.ScorerMemory`).
+    `streams.score.Scorer`, and its identity states' `streams.behaviour_store.PersistentScorerState`).
 
     Memory is a cache of at most ``max_identities`` states (least recently seen forgotten). With a
     ``loader``, an identity missing from memory is read from durable storage (in the worker, the

@@ -58,29 +58,28 @@ class BatchIntake(Generic[T]):
     async def take(self) -> list[T]:
         """The next batch: waits for a first item, then until the batch is full or that item
         has waited ``linger_seconds``."""
-        while True:
-            if len(self._items) >= self.max_batch:
-                break
-            if self._items:
-                remaining = self._items[0][0] + self.linger_seconds - self._clock()
-                if remaining <= 0:
-                    break
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-            else:
-                self._changed.clear()
+        while (due_in := self._due_in()) is None or due_in > 0:
+            self._changed.clear()
+            if due_in is None:
                 await self._changed.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), due_in)
         return self._batch()
 
     def take_due(self) -> list[T]:
         """The next batch if it is due now (full, or its first item has waited its linger), else
         nothing; never waits."""
-        if len(self._items) >= self.max_batch or (
-            self._items and self._clock() >= self._items[0][0] + self.linger_seconds
-        ):
-            return self._batch()
-        return []
+        due_in = self._due_in()
+        return self._batch() if due_in is not None and due_in <= 0 else []
+
+    def _due_in(self) -> float | None:
+        """Seconds until the next batch is due (0 when full), None while there is nothing."""
+        if len(self._items) >= self.max_batch:
+            return 0.0
+        if not self._items:
+            return None
+        return self._items[0][0] + self.linger_seconds - self._clock()
 
     def _batch(self) -> list[T]:
         count = min(self.max_batch, len(self._items))

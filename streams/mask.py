@@ -35,18 +35,14 @@ class Masker(Protocol):
         """Forget the session's stream state (its chain was sealed)."""
         ...
 
-    def holds(self, session_id: str) -> bool:
-        """Whether the session's streams hold bytes back for its next event (an unfinished
-        token of output, or keystrokes of a line not yet ended), or an open password prompt."""
-        ...
-
     def prompt_open(self, session_id: str) -> bool:
         """Whether what the session types next is a secret: a password prompt is unanswered, or
         its answer is being typed."""
         ...
 
     def holds_bytes(self, session_id: str) -> bool:
-        """Whether the session's streams hold bytes back (`holds`, an open prompt aside)."""
+        """Whether the session's streams hold bytes back for its next event (an unfinished token
+        of output, or keystrokes of a line not yet ended)."""
         ...
 
 
@@ -61,9 +57,6 @@ class NoMasking:
 
     def end_session(self, session_id: str) -> bytes:
         return b""
-
-    def holds(self, session_id: str) -> bool:
-        return False
 
     def prompt_open(self, session_id: str) -> bool:
         return False

@@ -270,7 +270,7 @@ class SessionCache:
             self.forget(session_id)
 
 
-# The worker's requests as the events table names body types (see summarize).
+# The worker's requests as the events table names body types (see `streams.sealer.summarize`).
 _WORKER_REQUEST_TYPES = sorted(name.rsplit(".", 1)[-1] for name in WORKER_REQUESTS)
 _SESSION_COLUMNS = ", ".join(field.name for field in SESSIONS_ARROW)
 # Column names are this module's own constants; values are bound server-side.
@@ -1028,9 +1028,11 @@ class SealPipeline:
             self.cache.last_seen[state.session_id] = now
 
     def close(self) -> None:
-        self._decoder.close()
-        self._index.close()
-        self._seal.close()
+        try:
+            self._decoder.close()
+            self._index.close()
+        finally:
+            self._seal.close()  # a seal process is stopped whatever else failed
 
     def forget_partition(self, partition: int) -> None:
         """Called when a partition is revoked: another worker may extend its chains now."""

@@ -39,8 +39,10 @@ from typing import Any, NamedTuple, Protocol
 
 from risk.scorer import StateUnavailable
 from schemas import SchemaRegistry
+from streams.behaviour_store import PersistentScorerState
 from streams.decode import Events, die_with_parent
 from streams.seal import (
+    DigestLookup,
     SealingFailed,
     SealStep,
     SessionState,
@@ -51,7 +53,6 @@ from streams.seal import (
 
 logger = logging.getLogger(__name__)
 
-DigestLookup = Callable[[str, int], bytes | None]
 WaitingWork = Callable[[], bool] | None  # work for the caller's thread while a seal process seals
 _SUMMARY_LIMIT = 240
 
@@ -283,12 +284,10 @@ class LocalSealer:
     def seal_partitions(
         self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
-        plain = [
-            (job.partition, [(key, events) for key, _, events in job.messages], job.states) for job in jobs
-        ]
-        self.step.prepare(_first_events(message for _, messages, _ in plain for message in messages))
-        for job, (_, messages, states) in zip(jobs, plain, strict=True):
-            yield job, seal_messages(self.step, messages, states, known_digest)
+        self.step.prepare(_first_events((key, events) for job in jobs for key, _, events in job.messages))
+        for job in jobs:
+            messages = [(key, events) for key, _, events in job.messages]
+            yield job, seal_messages(self.step, messages, job.states, known_digest)
 
     def holding(self, session_id: str) -> Holding:
         return holding_of(self.step, session_id)
@@ -306,25 +305,13 @@ class LocalSealer:
         pass
 
 
-class ScorerMemory(Protocol):
-    """The scorer's identity states, as `streams.behaviour_store` keeps them in the index."""
-
-    def use_loader(
-        self,
-        loader: Callable[[str], Mapping[str, Any] | None],
-        bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None,
-    ) -> None: ...
-
-    def take_changes(self) -> dict[str, dict[str, Any]]: ...
-
-
 @dataclass(frozen=True)
 class SealParts:
     """What a seal process builds for itself (``SealProcess``'s factory returns it)."""
 
     registry: SchemaRegistry
     step: SealStep
-    scorer: ScorerMemory | None = None
+    scorer: PersistentScorerState | None = None
 
 
 class SealProcessFailed(RuntimeError):
@@ -356,7 +343,11 @@ class SealProcess:
         if not self._connection.poll(start_timeout_seconds):
             self.close()
             raise SealProcessFailed(f"the seal process did not start within {start_timeout_seconds:.0f}s")
-        self._expect("ready")
+        try:
+            self._expect("ready")
+        except BaseException:
+            self.close()  # its factory failed: the child is exiting, or stopped here
+            raise
 
     @property
     def pid(self) -> int | None:
@@ -430,7 +421,7 @@ class SealProcess:
     def is_alert(self, record: Mapping[str, Any]) -> bool:
         return bool(self._call("is_alert", dict(record)))
 
-    # The child's identity states (`ScorerMemory`), for `streams.behaviour_store.BehaviourStore`.
+    # The child's identity states (`PersistentScorerState`), for `streams.behaviour_store.BehaviourStore`.
 
     def use_loader(
         self,
@@ -505,15 +496,16 @@ class SealProcess:
                 self._fail(f"it sent {reply[0]!r} where {kind!r} was due")
 
     def _answer(self, what: str, args: tuple[Any, ...], known_digest: DigestLookup | None) -> None:
+        read: Callable[..., Any] | None = {
+            "digest": known_digest,
+            "load": self._loader,
+            "load_many": self._bulk_loader,
+        }.get(what)
+        if read is None:
+            self._fail(f"it asked for {what!r}, which nothing here answers now")
+            return
         try:
-            if what == "digest" and known_digest is not None:
-                answer: Any = known_digest(*args)
-            elif what == "load" and self._loader is not None:
-                answer = self._loader(*args)
-            elif what == "load_many" and self._bulk_loader is not None:
-                answer = self._bulk_loader(*args)
-            else:
-                self._fail(f"it asked for {what!r}, which nothing here answers now")
+            answer = read(*args)
         except StateUnavailable as exc:
             self._send(("unavailable", str(exc)))
             return

@@ -108,4 +108,3 @@ def test_the_seal_step_benchmark_seals_its_whole_load() -> None:
     phases = {line.split()[0]: float(line.split()[1]) for line in run.stdout.splitlines()[1:]}
     assert set(phases) == {"decode", "seal", "pickle", "total"}
     assert phases["seal"] > 0
-    assert phases["total"] == pytest.approx(phases["decode"] + phases["seal"] + phases["pickle"], abs=0.25)
