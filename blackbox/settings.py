@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     dlq_topic: str = "blackbox.dlq"
     alerts_topic: str = "blackbox.alerts"
     kafka_session_timeout_seconds: float = Field(30.0, gt=0)
+    # The longest a fetch waits for data (Faust's own is 1.5 s). Kafka answers as soon as data is
+    # there; Tansu holds each fetch for about half of this, so it bounds the worker's latency.
+    kafka_fetch_max_wait_ms: int = Field(100, ge=0, le=30_000)
     # Partition of the archive key space: a recreated events topic restarts its offsets at 0,
     # so it must get a new epoch or its objects would collide with the old topic's.
     source_epoch: str = Field("e1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -203,6 +203,7 @@ def worker_config(settings: Settings, data_dir: Path) -> WorkerConfig:
         batch_within_seconds=settings.batch_within_seconds,
         max_message_bytes=settings.max_message_bytes,
         session_timeout_seconds=settings.kafka_session_timeout_seconds,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         idle_timeout_seconds=settings.idle_timeout_seconds,
         idle_check_seconds=settings.idle_check_seconds,
         hold_flush_seconds=settings.hold_flush_seconds,
