@@ -60,7 +60,7 @@ def one_round(messages: list[tuple[bytes, bytes]], data_dir: Path) -> dict[str, 
     sealing = time.process_time() - started
     # Figures for a load that was not sealed would mean nothing: every event is on record.
     refused = sum(len(message.refused) for message in sealed)
-    on_record = sum(1 for message in sealed for row in message.rows if row.gateway_event)
+    on_record = sum(1 for message in sealed for row in message.rows() if row.gateway_event)
     if refused or on_record != sum(len(events) for _, events in decoded):
         raise SystemExit(f"the load was not sealed whole: {on_record:,} events chained, {refused:,} refused")
     started = time.process_time()

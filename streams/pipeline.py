@@ -49,7 +49,7 @@ from storage.index_schema import ARCHIVE_OBJECTS_ARROW, EVENTS_ARROW, SEGMENTS_A
 from storage.objectstore import ObjectStore, ObjectStoreUnavailable
 from streams.decode import DecodedMessage, Decoder, Events
 from streams.index_writes import QueuedInserts
-from streams.seal import SealStep, SessionState, replay_state
+from streams.seal import SealStep, SessionState, alert_json, replay_state
 from streams.sealer import (
     Holding,
     LocalSealer,
@@ -57,7 +57,6 @@ from streams.sealer import (
     PartitionJob,
     RecordRow,
     Sealer,
-    alert_json,
     record_row,
 )
 
@@ -225,7 +224,7 @@ class SessionCache:
         if any(not row.worker_request for row in rows):
             self._staged_active.add(state.session_id)
         for row in rows:
-            if row.gateway_event and row.event_digest is not None:
+            if row.gateway_event and row.source_seq is not None and row.event_digest is not None:
                 self._staged_digests[(state.session_id, row.source_seq)] = row.event_digest
 
     def recent_digest(self, session_id: str, seq: int) -> bytes | None:
@@ -270,7 +269,7 @@ class SessionCache:
             self.forget(session_id)
 
 
-# The worker's requests as the events table names body types (see `streams.sealer.summarize`).
+# The worker's requests as the events table names body types (see `streams.seal.summarize`).
 _WORKER_REQUEST_TYPES = sorted(name.rsplit(".", 1)[-1] for name in WORKER_REQUESTS)
 _SESSION_COLUMNS = ", ".join(field.name for field in SESSIONS_ARROW)
 # Column names are this module's own constants; values are bound server-side.
@@ -733,7 +732,8 @@ class SealPipeline:
             )
         outcome.events += len(events) - len(result.refused)
         outcome.duplicates += result.duplicates
-        if not result.rows:
+        rows = result.rows()
+        if not rows:
             if any(refusal.by_masking for refusal in result.refused):
                 # Masking's refusal may have left the session failing closed: an open prompt,
                 # which the message must be delivered again after a crash to restore.
@@ -744,10 +744,10 @@ class SealPipeline:
             return
         # A flush request has records only if sealing took it.
         self._note_holding(message, session_id, result.holding, prompt_flush=_is_prompt_flush(events))
-        self.cache.stage(result.state, result.rows)
-        batch.records.setdefault(session_id, []).extend((row, message.offset) for row in result.rows)
+        self.cache.stage(result.state, rows)
+        batch.records.setdefault(session_id, []).extend((row, message.offset) for row in rows)
         outcome.alerts.extend((session_id, alert) for alert in result.alerts)
-        outcome.records += len(result.rows)
+        outcome.records += len(rows)
 
     def _known_digest(self, session_id: str, seq: int) -> bytes | None:
         recent = self.cache.recent_digest(session_id, seq)

@@ -11,6 +11,7 @@ session can be rebuilt from its archived records alone; the worker relies on tha
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -459,3 +460,125 @@ def replay_state(state: SessionState, records: Sequence[tuple[bytes, dict[str, A
     for raw, value in records:
         _apply(successor, value, record_hash(raw))
     return successor
+
+
+# -- what the worker keeps of a record -----------------------------------------------------------
+
+_SUMMARY_LIMIT = 240
+
+# A sealed record as the worker needs it after sealing: its exact bytes for the archive, and the
+# values of its index row (`streams.sealer.RecordRow` names them). A plain tuple: a seal process
+# pickles it at half a named tuple's cost, which calls a Python method for every row.
+RecordFields = tuple[
+    bytes,  # raw
+    bytes,  # hash
+    int,  # record_index
+    str,  # kind
+    int | None,  # source_seq (None: a gap or a seal)
+    bytes,  # prev_hash
+    bytes | None,  # event_digest
+    str,  # event_id
+    int | None,  # event_time (None: a record without an event, a gap or a seal)
+    str,  # body_type
+    str,  # summary
+    int,  # risk_score
+    int,  # finding_count
+    bool,  # gateway_event (see `carries_gateway_event`)
+    bool,  # worker_request (see `is_worker_request`)
+]
+
+
+def summarize(event: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(short body type, one-line masked summary) of an event, for listings and search."""
+    if event is None:
+        return "", ""
+    full_name, body = event["body"]
+    body_type: str = full_name.rsplit(".", 1)[-1]
+    text: str
+    if body_type == "Query":
+        text = body["statement"]
+    elif body_type == "Command":
+        text = " ".join(body["argv"])
+    elif body_type == "KubernetesApiCall":
+        where = "/".join(part for part in (body["namespace"], body["name"]) if part)
+        text = f"{body['verb']} {body['resource']} {where} → {body['status_code']}"
+    elif body_type == "HttpExchange":
+        text = f"{body['method']} {body['url']} → {body['status_code']}"
+    elif body_type == "QueryResult":
+        text = f"{body['row_count']} rows" + (f", error: {body['error']}" if body["error"] else "")
+    elif body_type == "SessionStart":
+        text = body["purpose"] or ""
+    elif body_type == "SessionEnd":
+        text = body["reason"]
+    elif body_type == "PolicyDecision":
+        text = f"{body['policy']}: {body['decision']}"
+    else:
+        text = ""
+    return body_type, text[:_SUMMARY_LIMIT]
+
+
+def record_fields(raw: bytes, digest: bytes, value: Mapping[str, Any]) -> RecordFields:
+    event = value["event"]
+    body_type, summary = summarize(event)
+    risk = value["risk"]
+    return (
+        raw,
+        digest,
+        value["index"],
+        value["kind"],
+        value["source_seq"],
+        value["prev_hash"],
+        value["event_digest"],
+        event["event_id"] if event else "",
+        event["event_time"] if event else None,
+        body_type,
+        summary,
+        risk["score"] if risk else 0,
+        len(value["findings"]),
+        carries_gateway_event(value),
+        is_worker_request(value),
+    )
+
+
+def alert_json(digest: bytes, value: Mapping[str, Any]) -> bytes:
+    """An alert as JSON: what, who, where, and how to find the evidence (never masked values:
+    the record's event is already masked, and only its summary travels)."""
+    event = value["event"]
+    body_type, summary = summarize(event)
+    return json.dumps(
+        {
+            "session_id": value["session_id"],
+            "index": value["index"],
+            "record_hash": digest.hex(),
+            "event_id": event["event_id"],
+            "event_time_us": event["event_time"],
+            "principal": event["identity"]["principal"],
+            "identity_kind": event["identity"]["kind"],
+            "target": event["target"]["name"],
+            "body_type": body_type,
+            "summary": summary,
+            "score": value["risk"]["score"],
+            "reasons": value["risk"]["reasons"],
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def kept_of(
+    step: SealStep, records: Sequence[SealedRecord], recent: dict[tuple[str, int], bytes]
+) -> tuple[list[RecordFields], list[bytes]]:
+    """What the worker keeps of a message's records: their fields, and the alerts among them.
+    The event digest of each gateway event goes into ``recent`` (duplicates of it may come in a
+    later message of the same call)."""
+    kept: list[RecordFields] = []
+    alerts: list[bytes] = []
+    for record in records:
+        value = record.value
+        fields = record_fields(record.raw, record.hash, value)
+        kept.append(fields)
+        seq, digest = fields[4], fields[6]
+        if fields[13] and seq is not None and digest is not None:
+            recent[(value["session_id"], seq)] = digest
+        if value["risk"] is not None and step.is_alert(value):
+            alerts.append(alert_json(record.hash, value))
+    return kept, alerts

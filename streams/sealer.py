@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import multiprocessing
 import queue
@@ -43,58 +42,29 @@ from streams.behaviour_store import PersistentScorerState
 from streams.decode import Events, die_with_parent
 from streams.seal import (
     DigestLookup,
+    RecordFields,
     SealingFailed,
     SealStep,
     SessionState,
-    carries_gateway_event,
     error_place,
-    is_worker_request,
+    kept_of,
+    record_fields,
 )
 
 logger = logging.getLogger(__name__)
 
 WaitingWork = Callable[[], bool] | None  # work for the caller's thread while a seal process seals
-_SUMMARY_LIMIT = 240
-
-
-def summarize(event: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(short body type, one-line masked summary) of an event, for listings and search."""
-    if event is None:
-        return "", ""
-    full_name, body = event["body"]
-    body_type = full_name.rsplit(".", 1)[-1]
-    if body_type == "Query":
-        text = body["statement"]
-    elif body_type == "Command":
-        text = " ".join(body["argv"])
-    elif body_type == "KubernetesApiCall":
-        where = "/".join(part for part in (body["namespace"], body["name"]) if part)
-        text = f"{body['verb']} {body['resource']} {where} → {body['status_code']}"
-    elif body_type == "HttpExchange":
-        text = f"{body['method']} {body['url']} → {body['status_code']}"
-    elif body_type == "QueryResult":
-        text = f"{body['row_count']} rows" + (f", error: {body['error']}" if body["error"] else "")
-    elif body_type == "SessionStart":
-        text = body["purpose"] or ""
-    elif body_type == "SessionEnd":
-        text = body["reason"]
-    elif body_type == "PolicyDecision":
-        text = f"{body['policy']}: {body['decision']}"
-    else:
-        text = ""
-    return body_type, text[:_SUMMARY_LIMIT]
 
 
 class RecordRow(NamedTuple):
-    """A sealed record as the worker needs it after sealing: its exact bytes for the archive,
-    and the values of its index row. Small and flat, so that a child process hands it over
-    for a fraction of what the record's value would cost to pickle."""
+    """A sealed record as the worker needs it after sealing (`streams.seal.RecordFields`, named):
+    its exact bytes for the archive, and the values of its index row."""
 
     raw: bytes
     hash: bytes
     record_index: int
     kind: str
-    source_seq: int
+    source_seq: int | None
     prev_hash: bytes
     event_digest: bytes | None
     event_id: str
@@ -108,50 +78,7 @@ class RecordRow(NamedTuple):
 
 
 def record_row(raw: bytes, digest: bytes, value: Mapping[str, Any]) -> RecordRow:
-    event = value["event"]
-    body_type, summary = summarize(event)
-    risk = value["risk"]
-    return RecordRow(
-        raw,
-        digest,
-        value["index"],
-        value["kind"],
-        value["source_seq"],
-        value["prev_hash"],
-        value["event_digest"],
-        event["event_id"] if event else "",
-        event["event_time"] if event else None,
-        body_type,
-        summary,
-        risk["score"] if risk else 0,
-        len(value["findings"]),
-        carries_gateway_event(value),
-        is_worker_request(value),
-    )
-
-
-def alert_json(digest: bytes, value: Mapping[str, Any]) -> bytes:
-    """An alert as JSON: what, who, where, and how to find the evidence (never masked values:
-    the record's event is already masked, and only its summary travels)."""
-    event = value["event"]
-    body_type, summary = summarize(event)
-    return json.dumps(
-        {
-            "session_id": value["session_id"],
-            "index": value["index"],
-            "record_hash": digest.hex(),
-            "event_id": event["event_id"],
-            "event_time_us": event["event_time"],
-            "principal": event["identity"]["principal"],
-            "identity_kind": event["identity"]["kind"],
-            "target": event["target"]["name"],
-            "body_type": body_type,
-            "summary": summary,
-            "score": value["risk"]["score"],
-            "reasons": value["risk"]["reasons"],
-        },
-        sort_keys=True,
-    ).encode()
+    return RecordRow._make(record_fields(raw, digest, value))
 
 
 @dataclass(frozen=True)
@@ -182,12 +109,16 @@ def holding_of(step: SealStep, session_id: str) -> Holding:
 class MessageSealed:
     """What sealing one message (one session's events) gave."""
 
-    rows: list[RecordRow]
+    fields: list[RecordFields]  # each record's, as plain tuples: what a seal process pickles
     state: SessionState  # the session's chain after the message
     duplicates: int
     refused: list[Refusal]
     alerts: list[bytes]  # JSON, for records whose risk reaches the identity kind's threshold
     holding: Holding  # what the masker holds back of the session after the message
+
+    def rows(self) -> list[RecordRow]:
+        """The records, their fields named."""
+        return list(map(RecordRow._make, self.fields))
 
 
 @dataclass
@@ -217,16 +148,8 @@ def seal_messages(
     for key, events in messages:
         session_id = events[0][0]["session_id"]
         result = step.seal_batch(events, states[session_id], known, message_key=key)
-        rows: list[RecordRow] = []
-        alerts: list[bytes] = []
-        for record in result.records:
-            row = record_row(record.raw, record.hash, record.value)
-            rows.append(row)
-            if row.gateway_event and row.event_digest is not None:
-                recent[(session_id, row.source_seq)] = row.event_digest
-            if record.value["risk"] is not None and step.is_alert(record.value):
-                alerts.append(alert_json(record.hash, record.value))
-        if rows:
+        fields, alerts = kept_of(step, result.records, recent)
+        if fields:
             states[session_id] = result.state
         refused = [
             Refusal(position, str(error), isinstance(error, SealingFailed))
@@ -234,7 +157,7 @@ def seal_messages(
         ]
         sealed.append(
             MessageSealed(
-                rows, states[session_id], result.duplicates, refused, alerts, holding_of(step, session_id)
+                fields, states[session_id], result.duplicates, refused, alerts, holding_of(step, session_id)
             )
         )
     return sealed
