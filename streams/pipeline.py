@@ -1301,33 +1301,39 @@ class _EventRows:
         c["target_kind"].extend([state.target.get("kind", "OTHER")] * count)
         c["object_key"].extend([key] * count)
         c["kafka_partition"].extend([partition] * count)
-        record_index = c["record_index"].append
-        kinds = c["kind"].append
-        source_seqs = c["source_seq"].append
-        event_ids = c["event_id"].append
-        event_times = c["event_time"].append
-        body_types = c["body_type"].append
-        summaries = c["summary"].append
-        record_hashes = c["record_hash"].append
-        prev_hashes = c["prev_hash"].append
-        digests = c["event_digest"].append
-        risks = c["risk_score"].append
-        finding_counts = c["finding_count"].append
-        offsets = c["kafka_offset"].append
-        for row, offset in rows:
-            record_index(row.record_index)
-            kinds(row.kind)
-            source_seqs(row.source_seq)
-            event_ids(row.event_id)
-            event_times(row.event_time if row.event_time is not None else state.last_event_at_us)
-            body_types(row.body_type)
-            summaries(row.summary)
-            record_hashes(row.hash)
-            prev_hashes(row.prev_hash)
-            digests(row.event_digest or b"")
-            risks(row.risk_score)
-            finding_counts(row.finding_count)
-            offsets(offset)
+        # Column by column, in C loops (0.33 µs per row; a Python loop appending each row's
+        # values took 0.45).
+        (
+            _raws,
+            hashes,
+            indexes,
+            kinds,
+            seqs,
+            prev_hashes,
+            digests,
+            event_ids,
+            event_times,
+            body_types,
+            summaries,
+            risks,
+            finding_counts,
+            *_flags,
+        ) = zip(*(row for row, _ in rows), strict=True)
+        c["record_index"].extend(indexes)
+        c["kind"].extend(kinds)
+        c["source_seq"].extend(seqs)
+        c["event_id"].extend(event_ids)
+        # A record without an event (a gap, a seal) is placed at the session's last event.
+        last = state.last_event_at_us
+        c["event_time"].extend([last if at is None else at for at in event_times])
+        c["body_type"].extend(body_types)
+        c["summary"].extend(summaries)
+        c["record_hash"].extend(hashes)
+        c["prev_hash"].extend(prev_hashes)
+        c["event_digest"].extend([digest or b"" for digest in digests])
+        c["risk_score"].extend(risks)
+        c["finding_count"].extend(finding_counts)
+        c["kafka_offset"].extend([offset for _, offset in rows])
 
     def table(self) -> pa.Table:
         return pa.Table.from_pydict(self.columns, schema=EVENTS_ARROW)
