@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from blackbox.broker import TansuBroker
 from blackbox.compiled import use_current_sources
+from blackbox.settings import cores_available
 from blackbox.topics import ensure_topics
 from ingest.demo import generate_load
 from ingest.emitter import Emitter
@@ -141,8 +142,7 @@ class BenchSummary:
     def render(self) -> str:
         first = self.rounds[0]
         worker = "seal only (no masking, no scoring)" if first.seal_only else "mask, score, chain, ledger"
-        if first.seal_process:
-            worker += "; sealing in a process of its own"
+        worker += "; sealing in a process of its own" if first.seal_process else "; sealing in the worker"
         lines = [
             f"events: {first.events} in messages of {first.events_per_message} ({PARTITIONS} partitions),"
             f" {len(self.rounds)} round(s)",
@@ -418,14 +418,17 @@ def run_pipeline_bench(
     *,
     decode_processes: int = 0,
     seal_only: bool = False,
-    seal_process: bool = False,
+    seal_process: bool | None = None,
     rounds: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> BenchSummary:
     """``seal_only``: the worker without masking and scoring (the foundation's seal path).
-    ``progress`` hears about every round as it ends."""
+    ``seal_process``: where the worker seals (None: as the worker would by default, by the
+    cores). ``progress`` hears about every round as it ends."""
     if rounds < 1:
         raise ValueError("a benchmark needs at least one round")
+    if seal_process is None:
+        seal_process = not seal_only and cores_available() >= 2
     generated = generated_sessions(events, sessions)
     reports: list[BenchReport] = []
     for number in range(1, rounds + 1):

@@ -301,10 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=3, help="ceiling-and-pipeline rounds; the report gives medians"
     )
     bench.add_argument("--decode-processes", type=int, default=0, help="the worker's decoder processes")
-    bench.add_argument(
+    where = bench.add_mutually_exclusive_group()
+    where.add_argument(
         "--seal-process",
-        action="store_true",
-        help="the worker seals in a process of its own (BLACKBOX_SEAL_PROCESS; its CPU is counted)",
+        dest="seal_process",
+        action="store_const",
+        const=True,
+        help="the worker seals in a process of its own (BLACKBOX_SEAL_PROCESS; its CPU is counted);"
+        " the default with two cores or more",
+    )
+    where.add_argument(
+        "--in-worker",
+        dest="seal_process",
+        action="store_const",
+        const=False,
+        help="the worker seals in its own process; the default with one core",
     )
     bench.add_argument(
         "--seal-only", action="store_true", help="the worker without masking and scoring (the bare seal path)"

@@ -6,6 +6,7 @@ without retention) are refused at start, not discovered during an audit.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -57,8 +58,9 @@ class Settings(BaseSettings):
     batch_within_seconds: float = Field(0.5, gt=0)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Seal (decode, mask, score, chain) in a process of its own when masking or scoring is on,
-    # beside the worker's archiving, indexing and ledger (streams/sealer.py); off: in the worker.
-    seal_process: bool = False
+    # beside the worker's archiving, indexing and ledger (streams/sealer.py); false: in the worker.
+    # Unset: a process of its own when this process may run on two cores or more.
+    seal_process: bool | None = None
     # Child processes that decode (0: in the worker). They pay off only with idle cores: on a
     # saturated 2-core machine the hand-off costs more than it saves.
     decode_processes: int = Field(0, ge=0, le=64)
@@ -145,3 +147,17 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self
+
+
+def cores_available() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def seals_in_a_process(settings: Settings) -> bool:
+    """Whether the worker seals in a process of its own (``seal_process``, or by the cores)."""
+    wanted = settings.seal_process if settings.seal_process is not None else cores_available() >= 2
+    return wanted and (settings.masking_enabled or settings.scoring_enabled)

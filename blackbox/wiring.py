@@ -16,7 +16,7 @@ import faust
 
 from api.access_log import AccessNotRecorded, KafkaAccessLog
 from api.auth import TokenVerifier
-from blackbox.settings import ConfigurationError, Settings
+from blackbox.settings import ConfigurationError, Settings, seals_in_a_process
 from ledger.signer import InvalidKey, Signer, Verifier
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
@@ -169,7 +169,7 @@ def build_worker(
     registry = default_registry()
     scorer: PersistentScorerState | None
     seal: SealStep | Sealer
-    if settings.seal_process and (settings.masking_enabled or settings.scoring_enabled):
+    if seals_in_a_process(settings):
         # Masking and scoring are most of the CPU per event: beside the worker, not in its GIL.
         process = SealProcess(partial(seal_parts, settings))
         seal, scorer = process, process if settings.scoring_enabled else None

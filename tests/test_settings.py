@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from blackbox.settings import Settings
+from blackbox.settings import Settings, seals_in_a_process
 
 
 def test_production_requires_a_token_key() -> None:
@@ -66,3 +67,23 @@ def test_a_ledger_log_name_must_be_path_segments() -> None:
 def test_production_refuses_to_store_unmasked_data(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="MASKING_ENABLED=false"):
         Settings(environment="production", masking_enabled=False, jwt_public_key_file=tmp_path / "key.pem")
+
+
+@pytest.mark.parametrize(
+    ("setting", "cores", "masking", "expected"),
+    [
+        (None, 2, True, True),  # unset: a process of its own with two cores
+        (None, 1, True, False),  # ... and in the worker with one
+        (False, 8, True, False),
+        (True, 1, True, True),
+        (None, 8, False, False),  # nothing to seal but the chain: the worker does it
+    ],
+)
+def test_the_worker_seals_in_a_process_of_its_own_by_the_cores(
+    monkeypatch: pytest.MonkeyPatch, setting: bool | None, cores: int, masking: bool, expected: bool
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    settings = Settings(
+        environment="dev", seal_process=setting, masking_enabled=masking, scoring_enabled=masking
+    )
+    assert seals_in_a_process(settings) is expected
