@@ -427,8 +427,8 @@ def run_pipeline_bench(
     cores). ``progress`` hears about every round as it ends."""
     if rounds < 1:
         raise ValueError("a benchmark needs at least one round")
-    if seal_process is None:
-        seal_process = not seal_only and cores_available() >= 2
+    # Without masking and scoring the worker seals in its own thread whatever the setting.
+    seal_process = not seal_only and (seal_process if seal_process is not None else cores_available() >= 2)
     generated = generated_sessions(events, sessions)
     reports: list[BenchReport] = []
     for number in range(1, rounds + 1):

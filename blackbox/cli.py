@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="seal_process",
         action="store_const",
         const=False,
-        help="the worker seals in its own process; the default with one core",
+        help="the worker seals in its pipeline thread, not in a seal process; the default with one core",
     )
     bench.add_argument(
         "--seal-only", action="store_true", help="the worker without masking and scoring (the bare seal path)"

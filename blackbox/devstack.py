@@ -1,6 +1,8 @@
 """The embedded stack behind `blackbox dev`: broker, seal worker and API in one foreground process.
 
-chdb lets one process own an index directory, so the worker and the API share this process;
+The broker runs as a child process, and on two cores or more so does the seal step (only the
+worker talks to it). chdb lets one process own an index directory, so the worker and the API
+share this process;
 production runs `blackbox worker` and `blackbox api` apart, against Kafka, S3 and a ClickHouse
 server. Everything lives under one data directory; `stack.json` in it tells other commands
 (`blackbox demo`, `import`, `token`) how to reach the running stack.

@@ -6,7 +6,8 @@ score, chain) in a child process, so that it seals one partition of a batch whil
 archives and indexes the previous one, and the next batch while the worker writes the last
 partition of this one, publishes, acknowledges and keeps the ledger (`SealPipeline.complete`).
 `LocalSealer` runs the same step in the caller's thread. Both hand back the same results
-(`MessageSealed`, records as `RecordRow`), so the pipeline has one path.
+(`MessageSealed`, records as `streams.seal.RecordFields` tuples, named by `MessageSealed.rows()`),
+so the pipeline has one path.
 
 The child holds what the step keeps in memory: the masker's terminal streams and the scorer's
 identity states. It reads nothing itself: what sealing needs from the index (an older event's

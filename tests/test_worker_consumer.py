@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any, cast
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from streams.app import _FetchWaitApp
+from blackbox.settings import Settings
+from blackbox.wiring import worker_config
+from streams.app import _FetchWaitApp, _FetchWaitConsumer, _FetchWaitTransport
 from tests.stack import Topics
+
+
+def test_the_setting_reaches_the_workers_app_config(tmp_path: Path) -> None:
+    settings = Settings(environment="dev", kafka_fetch_max_wait_ms=250)
+    assert worker_config(settings, tmp_path).fetch_max_wait_ms == 250
 
 
 def test_the_workers_consumer_fetches_with_the_configured_wait(kafka_bootstrap: str) -> None:
@@ -27,8 +36,8 @@ async def _consume_one(kafka_bootstrap: str, topic: str) -> None:
         broker_session_timeout=3.0,
         broker_heartbeat_interval=1.0,
     )
-    thread = app.consumer._new_consumer_thread()
-    consumer = thread._create_worker_consumer(app.transport)
+    thread = cast(_FetchWaitConsumer, app.consumer)._new_consumer_thread()
+    consumer = thread._create_worker_consumer(cast(_FetchWaitTransport, app.transport))
     consumer.subscribe([topic])
     await consumer.start()
     try:
@@ -40,7 +49,7 @@ async def _consume_one(kafka_bootstrap: str, topic: str) -> None:
             await producer.send_and_wait(topic, b"x")
         finally:
             await producer.stop()
-        received: dict[object, list[object]] = {}
+        received: dict[Any, list[ConsumerRecord[Any, bytes]]] = {}
         deadline = time.monotonic() + 30
         while not received and time.monotonic() < deadline:
             received = await consumer.getmany(timeout_ms=200)
