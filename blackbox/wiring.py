@@ -38,6 +38,7 @@ from streams.ledger_agent import (
     public_key_file,
 )
 from streams.pipeline import PipelineConfig, SealPipeline
+from streams.score import NoScoring, Scorer
 from streams.seal import SealStep
 from streams.sealer import Sealer, SealParts, SealProcess
 
@@ -171,7 +172,9 @@ def build_worker(
     seal: SealStep | Sealer
     if seals_in_a_process(settings):
         # Masking and scoring are most of the CPU per event: beside the worker, not in its GIL.
-        process = SealProcess(partial(seal_parts, settings))
+        # Which records alert is the policy's threshold: the worker decides it without the child.
+        alerts: Scorer = StatefulScorer(default_policy()) if settings.scoring_enabled else NoScoring()
+        process = SealProcess(partial(seal_parts, settings), alerts=alerts)
         seal, scorer = process, process if settings.scoring_enabled else None
     else:
         parts = seal_parts(settings, registry)

@@ -179,6 +179,13 @@ def carries_gateway_event(value: Mapping[str, Any]) -> bool:
     return kind in _GATEWAY_KINDS and value["event"]["body"][0] not in WORKER_REQUESTS
 
 
+def is_alert_record(scorer: Scorer, record: Mapping[str, Any]) -> bool:
+    """Whether a sealed record's risk reaches its identity kind's alert threshold under
+    ``scorer``'s policy (a threshold: no identity state is read)."""
+    event = record.get("event")
+    return event is not None and scorer.is_alert(event, record.get("risk"))
+
+
 def _fill(missing: tuple[tuple[int, int], ...], seq: int) -> tuple[tuple[int, int], ...]:
     remaining: list[tuple[int, int]] = []
     for first, last in missing:
@@ -417,8 +424,7 @@ class SealStep:
 
     def is_alert(self, record: Mapping[str, Any]) -> bool:
         """Whether a sealed record's risk reaches its identity kind's alert threshold."""
-        event = record.get("event")
-        return event is not None and self._scorer.is_alert(event, record.get("risk"))
+        return is_alert_record(self._scorer, record)
 
     def _seal(self, state: SessionState, reason: str, records: list[SealedRecord]) -> None:
         self._masker.end_session(state.session_id)

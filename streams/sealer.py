@@ -41,6 +41,7 @@ from risk.scorer import StateUnavailable
 from schemas import SchemaRegistry
 from streams.behaviour_store import PersistentScorerState
 from streams.decode import Events, die_with_parent
+from streams.score import Scorer
 from streams.seal import (
     DigestLookup,
     RecordFields,
@@ -48,6 +49,7 @@ from streams.seal import (
     SealStep,
     SessionState,
     error_place,
+    is_alert_record,
     kept_of,
     record_fields,
 )
@@ -249,7 +251,17 @@ class SealProcess:
 
     runs_alongside = True
 
-    def __init__(self, factory: Callable[[], SealParts], *, start_timeout_seconds: float = 120.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], SealParts],
+        *,
+        alerts: Scorer,
+        start_timeout_seconds: float = 120.0,
+    ) -> None:
+        """``alerts``: a scorer with the child's policy, which `is_alert` asks here: a threshold
+        needs no identity state, and recovery asks it for every record it announces again (one
+        pipe round trip each, seconds for a batch)."""
+        self._alerts = alerts
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
@@ -343,7 +355,7 @@ class SealProcess:
                 self._send(("forget", session_id))
 
     def is_alert(self, record: Mapping[str, Any]) -> bool:
-        return bool(self._call("is_alert", dict(record)))
+        return is_alert_record(self._alerts, record)
 
     # The child's identity states (`PersistentScorerState`), for `streams.behaviour_store.BehaviourStore`.
 
@@ -565,6 +577,4 @@ def _called(step: SealStep, name: str, args: tuple[Any, ...]) -> Any:
     if name == "rewarm":
         event, key, refused = args
         return step.rewarm(event, key, refused=refused)
-    if name == "is_alert":
-        return step.is_alert(*args)
     raise ValueError(f"{name} is not callable in the seal process")
