@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from blackbox.broker import TansuBroker
 from blackbox.compiled import use_current_sources
-from blackbox.settings import cores_available
+from blackbox.settings import Settings, seals_in_a_process
 from blackbox.topics import ensure_topics
 from ingest.demo import generate_load
 from ingest.emitter import Emitter
@@ -427,8 +427,15 @@ def run_pipeline_bench(
     cores). ``progress`` hears about every round as it ends."""
     if rounds < 1:
         raise ValueError("a benchmark needs at least one round")
-    # Without masking and scoring the worker seals in its own thread whatever the setting.
-    seal_process = not seal_only and (seal_process if seal_process is not None else cores_available() >= 2)
+    # Where the worker will seal, decided as it decides (without masking and scoring: in its thread).
+    seal_process = seals_in_a_process(
+        Settings(
+            environment="dev",
+            seal_process=seal_process,
+            masking_enabled=not seal_only,
+            scoring_enabled=not seal_only,
+        )
+    )
     generated = generated_sessions(events, sessions)
     reports: list[BenchReport] = []
     for number in range(1, rounds + 1):

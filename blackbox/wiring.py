@@ -23,7 +23,7 @@ from masking.event_masker import EventMasker
 from masking.policy import PolicyError, load_default_policy, load_policy
 from replay.proofs import ProofService
 from risk.policy import default_policy
-from risk.scorer import StatefulScorer
+from risk.scorer import RiskScorer, StatefulScorer
 from schemas import SchemaRegistry, default_registry
 from storage.index import Index, open_index
 from storage.objectstore import LocalWormStore, ObjectStore, Retention, S3ObjectStore
@@ -38,7 +38,7 @@ from streams.ledger_agent import (
     public_key_file,
 )
 from streams.pipeline import PipelineConfig, SealPipeline
-from streams.score import NoScoring, Scorer
+from streams.score import AlertThreshold, NoScoring
 from streams.seal import SealStep
 from streams.sealer import Sealer, SealParts, SealProcess
 
@@ -172,8 +172,9 @@ def build_worker(
     seal: SealStep | Sealer
     if seals_in_a_process(settings):
         # Masking and scoring are most of the CPU per event: beside the worker, not in its GIL.
-        # Which records alert is the policy's threshold: the worker decides it without the child.
-        alerts: Scorer = StatefulScorer(default_policy()) if settings.scoring_enabled else NoScoring()
+        # Which records alert is the policy's threshold (the one `seal_parts` gives the child's
+        # scorer): the worker decides it without the child.
+        alerts: AlertThreshold = RiskScorer(default_policy()) if settings.scoring_enabled else NoScoring()
         process = SealProcess(partial(seal_parts, settings), alerts=alerts)
         seal, scorer = process, process if settings.scoring_enabled else None
     else:

@@ -10,13 +10,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 
-class Scorer(Protocol):
-    def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-        """A Risk value ({"score": 0-100, "reasons": [...]}) or None when not scored."""
-        ...
-
+class AlertThreshold(Protocol):
     def is_alert(self, event: Mapping[str, Any], risk: Mapping[str, Any] | None) -> bool:
         """Whether the scored event goes to the alerts topic (its identity kind's threshold)."""
+        ...
+
+
+class Scorer(AlertThreshold, Protocol):
+    def score(self, event: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """A Risk value ({"score": 0-100, "reasons": [...]}) or None when not scored."""
         ...
 
     def prepare(self, events: Iterable[Mapping[str, Any]]) -> None:

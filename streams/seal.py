@@ -24,7 +24,7 @@ from schemas import EVENT_SCHEMA, SchemaRegistry
 from schemas.bodies import IDLE_TIMEOUT, OUTPUT_FLUSH, SESSION_END, WORKER_REQUESTS
 from schemas.sealed import SINGLE_DATA_BODIES, BodyWriter, encode_sealed_record
 from streams.mask import Masker, NoMasking
-from streams.score import NoScoring, Scorer
+from streams.score import AlertThreshold, NoScoring, Scorer
 from streams.validate import InvalidEvent, validate_event
 
 logger = logging.getLogger(__name__)
@@ -179,11 +179,11 @@ def carries_gateway_event(value: Mapping[str, Any]) -> bool:
     return kind in _GATEWAY_KINDS and value["event"]["body"][0] not in WORKER_REQUESTS
 
 
-def is_alert_record(scorer: Scorer, record: Mapping[str, Any]) -> bool:
-    """Whether a sealed record's risk reaches its identity kind's alert threshold under
-    ``scorer``'s policy (a threshold: no identity state is read)."""
+def is_alert_record(threshold: AlertThreshold, record: Mapping[str, Any]) -> bool:
+    """Whether a sealed record's risk reaches its identity kind's alert threshold (a policy's
+    number: no identity state is read)."""
     event = record.get("event")
-    return event is not None and scorer.is_alert(event, record.get("risk"))
+    return event is not None and threshold.is_alert(event, record.get("risk"))
 
 
 def _fill(missing: tuple[tuple[int, int], ...], seq: int) -> tuple[tuple[int, int], ...]:
@@ -582,9 +582,9 @@ def kept_of(
         value = record.value
         fields = record_fields(record.raw, record.hash, value)
         kept.append(fields)
-        seq, digest = fields[4], fields[6]
-        if fields[13] and seq is not None and digest is not None:
-            recent[(value["session_id"], seq)] = digest
+        digest = value["event_digest"]
+        if digest is not None and carries_gateway_event(value):
+            recent[(value["session_id"], value["source_seq"])] = digest
         if value["risk"] is not None and step.is_alert(value):
             alerts.append(alert_json(record.hash, value))
     return kept, alerts

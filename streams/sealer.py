@@ -35,13 +35,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from risk.scorer import StateUnavailable
 from schemas import SchemaRegistry
 from streams.behaviour_store import PersistentScorerState
 from streams.decode import Events, die_with_parent
-from streams.score import Scorer
+from streams.score import AlertThreshold
 from streams.seal import (
     DigestLookup,
     RecordFields,
@@ -255,12 +255,12 @@ class SealProcess:
         self,
         factory: Callable[[], SealParts],
         *,
-        alerts: Scorer,
+        alerts: AlertThreshold,
         start_timeout_seconds: float = 120.0,
     ) -> None:
-        """``alerts``: a scorer with the child's policy, which `is_alert` asks here: a threshold
-        needs no identity state, and recovery asks it for every record it announces again (one
-        pipe round trip each, seconds for a batch)."""
+        """``alerts``: the child's risk policy's thresholds (a `risk.RiskScorer`), which
+        `is_alert` asks here: recovery asks it for every record it announces again, and a pipe
+        round trip each (~0.1 ms) was seconds per batch."""
         self._alerts = alerts
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
@@ -439,7 +439,6 @@ class SealProcess:
         }.get(what)
         if read is None:
             self._fail(f"it asked for {what!r}, which nothing here answers now")
-            return
         try:
             answer = read(*args)
         except StateUnavailable as exc:
@@ -452,7 +451,7 @@ class SealProcess:
             raise
         self._send(("answer", answer))
 
-    def _fail(self, why: str) -> Any:
+    def _fail(self, why: str) -> NoReturn:
         self._broken = why
         raise SealProcessFailed(f"the seal process failed: {why}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import typing
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from schemas.bodies import INPUT_TAIL_ATTRIBUTE, OUTPUT_TAIL_ATTRIBUTE
 from schemas.sealed import encode_sealed_record
 from streams.app import idle_timeout_event, output_flush_event
 from streams.seal import (
+    RecordFields,
     SealedRecord,
     SealingFailed,
     SealStep,
@@ -26,7 +28,7 @@ from streams.seal import (
     carries_gateway_event,
     replay_state,
 )
-from streams.sealer import holding_of
+from streams.sealer import RecordRow, holding_of, record_row
 from streams.validate import InvalidEvent
 from tests.eventdata import TRAP, body, end, make_event, output, trap_masker
 
@@ -464,3 +466,29 @@ def test_verify_chain_requires_the_seal_when_asked() -> None:
     with pytest.raises(ChainBroken) as caught:
         verify_chain("s-1", records[:-1], require_seal=True)
     assert caught.value.check == "unsealed"
+
+
+def test_record_rows_name_the_record_fields_in_their_order() -> None:
+    # Two spellings of one layout (a plain tuple to pickle, its names for the worker): a field
+    # added to one and not the other, or moved, would shift every index column after it.
+    named = typing.get_type_hints(RecordRow)
+    assert list(named.values()) == list(typing.get_args(RecordFields))
+    event = make_event("s-row", 7, ("Query", {"statement": "SELECT 1", "parameters": []}), event_id="e-7")
+    value = {
+        "session_id": "s-row",
+        "index": 3,
+        "kind": "EVENT",
+        "source_seq": 7,
+        "prev_hash": b"p" * 32,
+        "event_digest": b"d" * 32,
+        "event": event,
+        "risk": {"score": 42, "reasons": []},
+        "findings": [{}, {}],
+    }
+    row = record_row(b"raw", b"h" * 32, value)
+    assert (row.raw, row.hash, row.record_index) == (b"raw", b"h" * 32, 3)
+    assert (row.kind, row.source_seq) == ("EVENT", 7)
+    assert (row.prev_hash, row.event_digest, row.event_id) == (b"p" * 32, b"d" * 32, "e-7")
+    assert (row.event_time, row.body_type, row.summary) == (event["event_time"], "Query", "SELECT 1")
+    assert (row.risk_score, row.finding_count) == (42, 2)
+    assert (row.gateway_event, row.worker_request) == (True, False)

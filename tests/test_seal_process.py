@@ -17,7 +17,7 @@ from ingest.demo import generate_load
 from masking.engine import MaskingEngine
 from masking.event_masker import EventMasker
 from masking.policy import load_default_policy
-from risk import StatefulScorer
+from risk import RiskScorer, StatefulScorer
 from schemas import BATCH_SCHEMA, default_registry
 from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
@@ -142,7 +142,7 @@ def test_a_seal_process_seals_as_the_step_in_the_worker_does(
     with ChdbIndex(tmp_path / "index", database="other") as other:
         other.migrate()
         if in_process:
-            process = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+            process = SealProcess(masking_and_scoring, alerts=RiskScorer())
             outcomes, changes = _run(process, _store(tmp_path / "b"), other, process, overlapped=overlapped)
         else:
             local = masking_and_scoring()
@@ -177,11 +177,11 @@ def test_a_seal_process_seals_as_the_step_in_the_worker_does(
 
 
 def test_identity_states_are_read_through_the_worker(index: Index, tmp_path: Path) -> None:
-    first = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+    first = SealProcess(masking_and_scoring, alerts=RiskScorer())
     _, changes_by_batch = _run(first, _store(tmp_path / "a"), index, first)
     changes = {key: state for batch in changes_by_batch for key, state in batch.items()}
     asked: list[list[str]] = []
-    second = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+    second = SealProcess(masking_and_scoring, alerts=RiskScorer())
     try:
         store = BehaviourStore(index, second)
 
@@ -204,7 +204,7 @@ def test_identity_states_are_read_through_the_worker(index: Index, tmp_path: Pat
 
 
 def test_a_killed_seal_process_fails_the_batch_and_every_later_call(index: Index, tmp_path: Path) -> None:
-    process = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
     pipeline = _pipeline(process, _store(tmp_path / "a"), index)
     try:
         assert process.pid is not None
@@ -222,7 +222,7 @@ def test_which_records_alert_is_decided_in_the_worker_without_the_child() -> Non
     # Recovery asks it for every record it announces again: one pipe round trip each would be
     # seconds for a batch. The threshold is the policy's, so a dead child does not matter.
     step = masking_and_scoring().step
-    process = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
     try:
         assert process.pid is not None
         os.kill(process.pid, signal.SIGKILL)
@@ -241,7 +241,7 @@ def test_which_records_alert_is_decided_in_the_worker_without_the_child() -> Non
 
 def test_a_seal_process_that_cannot_start_says_why_without_its_message() -> None:
     with pytest.raises(SealProcessFailed) as raised:
-        SealProcess(broken_factory, alerts=StatefulScorer())
+        SealProcess(broken_factory, alerts=RiskScorer())
     assert "LookupError" in str(raised.value)
     assert "no policy here" not in str(raised.value)
 
@@ -251,7 +251,7 @@ def test_a_partition_revoked_while_its_batch_seals_is_left_to_its_next_owner(
     index: Index, tmp_path: Path, in_process: bool
 ) -> None:
     if in_process:
-        process = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+        process = SealProcess(masking_and_scoring, alerts=RiskScorer())
         seal: Any = process
         holding: Callable[[str], Holding] = process.holding
     else:
@@ -296,7 +296,7 @@ def test_a_partition_revoked_while_its_batch_seals_is_left_to_its_next_owner(
 
 
 def test_a_seal_job_given_up_in_flight_makes_the_process_unusable(index: Index, tmp_path: Path) -> None:
-    process = SealProcess(masking_and_scoring, alerts=StatefulScorer())
+    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
     pipeline = _pipeline(process, _store(tmp_path / "a"), index)
     first, second = _batches()
     try:
