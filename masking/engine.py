@@ -20,14 +20,10 @@ from operator import itemgetter
 from typing import TypedDict
 
 from masking.context import KEY_NAMES, Checkpoints, ContextScanner, State, identifier_values
-from masking.detectors import SHORT_TEXT, BlindIndexer, ContentScanner, Span, blind_index, has
+from masking.detectors import BlindIndexer, ContentScanner, Span, blind_index, has
 from masking.policy import Policy, PolicySet
 from masking.prefilter import GATE_ALL, GATE_CONTEXT_KEY, GATE_FHIR_SYSTEM, GATE_LOWER_READERS
 from masking.prefilter import load as load_prefilter
-
-# Where the detectors themselves switch from substring tests to scanning: below it each runs only
-# when a literal it needs is in the text, which already skips most of them.
-PREFILTER_MIN_BYTES = SHORT_TEXT
 
 logger = logging.getLogger(__name__)
 
@@ -280,11 +276,11 @@ class MaskingEngine:
         """Spans to mask in ``clean`` (escape-free bytes), merged, filtered by the policy.
         ``lines_from``: where the lines that are only context end (`ContentScanner.scan`)."""
         spans: list[Span] = list(extra) if extra else []
-        # A long text (bulk output) is checked for which detectors can match in it at all, in one
-        # pass; in a short one each detector's own substring test is cheaper than starting it.
-        gate = GATE_ALL
-        if self._prefilter is not None and len(clean) > PREFILTER_MIN_BYTES:
-            gate = self._prefilter(clean)
+        # Every text is checked for which detectors can match in it at all, in one pass: also a
+        # short one (an event field, a line of output), where the pass costs less than the
+        # substring tests and context key search it spares (a 40-byte query 1.2 µs instead of
+        # 2.2, a one-line output event 3.9 instead of 4.7).
+        gate = self._prefilter(clean) if self._prefilter is not None else GATE_ALL
         lower = clean.lower() if gate & GATE_LOWER_READERS or state is not None else b""
         pem_open = self._content.scan(clean, lower, None, spans, gate, lines_from=lines_from)
         if not lower and pem_open >= 0:

@@ -1,4 +1,4 @@
-"""One pass over a long text that tells which detectors can match in it at all.
+"""One pass over a text that tells which detectors can match in it at all.
 
 Each content detector (`masking.detectors.ContentScanner`) is its own regex scan, and the key
 search of contextual detection (`masking.context.ContextScanner.hits`) is another. On a long text
@@ -11,7 +11,8 @@ The detectors stay the only judges of what is masked. Each trigger below is a *s
 detector: every text the detector finds anything in matches the trigger (they are the detector's
 regex with lookarounds dropped and bounded repeats shortened to their minimum). So gating changes
 no output, only what is scanned; `tests/masking/test_prefilter.py` checks that on the corpus and
-on every chunk boundary. Short texts (most event fields) keep the cheaper substring tests instead.
+on every chunk boundary. Short texts (event fields, a line of output) are checked too: the pass
+costs less there than the substring tests and context key search it spares.
 
 Detectors whose triggers occur in nearly every chunk of output are not gated: numbers (the
 numeric forms: timestamps are everywhere) and IPv6 ("::" in code and logs). The same pass tells
