@@ -455,12 +455,13 @@ class SealPipeline:
         self, handed: HandedBatch, take_following: NextBatch | None = None
     ) -> tuple[BatchOutcome, HandedBatch | None]:
         """Write what sealing ``handed`` gave, and return its outcome. ``take_following`` gives
-        the next batch, if one is due: it is asked for and handed over as soon as ``handed``'s
-        last results are in, before its last partition is written, so that a seal step beside
-        this process seals it meanwhile. Returns the following batch handed over (None without
-        one); it must be completed next. A partition forgotten (revoked) since ``handed`` was
-        handed over has nothing of it written and no dead letters: its next owner takes its
-        messages again."""
+        the next batch, if one is due: with a seal step beside this process, it is asked for
+        and handed over while ``handed``'s last partition still seals, so that the seal step
+        goes on to it without waiting for this process (`_hand_over_ahead`). Returns the
+        following batch handed over (None without one); it must be completed next. A partition
+        forgotten (revoked) since ``handed`` was handed over has nothing of it written and no
+        dead letters: its next owner takes its messages again."""
+        following: Sequence[SourceMessage] | None = None
         following_handed: HandedBatch | None = None
         outcome = handed.outcome
         with self._forgetting_on_failure():
@@ -470,7 +471,10 @@ class SealPipeline:
                 if self._times_forgotten.get(batch.partition, 0) == handed.times_forgotten[batch.partition]
             }
             batch_of = {batch.partition: batch for batch in handed.batches}
-            unread = handed.job_count
+            unread = [batch for batch in handed.batches if batch.messages]  # in the jobs' order
+            if len(unread) == 1 and take_following is not None:
+                following = take_following()
+                following_handed = self._hand_over_ahead(following, unread)
             for job, results in handed.results:
                 batch = batch_of[job.partition]
                 if batch.partition in still_ours:
@@ -480,9 +484,14 @@ class SealPipeline:
                     # forgotten: the masker forgets every session this job streamed, after it.
                     for session_id in job.states:
                         self._seal.forget_stream(session_id)
-                unread -= 1
-                if unread == 0 and take_following is not None:
+                unread.pop(0)
+                if len(unread) == 1 and take_following is not None:
+                    following = take_following()
+                    following_handed = self._hand_over_ahead(following, unread)
+                elif not unread and following and following_handed is None:
                     # Every chain state of this batch is staged: the next can seal from them.
+                    following_handed = self._hand_over(self._decoded(self._start_decoding(following)))
+                elif not unread and take_following is not None and following is None:
                     following_handed = self._hand_over_following(take_following)
                 if batch.partition in still_ours:
                     self._write_partition(batch, outcome)
@@ -506,6 +515,28 @@ class SealPipeline:
         following = take_following()
         return self._hand_over(self._decoded(self._start_decoding(following))) if following else None
 
+    def _hand_over_ahead(
+        self, following: Sequence[SourceMessage], unread: list[_PartitionBatch]
+    ) -> HandedBatch | None:
+        """``following`` handed over while the seal step still seals ``unread`` (the current
+        batch's last partition), whose sessions' chain states this process does not have yet:
+        the seal step carries them over from that partition itself (`PartitionJob.carried`).
+        None when it must wait until they are in: nothing to hand over, or a partition that
+        needs recovery or a rewarm first (those ask the seal step, which is busy)."""
+        if not following or not self._seal.runs_alongside:
+            return None
+        for message in following:
+            durable_upto = self._durable_upto.get(message.partition)
+            if durable_upto is None or message.offset <= durable_upto:
+                return None
+        carried = frozenset(
+            decoded.events[0][0]["session_id"]
+            for batch in unread
+            for _, decoded in batch.messages
+            if decoded.events
+        )
+        return self._hand_over(self._decoded(self._start_decoding(following)), carried=carried)
+
     def _start_decoding(
         self, messages: Sequence[SourceMessage]
     ) -> dict[int, list[tuple[list[SourceMessage], Callable[[], list[DecodedMessage]]]]]:
@@ -524,7 +555,14 @@ class SealPipeline:
     ) -> dict[int, list[tuple[SourceMessage, DecodedMessage]]]:
         return {partition: self._fetched(chunks) for partition, chunks in decoding.items()}
 
-    def _hand_over(self, decoded: dict[int, list[tuple[SourceMessage, DecodedMessage]]]) -> HandedBatch:
+    def _hand_over(
+        self,
+        decoded: dict[int, list[tuple[SourceMessage, DecodedMessage]]],
+        *,
+        carried: frozenset[str] | None = None,
+    ) -> HandedBatch:
+        """``carried``: handed over ahead (`_hand_over_ahead`), with these sessions' chains in
+        the seal step's hands; None: every chain state of the batch is staged here."""
         outcome = BatchOutcome()
         batches = [self._fresh_batch(partition, messages, outcome) for partition, messages in decoded.items()]
         # Recovery's announcements go out with this batch, before its own.
@@ -536,13 +574,15 @@ class SealPipeline:
         # the sealing of the next.
         fresh = [(message, decoded) for batch in batches for message, decoded in batch.messages]
         self._load_states({decoded.events[0][0]["session_id"] for _, decoded in fresh if decoded.events})
-        jobs = [self._job(batch) for batch in batches if batch.messages]
+        jobs = [self._job(batch, carried or frozenset()) for batch in batches if batch.messages]
         # The sealer reads the identities of every job first, then seals partition by
         # partition; a partition is written while the next one seals (in a seal process).
         return HandedBatch(
             outcome,
             batches,
-            self._seal.seal_partitions(jobs, self._known_digest, self._decode_while_waiting),
+            self._seal.seal_partitions(
+                jobs, self._known_digest, self._decode_while_waiting, ahead=carried is not None
+            ),
             len(jobs),
             {batch.partition: self._times_forgotten.get(batch.partition, 0) for batch in batches},
         )
@@ -687,8 +727,9 @@ class SealPipeline:
                 )
         return _PartitionBatch(partition, fresh)
 
-    def _job(self, batch: _PartitionBatch) -> PartitionJob:
-        """The partition's decoded messages and their sessions' chains, for the sealer."""
+    def _job(self, batch: _PartitionBatch, carried: frozenset[str]) -> PartitionJob:
+        """The partition's decoded messages and their sessions' chains, for the sealer
+        (``carried``: sessions whose chain the sealer takes from its previous job instead)."""
         messages = [
             (message.key, message.value or b"", decoded.events)
             for message, decoded in batch.messages
@@ -699,7 +740,7 @@ class SealPipeline:
             session_id = events[0][0]["session_id"]
             if session_id not in states:
                 states[session_id] = self.cache.get(session_id) or SessionState(session_id, batch.partition)
-        return PartitionJob(batch.partition, messages, states)
+        return PartitionJob(batch.partition, messages, states, carried.intersection(states))
 
     def _take_partition(
         self, batch: _PartitionBatch, results: list[MessageSealed], outcome: BatchOutcome
