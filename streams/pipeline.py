@@ -63,7 +63,8 @@ from streams.sealer import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# The next batch's messages, if one is due now (`SealPipeline.complete`).
+# The next batch's messages, if one is due now (`SealPipeline.complete`); asked again only after
+# it gave none.
 NextBatch = Callable[[], Sequence["SourceMessage"]]
 # One index row's source: the record, and the source offset it came from.
 IndexRow = tuple[RecordRow, int]
@@ -385,6 +386,12 @@ class _DecodeJob:
     future: Future[list[DecodedMessage]] | None = None
 
 
+def _repeats(messages: Sequence[SourceMessage], batches: list[_PartitionBatch]) -> bool:
+    """Whether a message comes again at or below the last offset of a batch of its partition."""
+    last = {batch.partition: batch.last_offset for batch in batches if batch.messages}
+    return any(message.offset <= last.get(message.partition, -1) for message in messages)
+
+
 class SealPipeline:
     """Seals batches and makes them durable. Synchronous: the agent runs it in a thread."""
 
@@ -455,13 +462,16 @@ class SealPipeline:
         self, handed: HandedBatch, take_following: NextBatch | None = None
     ) -> tuple[BatchOutcome, HandedBatch | None]:
         """Write what sealing ``handed`` gave, and return its outcome. ``take_following`` gives
-        the next batch, if one is due: with a seal step beside this process, it is asked for
-        and handed over while ``handed``'s last partition still seals, so that the seal step
-        goes on to it without waiting for this process (`_hand_over_ahead`). Returns the
-        following batch handed over (None without one); it must be completed next. A partition
-        forgotten (revoked) since ``handed`` was handed over has nothing of it written and no
-        dead letters: its next owner takes its messages again."""
-        following: Sequence[SourceMessage] | None = None
+        the next batch, if one is due: it is asked for when one partition of ``handed`` is left
+        to seal, and again when every result is in if nothing was due then. With a seal step
+        beside this process it is handed over at once, so that the seal step goes on to it
+        without waiting for this process (`_hand_over_ahead`); otherwise, or when it must wait,
+        once every chain state of ``handed`` is staged, before the last partition is written
+        (after, if it repeats that partition's offsets). Returns the following batch handed
+        over (None without one); it must be completed next. A partition forgotten (revoked)
+        since ``handed`` was handed over has nothing of it written and no dead letters: its
+        next owner takes its messages again."""
+        following: Sequence[SourceMessage] = []
         following_handed: HandedBatch | None = None
         outcome = handed.outcome
         with self._forgetting_on_failure():
@@ -474,7 +484,7 @@ class SealPipeline:
             unread = [batch for batch in handed.batches if batch.messages]  # in the jobs' order
             if len(unread) == 1 and take_following is not None:
                 following = take_following()
-                following_handed = self._hand_over_ahead(following, unread)
+                following_handed = self._hand_over_ahead(following, unread, unread)
             for job, results in handed.results:
                 batch = batch_of[job.partition]
                 if batch.partition in still_ours:
@@ -487,16 +497,20 @@ class SealPipeline:
                 unread.pop(0)
                 if len(unread) == 1 and take_following is not None:
                     following = take_following()
-                    following_handed = self._hand_over_ahead(following, unread)
-                elif not unread and following and following_handed is None:
-                    # Every chain state of this batch is staged: the next can seal from them.
-                    following_handed = self._hand_over(self._decoded(self._start_decoding(following)))
-                elif not unread and take_following is not None and following is None:
-                    following_handed = self._hand_over_following(take_following)
+                    following_handed = self._hand_over_ahead(following, unread, [batch, *unread])
+                elif not unread and take_following is not None and following_handed is None:
+                    if not following:
+                        following = take_following()  # nothing was due when the last one sealed
+                    if following and not _repeats(following, [batch]):
+                        # Every chain state of this batch is staged: the next can seal from them.
+                        following_handed = self._hand_over(self._decoded(self._start_decoding(following)))
                 if batch.partition in still_ours:
                     self._write_partition(batch, outcome)
-            if take_following is not None and handed.job_count == 0:
-                following_handed = self._hand_over_following(take_following)
+            if take_following is not None and following_handed is None:
+                if handed.job_count == 0:
+                    following = take_following()
+                if following:  # it repeats offsets of the last partition, written now
+                    following_handed = self._hand_over(self._decoded(self._start_decoding(following)))
             self._index.flush()
             outcome.dead_letters = [
                 letter for letter in outcome.dead_letters if letter.source.partition in still_ours
@@ -511,19 +525,19 @@ class SealPipeline:
         outcome.held = self.held_messages()
         return outcome, following_handed
 
-    def _hand_over_following(self, take_following: NextBatch) -> HandedBatch | None:
-        following = take_following()
-        return self._hand_over(self._decoded(self._start_decoding(following))) if following else None
-
     def _hand_over_ahead(
-        self, following: Sequence[SourceMessage], unread: list[_PartitionBatch]
+        self,
+        following: Sequence[SourceMessage],
+        sealing: list[_PartitionBatch],
+        unwritten: list[_PartitionBatch],
     ) -> HandedBatch | None:
-        """``following`` handed over while the seal step still seals ``unread`` (the current
+        """``following`` handed over while the seal step still seals ``sealing`` (the current
         batch's last partition), whose sessions' chain states this process does not have yet:
         the seal step carries them over from that partition itself (`PartitionJob.carried`).
-        None when it must wait until they are in: nothing to hand over, or a partition that
-        needs recovery or a rewarm first (those ask the seal step, which is busy)."""
-        if not following or not self._seal.runs_alongside:
+        None when it must wait until they are in: nothing to hand over, a partition that needs
+        recovery or a rewarm first (a rewarm asks the seal step, which is busy), or offsets of
+        ``unwritten`` batches again (only their write tells recovery they are durable)."""
+        if not following or not self._seal.runs_alongside or _repeats(following, unwritten):
             return None
         for message in following:
             durable_upto = self._durable_upto.get(message.partition)
@@ -531,7 +545,7 @@ class SealPipeline:
                 return None
         carried = frozenset(
             decoded.events[0][0]["session_id"]
-            for batch in unread
+            for batch in sealing
             for _, decoded in batch.messages
             if decoded.events
         )

@@ -272,7 +272,7 @@ class SealProcess:
     worker makes them from its pipeline thread. A seal job handed over by `seal_partitions`
     seals while the worker writes the previous batch; the next one may be handed over while the
     last partition of this one still seals, so the child goes on to it without waiting for the
-    worker (at most two jobs in flight)."""
+    worker (at most two seal requests, two batches, in flight)."""
 
     runs_alongside = True
 
@@ -378,7 +378,7 @@ class SealProcess:
                 self._broken = "a seal job was abandoned before its end"
 
     def _finish_job(self, known_digest: DigestLookup) -> None:
-        """The job's end, read with its last results: the next job can be handed over then."""
+        """The request's end, read with its last results (the identity states it changed)."""
         self._changes.update(self._expect("done", known_digest)[1])
         self._in_flight -= 1
 
@@ -553,6 +553,7 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
                     outbox.send(("failed", f"unknown request {request[0]!r}"))
             except BaseException as exc:
                 outbox.send(("failed", error_place(exc)))
+                left = _ChainsLeft()  # a job handed over ahead must not go on from a failed one
     finally:
         outbox.close()
 

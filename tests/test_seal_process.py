@@ -417,3 +417,73 @@ def test_the_worker_hands_the_next_batch_over_while_the_last_partition_seals(
     last_partition = {m.key.decode() for m in _batches()[0] if m.partition == 1 and m.key != b"junk"}
     assert carried == last_partition  # the sessions of the first batch's last partition
     assert read_archive(_store(tmp_path / "b")).records == read_archive(_store(tmp_path / "a")).records
+
+
+def _through(seal: Any, store: LocalWormStore, index: Index, batches: list[list[SourceMessage]]) -> list[Any]:
+    """``batches`` through a pipeline, each next one offered to `complete` (as the worker does)."""
+    pipeline = _pipeline(seal, store, index)
+    outcomes = []
+    try:
+        later = iter(batches[1:])
+        handed: HandedBatch | None = pipeline.hand_over(batches[0])
+        while handed is not None:
+            outcome, handed = pipeline.complete(handed, lambda: next(later, []))
+            outcomes.append(outcome)
+    finally:
+        pipeline.close()
+    return outcomes
+
+
+@pytest.mark.parametrize("shape", ["one-partition-batches", "partition-0-again", "partition-1-again"])
+def test_batches_handed_over_ahead_or_not_seal_as_in_the_worker(
+    index: Index, tmp_path: Path, shape: str
+) -> None:
+    """Batches of one partition (each handed over before any result of the last is read), and a
+    batch that repeats offsets of a partition not written yet when it is taken (a redelivery:
+    those must be skipped as durable, so it waits for that write)."""
+    first, second = _batches()
+    if shape == "one-partition-batches":
+        batches = [[m for m in batch if m.partition == p] for batch in (first, second) for p in (0, 1)]
+    else:
+        again = 0 if shape == "partition-0-again" else 1
+        batches = [first, [m for m in first if m.partition == again] + second, second[:3]]
+    parts = masking_and_scoring()
+    expected = _through(parts.step, _store(tmp_path / "a"), index, batches)
+    with ChdbIndex(tmp_path / "index", database="other") as other:
+        other.migrate()
+        outcomes = _through(
+            SealProcess(masking_and_scoring, alerts=RiskScorer()), _store(tmp_path / "b"), other, batches
+        )
+    assert read_archive(_store(tmp_path / "b")).records == read_archive(_store(tmp_path / "a")).records
+    assert [(o.records, o.duplicates, o.held, o.skipped_messages) for o in outcomes] == [
+        (o.records, o.duplicates, o.held, o.skipped_messages) for o in expected
+    ]
+    if shape != "one-partition-batches":
+        assert expected[1].skipped_messages > 0  # the repeated messages are known as durable
+
+
+def test_a_batch_that_needs_recovery_waits_for_the_last_results(index: Index, tmp_path: Path) -> None:
+    """A partition revoked and assigned back: its next batch recovers and rewarms, which asks the
+    seal process, so it is not handed over while the last partition still seals."""
+    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
+    store = _store(tmp_path / "a")
+    pipeline = _pipeline(process, store, index)
+    first, second = _batches()
+    try:
+        # The second batch has partition 0 only: the one after it repeats no offset of it.
+        _, handed = pipeline.complete(
+            pipeline.hand_over(first), lambda: [m for m in second if m.partition == 0]
+        )
+        assert handed is not None
+        pipeline.forget_partition(1)
+        again = [m for m in first + second if m.partition == 1]  # redelivered from the start
+        _, handed = pipeline.complete(handed, lambda: again)
+        assert handed is not None
+        _, handed = pipeline.complete(handed, lambda: [])
+        assert handed is None
+        archive = read_archive(store)
+        places = [(value["session_id"], value["index"]) for _, value in archive.records]
+        assert len(places) == len(set(places))  # nothing sealed twice
+        assert verify_all_chains(archive, require_seal=False) == 7
+    finally:
+        pipeline.close()
