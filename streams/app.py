@@ -465,37 +465,29 @@ class _FollowingBatch:
     """The next batch, taken on the event loop when the pipeline's thread asks for it (as
     `SealPipeline.complete`'s ``take_following``). An ask the loop has not answered within
     FOLLOWING_WAIT_SECONDS (it is stopping) is withdrawn, and answered late it takes nothing: a
-    batch is never taken from the intake without the pipeline getting it. Asked again after an
-    ask that took nothing, it looks again; once it has taken a batch, it takes no other."""
+    batch is never taken from the intake without the pipeline getting it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, take: Callable[[], _TakenBatch | None]) -> None:
         self._loop = loop
         self._take = take
         self._lock = threading.Lock()
-        self._asks = 0
-        self._open = 0  # the ask the loop may still answer (0: none)
+        self._open = True
         self.taken: _TakenBatch | None = None
 
     def __call__(self) -> list[SourceMessage]:
-        with self._lock:
-            if self.taken is not None:
-                raise RuntimeError("the following batch was taken already")
-            self._asks += 1
-            self._open = ask = self._asks
         try:
-            answered = asyncio.run_coroutine_threadsafe(self._answer(ask), self._loop)
+            answered = asyncio.run_coroutine_threadsafe(self._answer(), self._loop)
         except RuntimeError:  # the loop is closed: the worker is stopping
-            answered = None
-        if answered is not None:
-            with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
-                answered.result(FOLLOWING_WAIT_SECONDS)
+            return []
+        with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
+            answered.result(FOLLOWING_WAIT_SECONDS)
         with self._lock:
-            self._open = 0
+            self._open = False
             return [message for _, message in self.taken.batch] if self.taken is not None else []
 
-    async def _answer(self, ask: int) -> None:
+    async def _answer(self) -> None:
         with self._lock:
-            if self._open == ask:
+            if self._open:
                 self.taken = self._take()
 
 

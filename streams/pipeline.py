@@ -63,8 +63,7 @@ from streams.sealer import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# The next batch's messages, if one is due now (`SealPipeline.complete`); asked again only after
-# it gave none.
+# The next batch's messages, if one is due now (`SealPipeline.complete`).
 NextBatch = Callable[[], Sequence["SourceMessage"]]
 # One index row's source: the record, and the source offset it came from.
 IndexRow = tuple[RecordRow, int]
@@ -386,10 +385,12 @@ class _DecodeJob:
     future: Future[list[DecodedMessage]] | None = None
 
 
-def _repeats(messages: Sequence[SourceMessage], batches: list[_PartitionBatch]) -> bool:
-    """Whether a message comes again at or below the last offset of a batch of its partition."""
-    last = {batch.partition: batch.last_offset for batch in batches if batch.messages}
-    return any(message.offset <= last.get(message.partition, -1) for message in messages)
+def _repeats(messages: Sequence[SourceMessage], batch: _PartitionBatch) -> bool:
+    """Whether a message comes again at or below the last offset of ``batch``, in its partition
+    (a redelivery)."""
+    return any(
+        message.partition == batch.partition and message.offset <= batch.last_offset for message in messages
+    )
 
 
 class SealPipeline:
@@ -462,15 +463,13 @@ class SealPipeline:
         self, handed: HandedBatch, take_following: NextBatch | None = None
     ) -> tuple[BatchOutcome, HandedBatch | None]:
         """Write what sealing ``handed`` gave, and return its outcome. ``take_following`` gives
-        the next batch, if one is due: it is asked for when one partition of ``handed`` is left
-        to seal, and again when every result is in if nothing was due then. With a seal step
-        beside this process it is handed over at once, so that the seal step goes on to it
-        without waiting for this process (`_hand_over_ahead`); otherwise, or when it must wait,
-        once every chain state of ``handed`` is staged, before the last partition is written
-        (after, if it repeats that partition's offsets). Returns the following batch handed
-        over (None without one); it must be completed next. A partition forgotten (revoked)
-        since ``handed`` was handed over has nothing of it written and no dead letters: its
-        next owner takes its messages again."""
+        the next batch, if one is due: it is asked for and handed over as soon as ``handed``'s
+        last results are in, before its last partition is written, so that a seal step beside
+        this process seals it meanwhile (after, if it repeats offsets of that partition: only
+        the write tells recovery they are durable). Returns the following batch handed over (None without
+        one); it must be completed next. A partition forgotten (revoked) since ``handed`` was
+        handed over has nothing of it written and no dead letters: its next owner takes its
+        messages again."""
         following: Sequence[SourceMessage] = []
         following_handed: HandedBatch | None = None
         outcome = handed.outcome
@@ -481,10 +480,7 @@ class SealPipeline:
                 if self._times_forgotten.get(batch.partition, 0) == handed.times_forgotten[batch.partition]
             }
             batch_of = {batch.partition: batch for batch in handed.batches}
-            unread = [batch for batch in handed.batches if batch.messages]  # in the jobs' order
-            if len(unread) == 1 and take_following is not None:
-                following = take_following()
-                following_handed = self._hand_over_ahead(following, unread, unread)
+            unread = handed.job_count
             for job, results in handed.results:
                 batch = batch_of[job.partition]
                 if batch.partition in still_ours:
@@ -494,23 +490,18 @@ class SealPipeline:
                     # forgotten: the masker forgets every session this job streamed, after it.
                     for session_id in job.states:
                         self._seal.forget_stream(session_id)
-                unread.pop(0)
-                if len(unread) == 1 and take_following is not None:
+                unread -= 1
+                if unread == 0 and take_following is not None:
                     following = take_following()
-                    following_handed = self._hand_over_ahead(following, unread, [batch, *unread])
-                elif not unread and take_following is not None and following_handed is None:
-                    if not following:
-                        following = take_following()  # nothing was due when the last one sealed
-                    if following and not _repeats(following, [batch]):
+                    if not _repeats(following, batch):
                         # Every chain state of this batch is staged: the next can seal from them.
-                        following_handed = self._hand_over(self._decoded(self._start_decoding(following)))
+                        following_handed = self._hand_over_batch(following)
                 if batch.partition in still_ours:
                     self._write_partition(batch, outcome)
-            if take_following is not None and following_handed is None:
-                if handed.job_count == 0:
-                    following = take_following()
-                if following:  # it repeats offsets of the last partition, written now
-                    following_handed = self._hand_over(self._decoded(self._start_decoding(following)))
+            if take_following is not None and handed.job_count == 0:
+                following = take_following()
+            if following and following_handed is None:
+                following_handed = self._hand_over_batch(following)
             self._index.flush()
             outcome.dead_letters = [
                 letter for letter in outcome.dead_letters if letter.source.partition in still_ours
@@ -525,31 +516,8 @@ class SealPipeline:
         outcome.held = self.held_messages()
         return outcome, following_handed
 
-    def _hand_over_ahead(
-        self,
-        following: Sequence[SourceMessage],
-        sealing: list[_PartitionBatch],
-        unwritten: list[_PartitionBatch],
-    ) -> HandedBatch | None:
-        """``following`` handed over while the seal step still seals ``sealing`` (the current
-        batch's last partition), whose sessions' chain states this process does not have yet:
-        the seal step carries them over from that partition itself (`PartitionJob.carried`).
-        None when it must wait until they are in: nothing to hand over, a partition that needs
-        recovery or a rewarm first (a rewarm asks the seal step, which is busy), or offsets of
-        ``unwritten`` batches again (only their write tells recovery they are durable)."""
-        if not following or not self._seal.runs_alongside or _repeats(following, unwritten):
-            return None
-        for message in following:
-            durable_upto = self._durable_upto.get(message.partition)
-            if durable_upto is None or message.offset <= durable_upto:
-                return None
-        carried = frozenset(
-            decoded.events[0][0]["session_id"]
-            for batch in sealing
-            for _, decoded in batch.messages
-            if decoded.events
-        )
-        return self._hand_over(self._decoded(self._start_decoding(following)), carried=carried)
+    def _hand_over_batch(self, following: Sequence[SourceMessage]) -> HandedBatch | None:
+        return self._hand_over(self._decoded(self._start_decoding(following))) if following else None
 
     def _start_decoding(
         self, messages: Sequence[SourceMessage]
@@ -569,14 +537,7 @@ class SealPipeline:
     ) -> dict[int, list[tuple[SourceMessage, DecodedMessage]]]:
         return {partition: self._fetched(chunks) for partition, chunks in decoding.items()}
 
-    def _hand_over(
-        self,
-        decoded: dict[int, list[tuple[SourceMessage, DecodedMessage]]],
-        *,
-        carried: frozenset[str] | None = None,
-    ) -> HandedBatch:
-        """``carried``: handed over ahead (`_hand_over_ahead`), with these sessions' chains in
-        the seal step's hands; None: every chain state of the batch is staged here."""
+    def _hand_over(self, decoded: dict[int, list[tuple[SourceMessage, DecodedMessage]]]) -> HandedBatch:
         outcome = BatchOutcome()
         batches = [self._fresh_batch(partition, messages, outcome) for partition, messages in decoded.items()]
         # Recovery's announcements go out with this batch, before its own.
@@ -588,15 +549,13 @@ class SealPipeline:
         # the sealing of the next.
         fresh = [(message, decoded) for batch in batches for message, decoded in batch.messages]
         self._load_states({decoded.events[0][0]["session_id"] for _, decoded in fresh if decoded.events})
-        jobs = [self._job(batch, carried or frozenset()) for batch in batches if batch.messages]
+        jobs = [self._job(batch) for batch in batches if batch.messages]
         # The sealer reads the identities of every job first, then seals partition by
         # partition; a partition is written while the next one seals (in a seal process).
         return HandedBatch(
             outcome,
             batches,
-            self._seal.seal_partitions(
-                jobs, self._known_digest, self._decode_while_waiting, ahead=carried is not None
-            ),
+            self._seal.seal_partitions(jobs, self._known_digest, self._decode_while_waiting),
             len(jobs),
             {batch.partition: self._times_forgotten.get(batch.partition, 0) for batch in batches},
         )
@@ -741,9 +700,8 @@ class SealPipeline:
                 )
         return _PartitionBatch(partition, fresh)
 
-    def _job(self, batch: _PartitionBatch, carried: frozenset[str]) -> PartitionJob:
-        """The partition's decoded messages and their sessions' chains, for the sealer
-        (``carried``: sessions whose chain the sealer takes from its previous job instead)."""
+    def _job(self, batch: _PartitionBatch) -> PartitionJob:
+        """The partition's decoded messages and their sessions' chains, for the sealer."""
         messages = [
             (message.key, message.value or b"", decoded.events)
             for message, decoded in batch.messages
@@ -754,7 +712,7 @@ class SealPipeline:
             session_id = events[0][0]["session_id"]
             if session_id not in states:
                 states[session_id] = self.cache.get(session_id) or SessionState(session_id, batch.partition)
-        return PartitionJob(batch.partition, messages, states, carried.intersection(states))
+        return PartitionJob(batch.partition, messages, states)
 
     def _take_partition(
         self, batch: _PartitionBatch, results: list[MessageSealed], outcome: BatchOutcome

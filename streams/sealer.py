@@ -3,9 +3,8 @@
 Masking and scoring cost most of a worker's CPU per event, and one process is bound by its
 interpreter lock at about one core. `SealProcess` runs the seal step (decode, validate, mask,
 score, chain) in a child process, so that it seals one partition of a batch while the worker
-archives and indexes the previous one, and goes on to the next batch, handed over while the last
-partition of this one still seals, while the worker writes that partition, publishes,
-acknowledges and keeps the ledger (`SealPipeline.complete`).
+archives and indexes the previous one, and the next batch while the worker writes the last
+partition of this one, publishes, acknowledges and keeps the ledger (`SealPipeline.complete`).
 `LocalSealer` runs the same step in the caller's thread. Both hand back the same results
 (`MessageSealed`, records as `streams.seal.RecordFields` tuples, named by `MessageSealed.rows()`),
 so the pipeline has one path.
@@ -24,6 +23,7 @@ redelivered messages, as after any crash.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -32,7 +32,7 @@ import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NamedTuple, NoReturn, Protocol
@@ -127,17 +127,11 @@ class MessageSealed:
 @dataclass
 class PartitionJob:
     """One partition's messages of a batch, in offset order, each (key, value, decoded events),
-    and the chain state of each of their sessions before the batch.
-
-    ``carried``: sessions whose chain the sealer's previous jobs, handed over and not all read
-    yet, continue (`Sealer.seal_partitions`). Their state here may be older than those jobs
-    leave it: the sealer takes it from its own previous jobs instead, and the digests those
-    jobs chained as well."""
+    and the chain state of each of their sessions before the batch."""
 
     partition: int
     messages: list[tuple[bytes | None, bytes, Events]]
     states: dict[str, SessionState]
-    carried: frozenset[str] = frozenset()
 
 
 def seal_messages(
@@ -145,13 +139,10 @@ def seal_messages(
     messages: Iterable[tuple[bytes | None, Events]],
     states: dict[str, SessionState],
     known_digest: DigestLookup,
-    recent: dict[tuple[str, int], bytes] | None = None,
 ) -> list[MessageSealed]:
-    """Seal one partition's messages in order; ``states`` is updated as chains grow, and
-    ``recent`` (if given) gets the digest of every event chained, by (session, seq)."""
+    """Seal one partition's messages in order; ``states`` is updated as chains grow."""
     # Digests chained earlier in this call, for duplicates arriving in a later message.
-    if recent is None:
-        recent = {}
+    recent: dict[tuple[str, int], bytes] = {}
 
     def known(session_id: str, seq: int) -> bytes | None:
         return recent.get((session_id, seq)) or known_digest(session_id, seq)
@@ -183,20 +174,13 @@ class Sealer(Protocol):
     runs_alongside: bool
 
     def seal_partitions(
-        self,
-        jobs: Sequence[PartitionJob],
-        known_digest: DigestLookup,
-        while_waiting: WaitingWork = None,
-        *,
-        ahead: bool = False,
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
         """Each job's results, in the jobs' order; the identities of every job's sessions are
         read before the first job's results come (one query). Beside the caller, sealing starts
-        at this call; consume the iterator to its end before any other call but `forget_stream`,
-        and but one more `seal_partitions` with ``ahead`` (beside the caller only, once the
-        iterator has one job left to give): its jobs name the sessions that job continues
-        (`PartitionJob.carried`) and seal after it. ``while_waiting`` is called, beside the
-        caller, while no results are ready, until it returns False (it has nothing more to do)."""
+        at this call; consume the iterator to its end before any other call but `forget_stream`.
+        ``while_waiting`` is called, beside the caller, while no results are ready, until it
+        returns False (it has nothing more to do)."""
         ...
 
     def holding(self, session_id: str) -> Holding: ...
@@ -224,15 +208,8 @@ class LocalSealer:
         self.step = step
 
     def seal_partitions(
-        self,
-        jobs: Sequence[PartitionJob],
-        known_digest: DigestLookup,
-        while_waiting: WaitingWork = None,
-        *,
-        ahead: bool = False,
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
-        if ahead or any(job.carried for job in jobs):
-            raise ValueError("jobs in the caller's thread seal one batch at a time: nothing is carried")
         self.step.prepare(_first_events((key, events) for job in jobs for key, _, events in job.messages))
         for job in jobs:
             messages = [(key, events) for key, _, events in job.messages]
@@ -269,10 +246,8 @@ class SealProcessFailed(RuntimeError):
 
 class SealProcess:
     """The seal step in a child process (see the module's docstring). Calls are serialised; the
-    worker makes them from its pipeline thread. A seal job handed over by `seal_partitions`
-    seals while the worker writes the previous batch; the next one may be handed over while the
-    last partition of this one still seals, so the child goes on to it without waiting for the
-    worker (at most two seal requests, two batches, in flight)."""
+    worker makes them from its pipeline thread. One seal job is in flight at a time: handed over
+    by `seal_partitions`, it seals while the worker writes the previous batch."""
 
     runs_alongside = True
 
@@ -294,11 +269,9 @@ class SealProcess:
         )
         self._process.start()
         child.close()
-        self._outbox = _Outbox(self._connection, "seal-requests")
         self._lock = threading.Lock()
         self._broken: str | None = None
-        self._in_flight = 0  # seal requests handed over whose results are not all read
-        self._unread_jobs = 0  # their partition jobs whose results are not read yet
+        self._in_flight = False  # a seal job was handed over and its results are not all read
         self._loader: Callable[[str], Mapping[str, Any] | None] | None = None
         self._bulk_loader: Callable[[list[str]], Mapping[str, Mapping[str, Any]]] | None = None
         # Identity states the child's finished seal jobs changed, not yet taken (`take_changes`).
@@ -317,18 +290,11 @@ class SealProcess:
         return self._process.pid
 
     def seal_partitions(
-        self,
-        jobs: Sequence[PartitionJob],
-        known_digest: DigestLookup,
-        while_waiting: WaitingWork = None,
-        *,
-        ahead: bool = False,
+        self, jobs: Sequence[PartitionJob], known_digest: DigestLookup, while_waiting: WaitingWork = None
     ) -> Iterator[tuple[PartitionJob, list[MessageSealed]]]:
-        """``ahead``: handed over on purpose while the previous jobs' last results are still to
-        be read (see `Sealer.seal_partitions`); without it, a job in flight was given up on."""
         with self._lock:
             self._check()
-            if self._in_flight and not (ahead and self._in_flight == 1 and self._unread_jobs == 1):
+            if self._in_flight:
                 # Its results would answer this job: the caller gave up on it (its batch failed),
                 # and the child's masker has taken it, so it is of no use to this worker any more.
                 self._fail("a seal job was abandoned before its end")
@@ -338,18 +304,12 @@ class SealProcess:
                 (
                     "seal",
                     [
-                        (
-                            job.partition,
-                            [(key, value) for key, value, _ in job.messages],
-                            job.states,
-                            job.carried,
-                        )
+                        (job.partition, [(key, value) for key, value, _ in job.messages], job.states)
                         for job in jobs
                     ],
                 )
             )
-            self._in_flight += 1
-            self._unread_jobs += len(jobs)
+            self._in_flight = True
         return self._results(list(jobs), known_digest, while_waiting)
 
     def _results(
@@ -365,7 +325,6 @@ class SealProcess:
                     reply = self._expect("sealed", known_digest)
                     if reply[1] != job.partition:
                         self._fail(f"results for partition {reply[1]} came for partition {job.partition}")
-                    self._unread_jobs -= 1
                     if number == len(jobs) - 1:
                         self._finish_job(known_digest)
                 yield job, reply[2]
@@ -378,9 +337,9 @@ class SealProcess:
                 self._broken = "a seal job was abandoned before its end"
 
     def _finish_job(self, known_digest: DigestLookup) -> None:
-        """The request's end, read with its last results (the identity states it changed)."""
+        """The job's end, read with its last results: the next job can be handed over then."""
         self._changes.update(self._expect("done", known_digest)[1])
-        self._in_flight -= 1
+        self._in_flight = False
 
     def holding(self, session_id: str) -> Holding:
         return Holding(*self._call("holding", session_id))
@@ -421,12 +380,12 @@ class SealProcess:
     def close(self) -> None:
         # A child with a job given up in flight may be waiting for an answer: it is not asked.
         if self._process.is_alive() and not self._in_flight:
-            self._outbox.send(("stop",))
+            with contextlib.suppress(OSError):
+                self._connection.send(("stop",))
             self._process.join(10)
         if self._process.is_alive():
             self._process.kill()
             self._process.join(5)
-        self._outbox.close()  # with the child gone, a write still under way fails at once
         self._connection.close()
 
     # -- the pipe -----------------------------------------------------------------------------
@@ -449,8 +408,11 @@ class SealProcess:
             self._fail("a seal job was abandoned before its end")
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        # Written by a thread: a child that has gone shows when its next reply is read.
-        self._outbox.send(message)
+        try:
+            self._connection.send(message)
+        except OSError as exc:
+            self._process.join(1)
+            self._fail(f"it exited (exit code {self._process.exitcode}; writing to it: {exc})")
 
     def _expect(self, kind: str, known_digest: DigestLookup | None = None) -> tuple[Any, ...]:
         """The child's next reply of ``kind``, answering what it asks meanwhile."""
@@ -508,13 +470,12 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
         return
     # Replies are written by a thread of their own: the worker reads a job's results only once
     # it has decoded its next batch, and a full pipe must not stop the sealing meanwhile.
-    outbox = _Outbox(connection, "seal-replies")
+    outbox = _Outbox(connection)
     outbox.send(("ready",))
 
     # Requests that came while an answer was awaited (a `forget` sent during a job): they are
     # taken after the job, in the order they came.
     waiting: deque[tuple[Any, ...]] = deque()
-    left = _ChainsLeft()
 
     def ask(what: str, *args: Any) -> Any:
         outbox.send(("ask", what, args))
@@ -523,10 +484,6 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
         if reply[0] == "unavailable":
             raise StateUnavailable(reply[1])
         return reply[1]
-
-    def asked_digest(session_id: str, seq: int) -> bytes | None:
-        digest: bytes | None = ask("digest", session_id, seq)
-        return digest
 
     try:
         while True:
@@ -538,7 +495,7 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
                 if request[0] == "stop":
                     return
                 if request[0] == "seal":
-                    left = _seal_jobs(outbox, parts, request[1], asked_digest, left)
+                    _seal_jobs(outbox, parts, request[1], lambda sid, seq: ask("digest", sid, seq))
                 elif request[0] == "forget":
                     parts.step.forget_stream(request[1])
                 elif request[0] == "call":
@@ -553,20 +510,17 @@ def _serve(connection: Connection, factory: Callable[[], SealParts]) -> None:
                     outbox.send(("failed", f"unknown request {request[0]!r}"))
             except BaseException as exc:
                 outbox.send(("failed", error_place(exc)))
-                left = _ChainsLeft()  # a job handed over ahead must not go on from a failed one
     finally:
         outbox.close()
 
 
 class _Outbox:
-    """Messages to the other end of the pipe, pickled in order by the sending thread and written
-    by another: the child's replies, and the worker's requests (a job handed over while the
-    child still seals the previous one is read only once it is done)."""
+    """The child's replies, pickled in order by the sealing thread and written by another."""
 
-    def __init__(self, connection: Connection, name: str) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write, name=name, daemon=True)
+        self._writer = threading.Thread(target=self._write, name="seal-replies", daemon=True)
         self._writer.start()
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -582,67 +536,34 @@ class _Outbox:
             try:
                 self._connection.send_bytes(data)
             except OSError:
-                # The other end is gone: a child goes with its worker (`die_with_parent`), and a
-                # worker finds its child gone when it next reads a reply.
-                return
-
-
-@dataclass
-class _ChainsLeft:
-    """What the last job of a seal request left, for the next request's carried sessions
-    (`PartitionJob.carried`): each session's chain state after it, and the digest of every
-    event it chained. The worker hands the next request over before it has read these."""
-
-    states: dict[str, SessionState] = field(default_factory=dict)
-    digests: dict[tuple[str, int], bytes] = field(default_factory=dict)
+                return  # the worker is gone; this process goes with it (`die_with_parent`)
 
 
 def _seal_jobs(
     outbox: _Outbox,
     parts: SealParts,
-    jobs: list[tuple[int, list[tuple[bytes | None, bytes]], dict[str, SessionState], frozenset[str]]],
+    jobs: list[tuple[int, list[tuple[bytes | None, bytes]], dict[str, SessionState]]],
     known_digest: DigestLookup,
-    left: _ChainsLeft,
-) -> _ChainsLeft:
+) -> None:
     # As in the worker's own thread (`streams.app.collector_paused`): a batch's live events are
     # many, and sealing makes no cycles worth collecting while it runs.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        carried: set[str] = set()
-        for _, _, states, sessions in jobs:
-            for session_id in sessions:
-                if session_id not in left.states:
-                    raise ValueError(f"session {session_id} is carried, but the last job did not seal it")
-                states[session_id] = left.states[session_id]
-            carried.update(sessions)
-
-        def known(session_id: str, seq: int) -> bytes | None:
-            # A carried session's last events may not be in the worker's hands yet.
-            recent = left.digests.get((session_id, seq)) if session_id in carried else None
-            return recent or known_digest(session_id, seq)
-
         decoded = [
             (
                 partition,
                 [(key, parts.registry.decode_events(value).events) for key, value in messages],
                 states,
             )
-            for partition, messages, states, _ in jobs
+            for partition, messages, states in jobs
         ]
         parts.step.prepare(_first_events(message for _, messages, _ in decoded for message in messages))
-        now = _ChainsLeft()
-        for number, (partition, messages, states) in enumerate(decoded):
-            last = number == len(decoded) - 1
-            chained: dict[tuple[str, int], bytes] = {}
-            sealed = seal_messages(parts.step, messages, states, known if carried else known_digest, chained)
-            if last:
-                now = _ChainsLeft(states, chained)
-            outbox.send(("sealed", partition, sealed))
+        for partition, messages, states in decoded:
+            outbox.send(("sealed", partition, seal_messages(parts.step, messages, states, known_digest)))
         # The identity states the job changed, taken with its end: the worker stores them once
         # the batch is durable, while the next job may already be sealing here.
         outbox.send(("done", parts.scorer.take_changes() if parts.scorer is not None else {}))
-        return now
     finally:
         if enabled:
             gc.enable()

@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-from streams.app import _FollowingBatch, _TakenBatch
 from streams.intake import BatchIntake
-from streams.pipeline import SourceMessage
 
 
 class Clock:
@@ -104,17 +102,3 @@ async def test_take_due_hands_out_only_a_batch_that_is_due_and_never_waits() -> 
         await intake.put(item)
     assert intake.take_due() == [3, 4, 5]  # full, whatever the clock
     assert len(intake) == 2
-
-
-async def test_the_following_batch_is_asked_for_again_only_after_an_ask_that_took_nothing() -> None:
-    """`SealPipeline.complete` asks for the next batch when one partition is left to seal, and
-    again when all are in if nothing was due the first time; a batch once taken is the only one."""
-    message = SourceMessage("events", 0, 7, b"k", b"v")
-    due: list[_TakenBatch | None] = [None, _TakenBatch([(object(), message)], {0: 0}, None, 0.0)]
-    following = _FollowingBatch(asyncio.get_running_loop(), lambda: due.pop(0))
-    assert await asyncio.to_thread(following) == []
-    assert await asyncio.to_thread(following) == [message]
-    assert following.taken is not None
-    with pytest.raises(RuntimeError, match="taken already"):
-        await asyncio.to_thread(following)
-    assert due == []  # not asked a third time

@@ -23,16 +23,7 @@ from storage.index import ChdbIndex, Index
 from storage.objectstore import LocalWormStore, Retention
 from streams.behaviour_store import BehaviourStore
 from streams.pipeline import BatchOutcome, HandedBatch, PipelineConfig, SealPipeline, SourceMessage
-from streams.seal import SessionState
-from streams.sealer import (
-    Holding,
-    PartitionJob,
-    SealParts,
-    SealProcess,
-    SealProcessFailed,
-    holding_of,
-    seal_messages,
-)
+from streams.sealer import Holding, SealParts, SealProcess, SealProcessFailed, holding_of
 from tests.eventdata import body, make_event
 from tests.stack import read_archive, verify_all_chains
 
@@ -318,172 +309,40 @@ def test_a_seal_job_given_up_in_flight_makes_the_process_unusable(index: Index, 
         pipeline.close()
 
 
-def _events_of(session_id: str, count: int) -> list[tuple[dict[str, Any], bytes]]:
-    """``count`` events of one session (terminal output with an address on every line), each with
-    its canonical bytes, as decoding gives them."""
-    events = [
-        make_event(session_id, seq, body("TerminalOutput", data=f"{seq}: bob{seq}@example.com\r\n".encode()))
-        for seq in range(count)
-    ]
-    value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": session_id, "events": events})
-    return list(REGISTRY.decode_events(value).events)
-
-
-def _job_message(events: list[tuple[dict[str, Any], bytes]]) -> tuple[bytes, bytes, Any]:
-    session_id = events[0][0]["session_id"]
-    value = REGISTRY.encode(BATCH_SCHEMA, {"session_id": session_id, "events": [e for e, _ in events]})
-    return session_id.encode(), value, events
-
-
-def never_known(session_id: str, seq: int) -> bytes | None:
-    """A worker that knows no digest: what a duplicate is, the child has to know itself."""
-    return None
-
-
-def test_a_job_handed_over_ahead_continues_the_chains_the_seal_process_holds() -> None:
-    """The next job comes while the last one still seals, with chain states older than that job
-    leaves them, and with an event that job chained again (a duplicate the worker cannot know
-    yet, since it has not read that job's results): the child goes on from its own chains."""
-    events = _events_of("s-ahead", 12)
-    other = _events_of("s-other", 4)
-    first = [_job_message(events[:6])]
-    # The duplicate of event 5 first, then the rest; "s-other" starts here.
-    second = [_job_message([events[5], *events[6:]]), _job_message(other)]
-
-    # The reference: one job after the other, in the worker's thread, from the chains they leave.
-    reference = masking_and_scoring()
-    states = {"s-ahead": SessionState("s-ahead", 0), "s-other": SessionState("s-other", 0)}
-    expected = seal_messages(reference.step, [(k, e) for k, _, e in first + second], states, never_known)
-
-    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
-    try:
-        stale = {"s-ahead": SessionState("s-ahead", 0), "s-other": SessionState("s-other", 0)}
-        sealing = process.seal_partitions(
-            [PartitionJob(0, first, {"s-ahead": stale["s-ahead"]})], never_known
-        )
-        ahead = process.seal_partitions(
-            [PartitionJob(0, second, dict(stale), frozenset({"s-ahead"}))], never_known, ahead=True
-        )
-        results = [sealed for _, message in [*sealing, *ahead] for sealed in message]
-    finally:
-        process.close()
-    assert [result.fields for result in results] == [result.fields for result in expected]
-    assert [result.duplicates for result in results] == [0, 1, 0]
-    indexes = [fields[2] for result in results for fields in result.fields]
-    assert indexes == sorted(indexes[:-4]) + indexes[-4:]  # "s-ahead" goes on where it was
-
-
-def test_a_job_is_handed_over_ahead_only_while_one_job_is_left_to_read() -> None:
-    events = _events_of("s-two", 4)
-    jobs = [PartitionJob(p, [_job_message(events)], {"s-two": SessionState("s-two", p)}) for p in (0, 1)]
-    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
-    try:
-        process.seal_partitions(jobs, never_known)
-        with pytest.raises(SealProcessFailed, match="abandoned"):
-            process.seal_partitions(jobs[:1], never_known, ahead=True)
-    finally:
-        process.close()
-
-
-class _Spy:
-    """A seal step that notes how each batch was handed over."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.handed: list[tuple[bool, frozenset[str]]] = []
-
-    def seal_partitions(
-        self, jobs: Any, known_digest: Any, while_waiting: Any = None, *, ahead: bool = False
-    ) -> Any:
-        self.handed.append((ahead, frozenset().union(*(job.carried for job in jobs))))
-        return self._inner.seal_partitions(jobs, known_digest, while_waiting, ahead=ahead)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def test_the_worker_hands_the_next_batch_over_while_the_last_partition_seals(
-    index: Index, tmp_path: Path
+@pytest.mark.parametrize("in_process", [True, False], ids=["seal-process", "in-worker"])
+def test_a_next_batch_that_repeats_the_last_partitions_offsets_waits_for_its_write(
+    index: Index, tmp_path: Path, in_process: bool
 ) -> None:
-    parts = masking_and_scoring()
-    _run(parts.step, _store(tmp_path / "a"), index, parts.scorer)
-    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
-    spy = _Spy(process)
-    with ChdbIndex(tmp_path / "index", database="other") as other:
-        other.migrate()
-        _run(spy, _store(tmp_path / "b"), other, process, overlapped=True)
-    assert [ahead for ahead, _ in spy.handed] == [False, True]
-    carried = spy.handed[1][1]
-    last_partition = {m.key.decode() for m in _batches()[0] if m.partition == 1 and m.key != b"junk"}
-    assert carried == last_partition  # the sessions of the first batch's last partition
-    assert read_archive(_store(tmp_path / "b")).records == read_archive(_store(tmp_path / "a")).records
-
-
-def _through(seal: Any, store: LocalWormStore, index: Index, batches: list[list[SourceMessage]]) -> list[Any]:
-    """``batches`` through a pipeline, each next one offered to `complete` (as the worker does)."""
-    pipeline = _pipeline(seal, store, index)
-    outcomes = []
+    """A redelivery of the last partition's messages in the next batch: only that partition's
+    write tells recovery they are durable, so the next batch is handed over after it, and they
+    are skipped as in batches that do not overlap."""
+    first, second = _batches()
+    batches = [first, [m for m in first if m.partition == 1] + second, second[:3]]
+    reference = masking_and_scoring()
+    pipeline = _pipeline(reference.step, _store(tmp_path / "a"), index)
     try:
-        later = iter(batches[1:])
-        handed: HandedBatch | None = pipeline.hand_over(batches[0])
-        while handed is not None:
-            outcome, handed = pipeline.complete(handed, lambda: next(later, []))
-            outcomes.append(outcome)
+        expected = [pipeline.process(batch) for batch in batches]
     finally:
         pipeline.close()
-    return outcomes
-
-
-@pytest.mark.parametrize("shape", ["one-partition-batches", "partition-0-again", "partition-1-again"])
-def test_batches_handed_over_ahead_or_not_seal_as_in_the_worker(
-    index: Index, tmp_path: Path, shape: str
-) -> None:
-    """Batches of one partition (each handed over before any result of the last is read), and a
-    batch that repeats offsets of a partition not written yet when it is taken (a redelivery:
-    those must be skipped as durable, so it waits for that write)."""
-    first, second = _batches()
-    if shape == "one-partition-batches":
-        batches = [[m for m in batch if m.partition == p] for batch in (first, second) for p in (0, 1)]
-    else:
-        again = 0 if shape == "partition-0-again" else 1
-        batches = [first, [m for m in first if m.partition == again] + second, second[:3]]
-    parts = masking_and_scoring()
-    expected = _through(parts.step, _store(tmp_path / "a"), index, batches)
     with ChdbIndex(tmp_path / "index", database="other") as other:
         other.migrate()
-        outcomes = _through(
-            SealProcess(masking_and_scoring, alerts=RiskScorer()), _store(tmp_path / "b"), other, batches
+        seal: Any = (
+            SealProcess(masking_and_scoring, alerts=RiskScorer())
+            if in_process
+            else masking_and_scoring().step
         )
+        pipeline = _pipeline(seal, _store(tmp_path / "b"), other)
+        outcomes = []
+        try:
+            later = iter(batches[1:])
+            handed: HandedBatch | None = pipeline.hand_over(batches[0])
+            while handed is not None:
+                outcome, handed = pipeline.complete(handed, lambda: next(later, []))
+                outcomes.append(outcome)
+        finally:
+            pipeline.close()
     assert read_archive(_store(tmp_path / "b")).records == read_archive(_store(tmp_path / "a")).records
     assert [(o.records, o.duplicates, o.held, o.skipped_messages) for o in outcomes] == [
         (o.records, o.duplicates, o.held, o.skipped_messages) for o in expected
     ]
-    if shape != "one-partition-batches":
-        assert expected[1].skipped_messages > 0  # the repeated messages are known as durable
-
-
-def test_a_batch_that_needs_recovery_waits_for_the_last_results(index: Index, tmp_path: Path) -> None:
-    """A partition revoked and assigned back: its next batch recovers and rewarms, which asks the
-    seal process, so it is not handed over while the last partition still seals."""
-    process = SealProcess(masking_and_scoring, alerts=RiskScorer())
-    store = _store(tmp_path / "a")
-    pipeline = _pipeline(process, store, index)
-    first, second = _batches()
-    try:
-        # The second batch has partition 0 only: the one after it repeats no offset of it.
-        _, handed = pipeline.complete(
-            pipeline.hand_over(first), lambda: [m for m in second if m.partition == 0]
-        )
-        assert handed is not None
-        pipeline.forget_partition(1)
-        again = [m for m in first + second if m.partition == 1]  # redelivered from the start
-        _, handed = pipeline.complete(handed, lambda: again)
-        assert handed is not None
-        _, handed = pipeline.complete(handed, lambda: [])
-        assert handed is None
-        archive = read_archive(store)
-        places = [(value["session_id"], value["index"]) for _, value in archive.records]
-        assert len(places) == len(set(places))  # nothing sealed twice
-        assert verify_all_chains(archive, require_seal=False) == 7
-    finally:
-        pipeline.close()
+    assert expected[1].skipped_messages > 0  # the repeated messages are known as durable
