@@ -466,10 +466,10 @@ class SealPipeline:
         the next batch, if one is due: it is asked for and handed over as soon as ``handed``'s
         last results are in, before its last partition is written, so that a seal step beside
         this process seals it meanwhile (after, if it repeats offsets of that partition: only
-        the write tells recovery they are durable). Returns the following batch handed over (None without
-        one); it must be completed next. A partition forgotten (revoked) since ``handed`` was
-        handed over has nothing of it written and no dead letters: its next owner takes its
-        messages again."""
+        the write tells recovery they are durable). Returns the following batch handed over
+        (None without one); it must be completed next. A partition forgotten (revoked) since
+        ``handed`` was handed over has nothing of it written and no dead letters: its next owner
+        takes its messages again."""
         following: Sequence[SourceMessage] = []
         following_handed: HandedBatch | None = None
         outcome = handed.outcome
